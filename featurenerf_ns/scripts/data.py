@@ -116,7 +116,7 @@ def entrypoint() -> None:
     try:
         cmd.main()
     except FeatureNeRFDataError as e:
-        CONSOLE.print(f"[red]error:[/red] {e}")
+        CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
         sys.exit(2)
 
 
