@@ -226,3 +226,14 @@ class ShapeSpec:
 
     def kp(self, name: str, xyz: Optional[Sequence[float]]) -> None:
         self.keypoints[name] = None if xyz is None else np.asarray(xyz, dtype=np.float64)
+
+
+def surface_hit(mesh: trimesh.Trimesh, origin: Sequence[float], direction: Sequence[float]) -> np.ndarray:
+    """First point where the ray ``origin + t * direction`` (t > 0) meets ``mesh`` — a way to put a
+    keypoint exactly on a curved or faceted surface."""
+    o = np.asarray(origin, dtype=np.float64)[None]
+    d = np.asarray(direction, dtype=np.float64)[None]
+    locations, _, _ = mesh.ray.intersects_location(o, d, multiple_hits=True)
+    if len(locations) == 0:
+        raise ValueError("surface_hit: ray misses the mesh")
+    return locations[np.argmin(np.linalg.norm(locations - o, axis=1))]
