@@ -114,7 +114,7 @@ def test_instances_vary_in_structure(category):
         ext = verts.max(0) - verts.min(0)
         extents.append(ext / ext.max())
     assert len(styles) >= 4
-    assert np.std(np.array(extents), axis=0).max() > 0.05
+    assert np.std(np.array(extents), axis=0).max() > 0.03  # bounding-box aspect ratios vary
 
 
 def _cli(*args, cwd=None):

@@ -33,7 +33,6 @@ from featurenerf_ns.data_layout import (
     FeatureNeRFDataError,
     Layout,
     SYNSETS,
-    atomic_write_bytes,
     atomic_write_json,
     load_json,
     npz_bytes,

@@ -237,3 +237,44 @@ def surface_hit(mesh: trimesh.Trimesh, origin: Sequence[float], direction: Seque
     if len(locations) == 0:
         raise ValueError("surface_hit: ray misses the mesh")
     return locations[np.argmin(np.linalg.norm(locations - o, axis=1))]
+
+
+def pick(rng: np.random.Generator, weights: dict) -> str:
+    """One key of ``weights`` drawn with probability proportional to its value."""
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=float)
+    return str(keys[rng.choice(len(keys), p=p / p.sum())])
+
+
+def superellipse_warp(mesh: trimesh.Trimesh, power: float, sx: float = 1.0, sy: float = 1.0) -> trimesh.Trimesh:
+    """Warps a z-axis surface of revolution so each horizontal section becomes the superellipse
+    |x/(sx r)|^p + |y/(sy r)|^p = 1 (p=2: ellipse, large p: rounded rectangle). Topology and orientation
+    are kept, and the +-x / +-y vertex columns stay on the axes."""
+    v = mesh.vertices.copy()
+    rho, ang = np.hypot(v[:, 0], v[:, 1]), np.arctan2(v[:, 1], v[:, 0])
+    c, s, e = np.cos(ang), np.sin(ang), 2.0 / power
+    v[:, 0] = sx * rho * np.sign(c) * np.abs(c) ** e
+    v[:, 1] = sy * rho * np.sign(s) * np.abs(s) ** e
+    return trimesh.Trimesh(vertices=v, faces=mesh.faces, process=False)
+
+
+def fit_sphere(spec: "ShapeSpec", limit: float = 0.78) -> float:
+    """Rescales z (meshes and keypoints together, so keypoints stay on their surfaces) until the bounding
+    box with edges (1, a, b) relative to the longest satisfies sqrt(1 + a^2 + b^2) / 2 <= limit; returns
+    the factor applied (1.0 when it already fits)."""
+    lo = np.min([m.bounds[0] for _, m in spec.parts], axis=0)
+    hi = np.max([m.bounds[1] for _, m in spec.parts], axis=0)
+    x, y, z = hi - lo
+    k = 4 * limit**2 - 1
+    if (x * x + y * y + z * z) <= (k + 1) * max(x, y, z) ** 2:
+        return 1.0
+    if z >= max(x, y):  # tall: stretch until the footprint is small enough
+        s = np.sqrt((x * x + y * y) / k) / z
+    else:  # flat: lower it until it is clearly wider than tall
+        s = np.sqrt(k * max(x, y) ** 2 - min(x, y) ** 2) / z
+    for _, mesh in spec.parts:
+        mesh.apply_transform(np.diag([1.0, 1.0, s, 1.0]))
+    for p in spec.keypoints.values():
+        if p is not None:
+            p[2] *= s
+    return float(s)

@@ -24,9 +24,8 @@ Style variation:
 from __future__ import annotations
 
 import numpy as np
-import trimesh
 
-from featurenerf_ns.procedural.geometry import ShapeSpec, loft, revolve
+from featurenerf_ns.procedural.geometry import ShapeSpec, fit_sphere, loft, pick, revolve, superellipse_warp
 
 PARTS = ["body", "neck", "cap", "handle"]
 KEYPOINTS = [
@@ -44,29 +43,12 @@ _STYLES = {"wine": 1.0, "water": 1.0, "jug": 0.8, "square": 0.8, "flask": 0.8}
 _SIDES = {"front": (0, -1), "back": (0, 1), "left": (1, 0), "right": (-1, 0)}
 
 
-def _pick(rng: np.random.Generator, weights: dict) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], dtype=float)
-    return str(keys[rng.choice(len(keys), p=p / p.sum())])
-
-
 def _arc(r_wide: float, z_wide: float, r_narrow: float, z_narrow: float, e: float, n: int = 12) -> np.ndarray:
     """Superellipse quarter from (r_wide, z_wide), where it is vertical, to (r_narrow, z_narrow), where it
     is flat. ``e``=1 gives a straight cone, 2 an elliptic dome, larger values a boxier curve."""
     t = np.linspace(0.0, 1.0, n)
     r = r_narrow + (r_wide - r_narrow) * (1.0 - t**e) ** (1.0 / e)
     return np.column_stack([r, z_wide + (z_narrow - z_wide) * t])
-
-
-def _squircle(mesh: trimesh.Trimesh, power: float, ratio: float) -> trimesh.Trimesh:
-    """Warps a z-axis surface of revolution to superellipse sections |x/r|^p + |y/(ratio r)|^p = 1; the
-    +-x and +-y vertex columns stay on the axes, so profile interpolation still lands on the surface."""
-    v = mesh.vertices.copy()
-    rho, ang = np.hypot(v[:, 0], v[:, 1]), np.arctan2(v[:, 1], v[:, 0])
-    c, s, e = np.cos(ang), np.sin(ang), 2.0 / power
-    v[:, 0] = rho * np.sign(c) * np.abs(c) ** e
-    v[:, 1] = ratio * rho * np.sign(s) * np.abs(s) ** e
-    return trimesh.Trimesh(vertices=v, faces=mesh.faces, process=False)
 
 
 def _on_profile(profile: np.ndarray, z: float, side: str, ratio: float = 1.0) -> np.ndarray:
@@ -84,24 +66,6 @@ def _catmull_rom(points: np.ndarray, n: int = 8) -> np.ndarray:
     out = [0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
            for p0, p1, p2, p3 in zip(p[:-3], p[1:-2], p[2:-1], p[3:])]
     return np.vstack(out + [points[-1:]])
-
-
-def _fit_sphere(spec: ShapeSpec, limit: float = 0.78) -> float:
-    """Rescales z (meshes and keypoints) so the bounding box (1, a, b) satisfies
-    sqrt(1 + a^2 + b^2) / 2 <= limit; returns the factor applied (1.0 when it already fits)."""
-    lo = np.min([m.bounds[0] for _, m in spec.parts], axis=0)
-    hi = np.max([m.bounds[1] for _, m in spec.parts], axis=0)
-    x, y, z = hi - lo
-    k = 4 * limit**2 - 1
-    if (x * x + y * y + z * z) <= (k + 1) * max(x, y, z) ** 2:
-        return 1.0
-    s = np.sqrt((x * x + y * y) / k) / z if z >= max(x, y) else np.sqrt(k * max(x, y) ** 2 - min(x, y) ** 2) / z
-    for _, mesh in spec.parts:
-        mesh.apply_transform(np.diag([1.0, 1.0, s, 1.0]))
-    for p in spec.keypoints.values():
-        if p is not None:
-            p[2] *= s
-    return float(s)
 
 
 def _params(style: str, rng: np.random.Generator) -> dict:
@@ -123,7 +87,7 @@ def _params(style: str, rng: np.random.Generator) -> dict:
         R = u(0.12, 0.17)
         rn = R * u(0.3, 0.4)
         return dict(R=R, rb=R * u(0.8, 0.92), z_heel=u(0.02, 0.05), e_heel=u(2.0, 3.0), z_sh=u(0.55, 0.72),
-                    hs=u(0.08, 0.2), e_sh=u(1.2, 2.5), wall=_pick(rng, {"plain": 1, "waist": 1, "grooves": 1}),
+                    hs=u(0.08, 0.2), e_sh=u(1.2, 2.5), wall=pick(rng, {"plain": 1, "waist": 1, "grooves": 1}),
                     rn=rn, neck_len=u(0.03, 0.06), collar=True, cap="screw", hc=u(0.04, 0.07),
                     rc=rn * u(1.12, 1.25))
     if style == "jug":
@@ -199,7 +163,7 @@ def _handle(spec: ShapeSpec, rng, P: dict, z_att: float, z_low: float) -> None:
 
 def build(rng: np.random.Generator) -> ShapeSpec:
     spec = ShapeSpec()
-    style = _pick(rng, _STYLES)
+    style = pick(rng, _STYLES)
     P = _params(style, rng)
     P.setdefault("rn_base", P["rn"])
     q, power = P.get("ratio", 1.0), P.get("power", 2.0)
@@ -207,7 +171,7 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     # Body.
     prof = _body_profile(P, rng)
     body = revolve(prof, sections=64 if power > 2 else 48)
-    spec.add("body", body if power == 2 and q == 1 else _squircle(body, power, q))
+    spec.add("body", body if power == 2 and q == 1 else superellipse_warp(body, power, 1.0, q))
     z_sh, hs = P["z_sh"], P["hs"]
     z_top = prof[-1, 1]
     z_kp = z_sh + 0.4 * hs
@@ -256,6 +220,6 @@ def build(rng: np.random.Generator) -> ShapeSpec:
                        if k not in ("rn_base",)})
     spec.style.update(style=style, section="round" if power == 2 and q == 1 else "superellipse",
                       height=float(z1))
-    spec.style["z_scale"] = _fit_sphere(spec)
+    spec.style["z_scale"] = fit_sphere(spec)
     spec.keypoints = {name: spec.keypoints[name] for name, _ in KEYPOINTS}  # canonical order
     return spec

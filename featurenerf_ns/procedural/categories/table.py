@@ -24,7 +24,17 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
-from featurenerf_ns.procedural.geometry import ShapeSpec, box, hexahedron, revolve, rotate_z, surface_hit
+from featurenerf_ns.procedural.geometry import (
+    ShapeSpec,
+    box,
+    fit_sphere,
+    hexahedron,
+    pick,
+    revolve,
+    rotate_z,
+    superellipse_warp,
+    surface_hit,
+)
 
 PARTS = ["top", "leg", "support"]
 KEYPOINTS = [
@@ -51,45 +61,6 @@ _KINDS = {
 }
 
 
-def _pick(rng: np.random.Generator, weights: dict) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], dtype=float)
-    return str(keys[rng.choice(len(keys), p=p / p.sum())])
-
-
-def _squircle_prism(a: float, b: float, z0: float, z1: float, power: float, sections: int = 64) -> trimesh.Trimesh:
-    """Vertical slab with superellipse outline |x/a|^p + |y/b|^p = 1 (p=2: ellipse, large p: rounded
-    rectangle), made by warping a revolved disk so the topology and orientation are kept."""
-    mesh = revolve([(1.0, z0), (1.0, z1)], sections=sections)
-    v = mesh.vertices.copy()
-    rho, ang = np.hypot(v[:, 0], v[:, 1]), np.arctan2(v[:, 1], v[:, 0])
-    c, s, e = np.cos(ang), np.sin(ang), 2.0 / power
-    v[:, 0] = a * rho * np.sign(c) * np.abs(c) ** e
-    v[:, 1] = b * rho * np.sign(s) * np.abs(s) ** e
-    return trimesh.Trimesh(vertices=v, faces=mesh.faces, process=False)
-
-
-def _fit_sphere(spec: ShapeSpec, limit: float = 0.78) -> float:
-    """Rescales z (meshes and keypoints) so the bounding box (1, a, b) satisfies
-    sqrt(1 + a^2 + b^2) / 2 <= limit; returns the factor applied (1.0 when it already fits)."""
-    lo = np.min([m.bounds[0] for _, m in spec.parts], axis=0)
-    hi = np.max([m.bounds[1] for _, m in spec.parts], axis=0)
-    x, y, z = hi - lo
-    k = 4 * limit**2 - 1
-    if (x * x + y * y + z * z) <= (k + 1) * max(x, y, z) ** 2:
-        return 1.0
-    if z >= max(x, y):  # tall: stretch until the footprint is small enough
-        s = np.sqrt((x * x + y * y) / k) / z
-    else:  # flat: lower it until it is clearly wider than tall
-        s = np.sqrt(k * max(x, y) ** 2 - min(x, y) ** 2) / z
-    for _, mesh in spec.parts:
-        mesh.apply_transform(np.diag([1.0, 1.0, s, 1.0]))
-    for p in spec.keypoints.values():
-        if p is not None:
-            p[2] *= s
-    return float(s)
-
-
 def _leg_hex(top_xy, bot_xy, w_top: float, w_bot: float, z_top: float) -> trimesh.Trimesh:
     """Square-section leg from a floor footprint (centre ``bot_xy``, width ``w_bot``) to ``z_top``."""
     sq = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=float) / 2
@@ -103,7 +74,7 @@ def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t
     H = z0 + t
     lw = rng.uniform(*{"dining": (0.05, 0.09), "coffee": (0.04, 0.08), "bar": (0.035, 0.055),
                        "console": (0.035, 0.06)}[kind])
-    style = _pick(rng, {"square": 1, "tapered": 1, "round": 1, "turned": 0.7, "splayed": 0.7})
+    style = pick(rng, {"square": 1, "tapered": 1, "round": 1, "turned": 0.7, "splayed": 0.7})
     if np.isinf(p):  # rectangular top: legs inset from the edges
         margin = rng.uniform(0.06, 0.12) if style == "splayed" else rng.uniform(0.01, 0.07)
         lx, ly = a - lw / 2 - margin, b - lw / 2 - margin
@@ -143,7 +114,7 @@ def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t
             spec.add("support", box((0, s * (ly + 0.3 * lw - at / 2), zc), (2 * lx, at, hz)))
             spec.add("support", box((s * (lx + 0.3 * lw - at / 2), 0, zc), (at, 2 * ly, hz)))
 
-    lower = _pick(rng, {"none": 1.2, "box": 0.6, "h": 0.5, "shelf": 0.9 if kind == "coffee" else 0.3}
+    lower = pick(rng, {"none": 1.2, "box": 0.6, "h": 0.5, "shelf": 0.9 if kind == "coffee" else 0.3}
                   if kind != "bar" else {"none": 0.6, "footrest": 1.0, "h": 0.3})
     if lower != "none":
         zs = H * (rng.uniform(0.25, 0.35) if lower == "footrest" else rng.uniform(0.1, 0.3))
@@ -177,7 +148,7 @@ def _pedestal(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
     """One central column on a cross or disk foot, or two columns with a stretcher for long tops."""
     H = z0 + t
     r = float(np.clip(rng.uniform(0.1, 0.15) * min(a, b), 0.03, 0.08))
-    col = _pick(rng, {"straight": 1, "tapered": 1, "tulip": 1})
+    col = pick(rng, {"straight": 1, "tapered": 1, "tulip": 1})
     r_base = _COLUMN_BASE[col] * r
     if a / b > 1.4:  # double pedestal: two columns on floor beams, linked by a stretcher
         xc = rng.uniform(0.45, 0.62) * a
@@ -193,7 +164,7 @@ def _pedestal(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
         spec.add("support", box((0, 0, rng.uniform(0.25, 0.5) * H), (2 * xc, r, 1.2 * r)))
         return dict(pedestal="double", column=col, column_radius=r)
 
-    foot = _pick(rng, {"cross": 1, "disk": 1})
+    foot = pick(rng, {"cross": 1, "disk": 1})
     reach = rng.uniform(0.55, 0.85) * min(a, b)
     if foot == "cross":
         fh, fw, pad = rng.uniform(0.04, 0.08), rng.uniform(1.2, 2.0) * r, 0.012
@@ -237,7 +208,7 @@ def _panels(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
             spec.add("leg", box((x, 0, z0 - ch / 2 + 0.2 * t), (1.3 * pt, 0.9 * dp, ch + 0.4 * t)))  # cleat
         else:
             spec.add("leg", box((x, 0, (z0 + 0.5 * t) / 2), (pt, dp, z0 + 0.5 * t)))
-    link = _pick(rng, {"none": 0.6, "stretcher": 1.0, "shelf": 0.0 if frame else 0.6})
+    link = pick(rng, {"none": 0.6, "stretcher": 1.0, "shelf": 0.0 if frame else 0.6})
     if link == "stretcher":
         zs = rng.uniform(0.15, 0.55) * H
         sw = min(rng.uniform(0.04, 0.1), 0.7 * (pd if frame else dp))
@@ -249,9 +220,9 @@ def _panels(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
 
 def build(rng: np.random.Generator) -> ShapeSpec:
     spec = ShapeSpec()
-    kind = _pick(rng, {k: v[0] for k, v in _KINDS.items()})
+    kind = pick(rng, {k: v[0] for k, v in _KINDS.items()})
     H = rng.uniform(*_KINDS[kind][1])
-    structure = _pick(rng, _KINDS[kind][2])
+    structure = pick(rng, _KINDS[kind][2])
 
     shapes = {"rect": 1.0, "rounded": 0.6, "round": 0.8, "oval": 0.5, "square": 0.6}
     if structure == "panels":
@@ -260,7 +231,7 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         shapes = {"rect": 1.0, "rounded": 0.5}
     elif structure == "pedestal" and kind != "dining":
         shapes = {"round": 1.0, "square": 0.6}
-    shape = _pick(rng, shapes)
+    shape = pick(rng, shapes)
     if shape in ("round", "square"):
         L = W = rng.uniform(*{"dining": (1.1, 1.5), "coffee": (0.7, 1.1), "bar": (0.55, 0.8)}[kind])
     else:
@@ -275,7 +246,10 @@ def build(rng: np.random.Generator) -> ShapeSpec:
                       height=float(H), top_thickness=float(t))
 
     # Top: box for rectangles, warped disk for the curved outlines.
-    spec.add("top", box((0, 0, H - t / 2), (L, W, t)) if np.isinf(p) else _squircle_prism(a, b, z0, H, p))
+    if np.isinf(p):
+        spec.add("top", box((0, 0, H - t / 2), (L, W, t)))
+    else:  # round / oval / rounded-rectangle top: a warped disk
+        spec.add("top", superellipse_warp(revolve([(1.0, z0), (1.0, H)], sections=64), p, a, b))
     c = 2.0 ** (-1.0 / p)  # superellipse point in the 45 degree parameter direction (1 for a rectangle)
     corner = np.array([a * c, b * c])
     inset = 0.08 * b
@@ -290,5 +264,5 @@ def build(rng: np.random.Generator) -> ShapeSpec:
                           else _panels(spec, rng, a, b, z0, t))
         for name, _, _ in _CORNERS:
             spec.kp(f"leg_{name}_foot", None)
-    spec.style["z_scale"] = _fit_sphere(spec)
+    spec.style["z_scale"] = fit_sphere(spec)
     return spec
