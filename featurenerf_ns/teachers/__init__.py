@@ -1,0 +1,1 @@
+"""2D teacher networks whose features FeatureNeRF distills (DINOv2 ViT, ...)."""
