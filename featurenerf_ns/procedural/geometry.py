@@ -80,6 +80,30 @@ def _frame_from_axis(axis: np.ndarray) -> np.ndarray:
     return np.stack([u, v])
 
 
+def _ring_faces(n_rings: int, sections: int, wrap: bool = False) -> list:
+    """Two triangles per quad between consecutive rings of ``sections`` vertices (ring i starts at vertex
+    i * sections); with ``wrap`` the last ring is joined back to the first (a torus)."""
+    faces = []
+    for i in range(n_rings if wrap else n_rings - 1):
+        nxt = (i + 1) % n_rings
+        for j in range(sections):
+            a, b = i * sections + j, i * sections + (j + 1) % sections
+            c, d = nxt * sections + (j + 1) % sections, nxt * sections + j
+            faces.append((a, b, c))
+            faces.append((a, c, d))
+    return faces
+
+
+def _cap_faces(start: int, n_rings: int, sections: int) -> list:
+    """Fans closing the first and last ring with centre vertices ``start`` and ``start + 1``."""
+    faces = []
+    base = (n_rings - 1) * sections
+    for j in range(sections):
+        faces.append((start, (j + 1) % sections, j))
+        faces.append((start + 1, base + j, base + (j + 1) % sections))
+    return faces
+
+
 def loft(centers: Sequence[Sequence[float]], radii: Sequence, sections: int = 24, cap: bool = True) -> trimesh.Trimesh:
     """Tube through ``centers`` with circular (or elliptical, when a radius is a pair (ru, rv)) cross
     sections perpendicular to the local path direction. Ends are capped with a centre vertex."""
@@ -108,22 +132,11 @@ def loft(centers: Sequence[Sequence[float]], radii: Sequence, sections: int = 24
         ring = pts[i] + np.outer(np.cos(theta) * rad[i][0], u) + np.outer(np.sin(theta) * rad[i][1], v)
         verts.append(ring)
     verts = np.concatenate(verts)
-    faces = []
-    for i in range(n - 1):
-        for j in range(sections):
-            a = i * sections + j
-            b = i * sections + (j + 1) % sections
-            c = (i + 1) * sections + (j + 1) % sections
-            d = (i + 1) * sections + j
-            faces.append((a, b, c))
-            faces.append((a, c, d))
+    faces = _ring_faces(n, sections)
     if cap:
         start = len(verts)
         verts = np.concatenate([verts, pts[:1], pts[-1:]])
-        for j in range(sections):
-            faces.append((start, (j + 1) % sections, j))
-            base = (n - 1) * sections
-            faces.append((start + 1, base + j, base + (j + 1) % sections))
+        faces += _cap_faces(start, n, sections)
     return _orient_outward(verts, np.array(faces))
 
 
@@ -147,24 +160,9 @@ def revolve(profile: Sequence[Sequence[float]], center: Sequence[float] = (0, 0,
         verts.append(c + h * a + np.outer(np.cos(theta) * r, u) + np.outer(np.sin(theta) * r, v))
     verts = np.concatenate(verts)
     n = len(prof)
-    faces = []
-    for i in range(n - 1):
-        for j in range(sections):
-            p = i * sections + j
-            q = i * sections + (j + 1) % sections
-            rr = (i + 1) * sections + (j + 1) % sections
-            s = (i + 1) * sections + j
-            faces.append((p, q, rr))
-            faces.append((p, rr, s))
-    extra = []
     start = len(verts)
-    extra.append(c + prof[0, 1] * a)
-    extra.append(c + prof[-1, 1] * a)
-    verts = np.concatenate([verts, np.array(extra)])
-    for j in range(sections):
-        faces.append((start, (j + 1) % sections, j))
-        base = (n - 1) * sections
-        faces.append((start + 1, base + j, base + (j + 1) % sections))
+    verts = np.concatenate([verts, np.array([c + prof[0, 1] * a, c + prof[-1, 1] * a])])
+    faces = _ring_faces(n, sections) + _cap_faces(start, n, sections)
     return _orient_outward(verts, np.array(faces))
 
 
@@ -189,15 +187,7 @@ def torus(center: Sequence[float], axis: Sequence[float], major: float, minor: f
         for p in phi:
             verts.append(c + radial * (major + minor * np.cos(p)) + a * minor * np.sin(p))
     verts = np.array(verts)
-    faces = []
-    for i in range(sections):
-        for j in range(tube_sections):
-            p = i * tube_sections + j
-            q = i * tube_sections + (j + 1) % tube_sections
-            r = ((i + 1) % sections) * tube_sections + (j + 1) % tube_sections
-            s = ((i + 1) % sections) * tube_sections + j
-            faces.append((p, q, r))
-            faces.append((p, r, s))
+    faces = _ring_faces(sections, tube_sections, wrap=True)
     return _orient_outward(verts, np.array(faces))
 
 
