@@ -28,7 +28,6 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import tyro
 from rich.console import Console
 
 from featurenerf_ns.teachers.dinov2 import IMAGENET_MEAN, IMAGENET_STD, DinoV2ViT, config_from_state_dict
@@ -441,13 +440,9 @@ class Info:
 
 
 def entrypoint() -> None:
-    cmd = tyro.extras.subcommand_cli_from_dict({"dinov2-vits14": Dinov2Vits14, "info": Info}, description=__doc__)
-    try:
-        cmd.main()
-    except WeightsError as e:
-        CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        sys.exit(2)
+    from featurenerf_ns.cli import run_subcommands
 
+    run_subcommands({"dinov2-vits14": Dinov2Vits14, "info": Info}, __doc__, (WeightsError,))
 
 if __name__ == "__main__":
     entrypoint()

@@ -8,16 +8,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from featurenerf_ns.cli import run_subcommands
 from featurenerf_ns.data_layout import FeatureNeRFDataError
 
 CONSOLE = Console()
@@ -109,16 +108,7 @@ class ContactSheet:
 
 
 def entrypoint() -> None:
-    cmd = tyro.extras.subcommand_cli_from_dict(
-        {"procedural": Procedural, "contact-sheet": ContactSheet},
-        description=__doc__,
-    )
-    try:
-        cmd.main()
-    except FeatureNeRFDataError as e:
-        CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
-        sys.exit(2)
-
+    run_subcommands({"procedural": Procedural, "contact-sheet": ContactSheet}, __doc__, (FeatureNeRFDataError,))
 
 if __name__ == "__main__":
     entrypoint()

@@ -1,0 +1,22 @@
+"""Shared plumbing of the featurenerf-* command-line tools."""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, Tuple, Type
+
+import tyro
+from rich.console import Console
+
+CONSOLE = Console()
+
+
+def run_subcommands(commands: Dict[str, type], description: str, errors: Tuple[Type[BaseException], ...]) -> None:
+    """Parses ``commands`` (name -> dataclass with ``main()``) with tyro and runs the chosen one; the given
+    error types are user-input problems: printed as one line, exit code 2, no traceback."""
+    cmd = tyro.extras.subcommand_cli_from_dict(commands, description=description)
+    try:
+        cmd.main()
+    except errors as e:
+        CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        sys.exit(2)
