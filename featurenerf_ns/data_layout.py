@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, Optional
 
 import numpy as np
 
@@ -66,18 +66,26 @@ def canonical_name(category: str) -> str:
 # Atomic writes: write to a temporary file in the destination directory, then os.replace.
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Writes through ``write(file_obj)`` to a temporary file beside ``path``, then renames it over ``path``;
+    readers never see a half-written file. The file gets the usual umask permissions (mkstemp's are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -129,9 +137,9 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def intrinsics_from_angle(camera_angle_x: float, width: int, height: int) -> Dict[str, float]:
-    fx = 0.5 * width / np.tan(0.5 * camera_angle_x)
-    return {"fx": float(fx), "fy": float(fx), "cx": width / 2.0, "cy": height / 2.0}
+def focal_from_angle(camera_angle_x: float, width: int) -> float:
+    """Focal length in pixels of a pinhole camera with horizontal field of view ``camera_angle_x`` (radians)."""
+    return float(0.5 * width / np.tan(0.5 * camera_angle_x))
 
 
 class Layout:

