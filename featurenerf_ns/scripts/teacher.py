@@ -1,0 +1,235 @@
+"""``featurenerf-teacher``: cache teacher features, evaluate a teacher on its own, look at its features.
+
+    featurenerf-teacher cache --data data/shapenet/chair                      # train split, DINOv2 default
+    featurenerf-teacher cache --data data/shapenet/chair --max-instances 10 --teacher.layer 8 --teacher.facet key
+    featurenerf-teacher eval-pck --data data/shapenet/chair                   # DINOv2 vs the same net, random weights
+    featurenerf-teacher pca-images --data data/shapenet/chair --out outputs/teacher_pca
+    featurenerf-teacher info --data data/shapenet/chair
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+CONSOLE = Console(soft_wrap=True)
+
+
+@dataclass
+class TeacherArgs:
+    """Which teacher and its options (unset = the registered default of that teacher)."""
+
+    name: str = "dinov2-vits14"
+    """dinov2-vits14 | dino-vits8 | diffusion."""
+    weights: Optional[str] = None
+    """Teacher default when unset; a local checkpoint/directory, hub (online only) or random."""
+    layer: Optional[int] = None
+    """ViT block to read (0-based, negative from the end)."""
+    facet: Optional[str] = None
+    """ViT facet: token | query | key | value."""
+    input_size: Optional[int] = None
+    mask_background: Optional[bool] = None
+    batch_size: Optional[int] = None
+    up_block: Optional[int] = None
+    """Diffusion: U-Net decoder block whose output is read."""
+    timestep: Optional[int] = None
+    """Diffusion: noise level."""
+    device: str = "cpu"
+
+    def overrides(self) -> Dict[str, object]:
+        return {k: v for k, v in vars(self).items() if k not in ("name", "device") and v is not None}
+
+    def setup(self, **extra):
+        from featurenerf_ns.teachers import make_teacher_config
+
+        kw = self.overrides()
+        kw.update({k: v for k, v in extra.items() if v is not None})
+        return make_teacher_config(self.name, **kw).setup(device=self.device)
+
+
+def _category(data: Path, category: Optional[str]):
+    from featurenerf_ns.instances import CategoryData
+
+    return CategoryData(data, category)
+
+
+def _ids(cat, split: str, max_instances: Optional[int]):
+    ids = [i for s in ("train", "val", "test") for i in cat.ids(s)] if split == "all" else cat.ids(split)
+    return ids[:max_instances] if max_instances else ids
+
+
+@dataclass
+class Cache:
+    """Extract and cache teacher features of every view of a split (resumes; rebuilds when settings change)."""
+
+    data: Path = Path("data/shapenet/chair")
+    category: Optional[str] = None
+    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    split: str = "train"
+    """train | val | test | all."""
+    max_instances: Optional[int] = None
+    """Only the first N instances of the split."""
+    pca_dim: Optional[int] = None
+    """Store PCA-k features (fitted on the train split) instead of the full dimension (N3F uses 64)."""
+    cache_dir: Optional[Path] = None
+    """Default: <data root>/teacher_cache/<teacher>/<category>."""
+
+    def main(self) -> None:
+        from featurenerf_ns.teacher_cache import build_cache
+
+        cat = _category(self.data, self.category)
+        ids = _ids(cat, self.split, self.max_instances)
+        t = self.teacher.setup()
+        CONSOLE.print(f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})")
+        r = build_cache(cat, t, ids, self.cache_dir, pca_dim=self.pca_dim)
+        size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
+        rate = f"{r.images_per_second:.1f} images/s" if r.built else "nothing to do (cache up to date)"
+        CONSOLE.print(f"cache {r.cache_dir}: {len(r.built)} instances extracted, {len(r.reused)} reused; {r.images} images in "
+                      f"{r.seconds:.1f} s = {rate}; {size / 2**20:.1f} MiB ({size / max(len(ids), 1) / 2**20:.2f} MiB/instance)")
+
+
+@dataclass
+class EvalPck:
+    """Teacher-only 2D cross-instance keypoint transfer (the paper's "DINO baseline"), trained vs random weights."""
+
+    data: Path = Path("data/shapenet/chair")
+    category: Optional[str] = None
+    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    split: str = "train"
+    max_instances: Optional[int] = 10
+    num_pairs: int = 200
+    seed: int = 0
+    random_baseline: bool = True
+    """Also evaluate the same network with random weights."""
+    out: Optional[Path] = None
+    """Write the results as JSON here."""
+
+    def main(self) -> None:
+        from featurenerf_ns.teacher_eval import TeacherFeatures, cross_instance_pairs, keypoint_transfer_2d
+
+        cat = _category(self.data, self.category)
+        ids = _ids(cat, self.split, self.max_instances)
+        pairs = cross_instance_pairs(cat, ids, self.num_pairs, self.seed)
+        if len(pairs) < self.num_pairs:
+            CONSOLE.print(f"[yellow]only {len(pairs)} pairs with shared visible keypoints among {len(ids)} instances[/yellow]")
+        runs = [("trained", None)] + ([("random", "random")] if self.random_baseline else [])
+        results = {}
+        for tag, w in runs:
+            teacher = self.teacher.setup(weights=w)
+            t0 = time.perf_counter()
+            feats = TeacherFeatures(cat, teacher)
+            r = keypoint_transfer_2d(cat, feats, pairs)
+            r["seconds"] = round(time.perf_counter() - t0, 1)
+            r["label"] = teacher.label
+            results[tag] = r
+        table = Table(title=f"teacher-only 2D keypoint transfer, {cat.category}, {len(pairs)} cross-instance pairs "
+                            f"({results['trained']['num_keypoints']} keypoints), PCK at px/128")
+        table.add_column("teacher")
+        keys = [k for k in results["trained"] if k.startswith("pck@")]
+        for k in keys:
+            table.add_column(k, justify="right")
+        for tag, r in results.items():
+            table.add_row(r["label"], *[f"{r[k]:.1f}" for k in keys])
+        CONSOLE.print(table)
+        if self.out:
+            from featurenerf_ns.data_layout import atomic_write_json
+
+            atomic_write_json(self.out, results)
+            CONSOLE.print(f"wrote {self.out}")
+
+
+def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
+    """(B, D, h, w) maps -> (B, h, w, 3) uint8: joint PCA-3 over the foreground cells of all maps, background black."""
+    from featurenerf_ns.teacher_cache import cell_alpha, fit_pca
+
+    a = cell_alpha(alpha, maps.shape[-2:])[:, 0]
+    fg = maps.permute(0, 2, 3, 1)[a > 0.5]
+    pca = fit_pca(fg, 3)
+    proj = pca.project(maps).permute(0, 2, 3, 1)
+    lo, hi = proj[a > 0.5].quantile(0.01, dim=0), proj[a > 0.5].quantile(0.99, dim=0)
+    rgb = ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1) * (a[..., None] > 0.5)
+    return (rgb.numpy() * 255).round().astype(np.uint8)
+
+
+@dataclass
+class PcaImages:
+    """PNG grid: input views and the PCA (3 components, fitted jointly over the shown views) of teacher features."""
+
+    data: Path = Path("data/shapenet/chair")
+    category: Optional[str] = None
+    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    instances: Tuple[str, ...] = ()
+    """Default: the first three train instances."""
+    views: Tuple[int, ...] = (0, 12, 25)
+    random_baseline: bool = True
+    out: Path = Path("outputs/teacher_pca")
+
+    def main(self) -> None:
+        from PIL import Image
+
+        from featurenerf_ns.teacher_cache import load_views
+
+        cat = _category(self.data, self.category)
+        ids = list(self.instances) or cat.ids("train")[:3]
+        rgbs, alphas = [], []
+        for inst in ids:
+            rgb, alpha = load_views(cat.instance(inst), self.views)
+            rgbs.append(rgb)
+            alphas.append(alpha)
+        rgb, alpha = torch.cat(rgbs), torch.cat(alphas)
+        H, W = rgb.shape[-2:]
+        rows = [(rgb.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)]
+        labels = ["input"]
+        for w in [None] + (["random"] if self.random_baseline else []):
+            t = self.teacher.setup(weights=w)
+            maps = t.extract(rgb, alpha, category=cat.category).features
+            pc = pca_rgb(maps, alpha)
+            rows.append(np.stack([np.asarray(Image.fromarray(p).resize((W, H), Image.NEAREST)) for p in pc]))
+            labels.append(t.label)
+        self.out.mkdir(parents=True, exist_ok=True)
+        grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+        name = f"{cat.category}_{self.teacher.name}.png"
+        Image.fromarray(grid).save(self.out / name)
+        CONSOLE.print(f"wrote {self.out / name}: rows = {' | '.join(labels)}; columns = {len(ids)} instances x views {list(self.views)}")
+
+
+@dataclass
+class Info:
+    """List the teacher caches of a data root: teacher, settings, instances, size."""
+
+    data: Path = Path("data/shapenet")
+
+    def main(self) -> None:
+        root = self.data if (self.data / "teacher_cache").is_dir() else self.data.parent
+        mfs = sorted((root / "teacher_cache").glob("*/*/manifest.json"))
+        if not mfs:
+            CONSOLE.print(f"no teacher caches under {root / 'teacher_cache'}; build one with `featurenerf-teacher cache`")
+        for mf in mfs:
+            m = json.loads(mf.read_text())
+            size = sum(f.stat().st_size for f in mf.parent.glob("*.npy"))
+            idn = m["identity"]
+            state = "complete" if m.get("complete") else "[yellow]incomplete[/yellow]"
+            CONSOLE.print(f"{mf.parent}: {m['label']}, {idn.get('pca_dim') or idn['dim']} x {idn['map_size']}, "
+                          f"{len(m.get('instances', []))} instances, {size / 2**20:.1f} MiB, {state}, "
+                          f"{m.get('images_per_second')} images/s")
+
+
+def entrypoint() -> None:
+    from featurenerf_ns.cli import run_subcommands
+    from featurenerf_ns.data_layout import FeatureNeRFDataError
+    from featurenerf_ns.teachers import TeacherError
+
+    run_subcommands({"cache": Cache, "eval-pck": EvalPck, "pca-images": PcaImages, "info": Info}, __doc__,
+                    (FeatureNeRFDataError, TeacherError))
+
+
+if __name__ == "__main__":
+    entrypoint()

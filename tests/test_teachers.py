@@ -1,0 +1,165 @@
+"""Teacher registry and interface (random weights: no downloads), the metrics and the teacher-only evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featurenerf_ns.metrics import nn_match, part_iou, pck
+from featurenerf_ns.teachers import TEACHERS, TeacherError, make_teacher_config, sample_map
+from featurenerf_ns.teachers.dinov2 import CONFIGS, DinoV2ViT
+
+
+@pytest.fixture(scope="module")
+def dinov2_random():
+    return make_teacher_config("dinov2-vits14", weights="random", input_size=112, layer=9, facet="key").setup()
+
+
+def test_registry_lists_the_three_teachers():
+    assert {"dinov2-vits14", "dino-vits8", "diffusion"} <= set(TEACHERS)
+    with pytest.raises(TeacherError, match="unknown teacher"):
+        make_teacher_config("clip")
+    with pytest.raises(TeacherError, match="has no option 'up_block'"):
+        make_teacher_config("dinov2-vits14", up_block=2)
+
+
+def test_dinov2_random_map_shape_stride_and_masking(dinov2_random):
+    rgb = torch.rand(3, 3, 128, 128)
+    alpha = torch.zeros(3, 1, 128, 128)
+    alpha[:, :, 32:96, 32:96] = 1
+    fm = dinov2_random.extract(rgb, alpha)
+    assert fm.features.shape == (3, 384, 8, 8) and dinov2_random.map_size() == (8, 8)
+    assert fm.stride == (16.0, 16.0)
+    assert torch.isfinite(fm.features).all()
+    # cells entirely outside the alpha box are zero, cells inside are not
+    assert fm.features[:, :, 0, 0].abs().max() == 0 and fm.features[:, :, 3, 3].abs().min() >= 0
+    assert fm.features[:, :, 3:5, 3:5].abs().sum() > 0
+    unmasked = dinov2_random.extract(rgb).features
+    assert torch.allclose(unmasked[:, :, 3:5, 3:5], fm.features[:, :, 3:5, 3:5], atol=1e-5)
+
+
+def test_batching_does_not_change_features():
+    rgb = torch.rand(5, 3, 64, 64)
+    a = make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=2).setup().extract(rgb).features
+    b = make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=8).setup().extract(rgb).features
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_dino_vits8_official_settings_with_random_weights():
+    t = make_teacher_config("dino-vits8", weights="random", input_size=64).setup()
+    fm = t.extract(torch.rand(2, 3, 128, 128))
+    assert fm.features.shape == (2, 384, 8, 8) and fm.stride == (16.0, 16.0)
+    ident = t.identity()
+    assert ident["layer"] == 9 and ident["facet"] == "key" and ident["arch"] == "dino_vits8"
+    assert not hasattr(t.net.blocks[0], "ls1") or isinstance(t.net.blocks[0].ls1, torch.nn.Identity)
+
+
+def test_dino_without_weights_is_a_one_line_error():
+    with pytest.raises(TeacherError) as e:
+        make_teacher_config("dino-vits8").setup()
+    assert "\n" not in str(e.value) and "weights=" in str(e.value)
+
+
+def test_local_checkpoint_with_prefixes_loads_identically(tmp_path):
+    torch.manual_seed(1)
+    net = DinoV2ViT(CONFIGS["dino_vits8"])
+    path = tmp_path / "dino_ckpt.pth"
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, path)
+    t = make_teacher_config("dino-vits8", weights=str(path), input_size=64).setup()
+    x = torch.rand(1, 3, 64, 64)
+    ref = net.eval().extract(t.preprocess(x), layer=9, facet="key").permute(0, 3, 1, 2)
+    assert torch.allclose(t.extract(x).features, ref, atol=1e-5)
+    assert t.identity()["weights_sha256"] and "dino_ckpt.pth" in t.label
+
+
+@pytest.mark.parametrize("bad", ["missing.pth", "text"])
+def test_bad_weights_paths(tmp_path, bad):
+    p = tmp_path / bad
+    if bad == "text":
+        p.write_text("not a checkpoint")
+    with pytest.raises(TeacherError) as e:
+        make_teacher_config("dino-vits8", weights=str(p)).setup()
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_options_and_inputs(dinov2_random):
+    with pytest.raises(TeacherError, match="multiple of the patch size"):
+        make_teacher_config("dinov2-vits14", weights="random", input_size=100).setup()
+    with pytest.raises(TeacherError, match="facet"):
+        make_teacher_config("dinov2-vits14", weights="random", facet="attn").setup()
+    with pytest.raises(TeacherError, match="out of range"):
+        make_teacher_config("dinov2-vits14", weights="random", layer=12).setup()
+    with pytest.raises(TeacherError, match=r"\(B, 3, H, W\)"):
+        dinov2_random.extract(torch.rand(3, 64, 64))
+    bad = torch.rand(1, 3, 32, 32)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TeacherError, match="NaN"):
+        dinov2_random.extract(bad)
+
+
+def test_sample_map_hits_cell_values_at_pixel_centres():
+    fmap = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    # image 8x8, map 4x4: the centre of cell (i, j) is pixel (2j + 1, 2i + 1)
+    uv = torch.tensor([[[1.0, 1.0], [7.0, 3.0], [3.0, 5.0]]])
+    out = sample_map(fmap, uv, (8, 8))
+    expect = torch.stack([fmap[0, :, 0, 0], fmap[0, :, 1, 3], fmap[0, :, 2, 1]])
+    assert torch.allclose(out[0], expect)
+
+
+def test_nn_match_pck_and_iou_oracles():
+    torch.manual_seed(0)
+    cand = torch.randn(1000, 16)
+    perm = torch.randperm(1000)[:50]
+    idx, sim = nn_match(cand[perm] * 3.0, cand, chunk=128)  # scale does not matter for cosine
+    assert torch.equal(idx, perm) and torch.allclose(sim, torch.ones(50), atol=1e-5)
+    assert pck([0.0, 2.0, 6.0, 20.0], (2.5, 10)) == {"pck@2.5": 50.0, "pck@10": 75.0}
+    gt = np.array([0, 1, 1, 2, 2, 2])
+    assert part_iou(gt, gt) == 100.0
+    assert part_iou(np.array([0, 1, 2, 2, 2, 2]), gt) == pytest.approx((1 + 0.5 + 0.75) / 3 * 100)
+    with pytest.raises(ValueError):
+        nn_match(torch.zeros(3, 4), torch.zeros(0, 4))
+
+
+def test_cross_instance_pairs_share_keypoints_and_are_deterministic(chair_root):
+    from featurenerf_ns.instances import CategoryData
+    from featurenerf_ns.teacher_eval import cross_instance_pairs
+
+    cat = CategoryData(chair_root, "chair")
+    ids = cat.ids("train")
+    a = cross_instance_pairs(cat, ids, 20, seed=1)
+    assert a == cross_instance_pairs(cat, ids, 20, seed=1) and len(a) == 20
+    for p in a:
+        assert p.source != p.target
+        assert (cat.view_annotations(p.source)["kp_visible"][p.view] & cat.view_annotations(p.target)["kp_visible"][p.view]).any()
+
+
+def test_keypoint_transfer_with_a_position_oracle_teacher(chair_root):
+    """A 'teacher' whose features are the pixel's own keypoint-aligned code transfers perfectly: checks the plumbing
+    (pairs, sampling at pixel centres, foreground candidates, thresholds) independently of any network."""
+    from featurenerf_ns.instances import CategoryData
+    from featurenerf_ns.teacher_eval import TeacherFeatures, cross_instance_pairs, keypoint_transfer_2d
+
+    cat = CategoryData(chair_root, "chair")
+    pairs = cross_instance_pairs(cat, cat.ids("train"), 10, seed=0)
+
+    class KeypointOracle(TeacherFeatures):
+        """Feature of pixel p: a Gaussian bump around each keypoint (one channel each) plus a constant channel (so
+        the cosine peaks at the keypoint itself rather than wherever the bump directions dominate)."""
+
+        def __call__(self, inst, view):
+            ann = cat.view_annotations(inst)
+            H, W = ann["parts"].shape[-2:]
+            kp = np.nan_to_num(ann["kp2d"][view], nan=-1e4)
+            ys, xs = np.mgrid[0:H, 0:W] + 0.5
+            d2 = (xs[None] - kp[:, 0, None, None]) ** 2 + (ys[None] - kp[:, 1, None, None]) ** 2
+            bumps = np.exp(-d2 / (2 * 3.0**2))
+            return torch.from_numpy(np.concatenate([bumps, np.full((1, H, W), 0.1)])).float()
+
+        def prefetch(self, needed):
+            pass
+
+    r = keypoint_transfer_2d(cat, KeypointOracle(cat, None), pairs)
+    assert r["num_pairs"] == 10 and r["num_keypoints"] > 0
+    # bumps of nearby keypoints overlap and some keypoints sit on the silhouette edge: within 5 px, not always 2.5
+    assert r["pck@5"] == 100.0 and r["pck@2.5"] > 80.0
