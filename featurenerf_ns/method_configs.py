@@ -1,0 +1,117 @@
+"""ns-train methods: featurenerf (DINOv2 teacher), featurenerf-diffusion, featurenerf-nodistill (the paper's
+"NeRF feature" baseline), featurenerf-nocoord (ablation), each as the paper preset (GPU) and a ``-tiny`` CPU
+preset (64^2 images, small MLP, 10-minute budget).
+
+Do not import ``nerfstudio.configs.method_configs`` here: method discovery imports this module while that one is
+being initialised (circular import).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, TeacherSpec
+from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.encoder import EncoderConfig
+from featurenerf_ns.field import FieldConfig
+from featurenerf_ns.model import FeatureNeRFModelConfig
+from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _optimizers(lr: float) -> Dict[str, dict]:
+    return {name: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None} for name in ("encoder", "field")}
+
+
+def paper_preset(name: str) -> TrainerConfig:
+    """Official settings: ResNet-34 encoder, 5 x 512 residual MLP, 64 + 16 + 16 samples, 4 objects x 128 rays,
+    one source view, Adam 1e-4, mask-bbox ray sampling for the first 100k steps."""
+    return TrainerConfig(
+        method_name=name,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=1000,
+        steps_per_eval_all_images=50_000,
+        steps_per_save=5000,
+        max_num_iterations=500_000,
+        mixed_precision=False,
+        pipeline=FeatureNeRFPipelineConfig(
+            datamanager=FeatureNeRFDataManagerConfig(
+                dataparser=FeatureNeRFDataParserConfig(), objects_per_batch=4, rays_per_object=128, num_source_views=1,
+                bbox_sampling_steps=100_000, teacher=TeacherSpec()),
+            model=FeatureNeRFModelConfig(
+                encoder=EncoderConfig(backbone="resnet34"), field=FieldConfig(),
+                num_coarse_samples=64, num_importance_samples=16, num_depth_samples=16, eval_num_rays_per_chunk=4096),
+        ),
+        optimizers=_optimizers(1e-4),
+        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
+        vis="viewer+tensorboard",
+        machine=MachineConfig(device_type=DEVICE),
+    )
+
+
+def tiny_preset(name: str) -> TrainerConfig:
+    """CPU preset: 64^2 images, 3 x 128 MLP, 32 + 16 + 8 samples, 4 objects x 128 rays, 10-minute budget."""
+    cfg = paper_preset(name)
+    cfg.steps_per_eval_batch = 100
+    cfg.steps_per_eval_image = 250
+    cfg.steps_per_eval_all_images = 1_000_000
+    cfg.steps_per_save = 250
+    cfg.max_num_iterations = 100_000
+    cfg.vis = "tensorboard"
+    p = cfg.pipeline
+    p.max_train_minutes = 10.0
+    p.datamanager.image_size = 64
+    p.datamanager.bbox_sampling_steps = 1000
+    p.model.field = FieldConfig(hidden_dim=128, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
+    p.model.num_coarse_samples, p.model.num_importance_samples, p.model.num_depth_samples = 32, 16, 8
+    p.model.depth_std = 0.02
+    cfg.optimizers = _optimizers(5e-4)
+    return cfg
+
+
+def _variant(cfg: TrainerConfig, kind: str) -> TrainerConfig:
+    cfg = copy.deepcopy(cfg)
+    p = cfg.pipeline
+    if kind == "nodistill":
+        p.model.distill = False
+        p.datamanager.distill = False
+    elif kind == "nocoord":
+        p.model.predict_coords = False
+        p.model.coord_weight = 0.0
+    elif kind == "diffusion":
+        p.datamanager.teacher = TeacherSpec(name="diffusion")
+    return cfg
+
+
+DESCRIPTIONS = {
+    "": "FeatureNeRF: generalizable NeRF distilling DINOv2 features (+ internal NeRF feature, coordinate head)",
+    "-diffusion": "FeatureNeRF distilling Stable Diffusion U-Net features (needs local SD weights)",
+    "-nodistill": "FeatureNeRF without distillation: the paper's 'NeRF feature' baseline",
+    "-nocoord": "FeatureNeRF without the coordinate head/loss (ablation)",
+}
+
+
+def _make(suffix: str, tiny: bool) -> MethodSpecification:
+    name = f"featurenerf{suffix}{'-tiny' if tiny else ''}"
+    base = tiny_preset(name) if tiny else paper_preset(name)
+    cfg = _variant(base, suffix.lstrip("-")) if suffix else base
+    desc = DESCRIPTIONS[suffix] + (" [CPU preset: 64^2, small MLP, 10 min]" if tiny else " [paper preset, GPU]")
+    return MethodSpecification(config=cfg, description=desc)
+
+
+featurenerf = _make("", False)
+featurenerf_tiny = _make("", True)
+featurenerf_diffusion = _make("-diffusion", False)
+featurenerf_diffusion_tiny = _make("-diffusion", True)
+featurenerf_nodistill = _make("-nodistill", False)
+featurenerf_nodistill_tiny = _make("-nodistill", True)
+featurenerf_nocoord = _make("-nocoord", False)
+featurenerf_nocoord_tiny = _make("-nocoord", True)

@@ -1,0 +1,248 @@
+"""The FeatureNeRF nerfstudio Model: encoder + image-conditioned field, coarse/fine volume rendering of colour,
+depth, accumulation, the distilled feature and the internal NeRF feature; L_rec + λ_d L_distill + λ_c L_coord.
+
+Conditioning: before a forward pass the pipeline calls :meth:`FeatureNeRFModel.set_sources` with the source
+views of the objects in the batch; rays carry their object's index (0..B-1) in ``camera_indices`` and arrive
+grouped per object with equal counts (the data manager guarantees it; a single camera's rays are object 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.model_components.ray_samplers import UniformSampler
+from nerfstudio.model_components.scene_colliders import NearFarCollider
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch.nn import Parameter
+
+from featurenerf_ns.data_layout import FAR, NEAR
+from featurenerf_ns.encoder import EncoderConfig
+from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews
+
+
+@dataclass
+class FeatureNeRFModelConfig(ModelConfig):
+    _target: Type = field(default_factory=lambda: FeatureNeRFModel)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    field: FieldConfig = field(default_factory=FieldConfig)
+    near: float = NEAR
+    far: float = FAR
+    num_coarse_samples: int = 64
+    num_importance_samples: int = 16
+    num_depth_samples: int = 16
+    """Fine samples drawn from N(coarse depth, depth_std) (official: 16, std 0.01)."""
+    depth_std: float = 0.01
+    distill: bool = True
+    """Render and supervise the distilled teacher feature (False: the paper's 'NeRF feature' baseline)."""
+    feature_dim: int = 384
+    """Teacher feature dimension when the data manager does not provide one (it does, from the teacher cache)."""
+    predict_coords: bool = True
+    distill_weight: float = 0.25
+    coord_weight: float = 0.25
+    coord_loss: Literal["per_sample", "ray_mean"] = "per_sample"
+    """per_sample: mean over samples of ||x_hat - x||^2 (paper); ray_mean: ||mean over a ray's samples of
+    (x_hat - x)||^2 (official code)."""
+    background_color: Literal["black", "white"] = "black"
+    enable_collider: bool = True
+    collider_params: Optional[Dict[str, float]] = None
+    eval_num_rays_per_chunk: int = 4096
+
+
+def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
+    """Inverse-CDF samples (R, n) of t from piecewise-constant weights (R, S) over bin edges (R, S + 1)."""
+    w = weights + 1e-5
+    pdf = w / w.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), pdf.cumsum(-1)], -1).clamp(max=1.0)
+    if deterministic:
+        u = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=bins.device).expand(*cdf.shape[:-1], n).contiguous()
+    else:
+        u = torch.rand(*cdf.shape[:-1], n, device=bins.device)
+    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
+    c0, c1 = cdf.gather(-1, idx - 1), cdf.gather(-1, idx)
+    b0, b1 = bins.gather(-1, idx - 1), bins.gather(-1, idx)
+    frac = ((u - c0) / (c1 - c0).clamp(min=1e-8)).clamp(0, 1)
+    return b0 + frac * (b1 - b0)
+
+
+class FeatureNeRFModel(Model):
+    config: FeatureNeRFModelConfig
+
+    def populate_modules(self):
+        # (the base class would build a collider from collider_params; ours keeps the near plane at inference)
+        c = self.config
+        self.collider = NearFarCollider(c.near, c.far, reset_near_plane=False) if c.enable_collider else None
+        self.encoder = c.encoder.setup()
+        meta = self.kwargs.get("metadata") or {}
+        self.feature_dim = int(meta.get("teacher_feature_dim", c.feature_dim)) if c.distill else 0
+        self.field = FeatureNeRFField(c.field, self.encoder.out_dim, self.feature_dim, c.predict_coords)
+        self.sampler = UniformSampler(num_samples=c.num_coarse_samples)
+        self.renderer_rgb = RGBRenderer(background_color=c.background_color)
+        self.renderer_depth = DepthRenderer(method="expected")
+        self.renderer_accumulation = AccumulationRenderer()
+        self._sources: Optional[SourceViews] = None
+        self._maps: Optional[torch.Tensor] = None
+        from torchmetrics.functional import structural_similarity_index_measure
+
+        self.ssim = structural_similarity_index_measure
+        self.lpips = _local_lpips()
+
+    # ------------------------------------------------------------------ conditioning
+    def set_sources(self, sources: SourceViews) -> None:
+        """Condition the field on these source views (encoded lazily; cached while not training)."""
+        self._sources = sources.to(self.device)
+        self._maps = None
+
+    @property
+    def sources(self) -> SourceViews:
+        if self._sources is None:
+            raise RuntimeError("FeatureNeRFModel: no source views set; call model.set_sources(...) (the pipeline does this)")
+        return self._sources
+
+    def encoded_sources(self) -> torch.Tensor:
+        src = self.sources
+        if self._maps is not None and not (self.training and torch.is_grad_enabled()):
+            return self._maps
+        B, N = src.images.shape[:2]
+        maps = self.encoder(src.images.flatten(0, 1))
+        if not (self.training and torch.is_grad_enabled()):
+            self._maps = maps
+        return maps
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {"encoder": [p for p in self.encoder.parameters() if p.requires_grad], "field": list(self.field.parameters())}
+
+    # ------------------------------------------------------------------ rendering
+    def _field(self, ray_samples: RaySamples, B: int) -> Dict[str, torch.Tensor]:
+        pos = ray_samples.frustums.get_positions()  # (R, S, 3)
+        R, S = pos.shape[:2]
+        dirs = ray_samples.frustums.directions
+        src = self.sources
+        out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), self.encoded_sources(), src,
+                         tuple(src.images.shape[-2:]))
+        return {k: v.reshape(R, S, -1) for k, v in out.items()}
+
+    def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        weights = ray_samples.get_weights(f["density"])
+        out = {
+            "rgb": self.renderer_rgb(rgb=f["rgb"], weights=weights),
+            "depth": self.renderer_depth(weights=weights, ray_samples=ray_samples),
+            "accumulation": self.renderer_accumulation(weights=weights),
+            "nerf_feature": (weights * f["nerf_feature"]).sum(dim=-2),
+            "weights": weights,
+        }
+        if self.config.distill:
+            out["feature"] = (weights * f["feature"]).sum(dim=-2)
+        if self.config.predict_coords:
+            out["coords"] = (weights * f["coords"]).sum(dim=-2)
+        return out
+
+    def _groups(self, ray_bundle: RayBundle) -> int:
+        """Number of object groups of the bundle. A bundle whose rays all belong to one object k of a multi-object
+        conditioning (a camera render, e.g. the viewer during training) is rendered against object k alone."""
+        B = self.sources.num_objects
+        R = ray_bundle.origins.shape[0]
+        if B == 1:
+            return 1
+        idx = ray_bundle.camera_indices
+        if idx is None:
+            raise ValueError(f"FeatureNeRFModel: {R} rays for {B} objects without camera_indices (object index per ray)")
+        idx = idx.view(-1).long()
+        if R % B == 0 and torch.equal(idx, torch.arange(B, device=idx.device).repeat_interleave(R // B)):
+            return B
+        k = int(idx[0]) % B
+        if not bool((idx == idx[0]).all()):
+            raise ValueError("FeatureNeRFModel: rays must be ordered by object (camera_indices 0..B-1, equal counts)")
+        maps = self.encoded_sources()
+        N = self.sources.num_views
+        self._sources = SourceViews(*(t[k : k + 1] for t in self._sources))
+        self._maps = maps.view(B, N, *maps.shape[1:])[k].detach() if maps is not None else None
+        return 1
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:
+        c = self.config
+        B = self._groups(ray_bundle)
+        coarse = self.sampler(ray_bundle)
+        f_c = self._field(coarse, B)
+        out_c = self._render(coarse, f_c)
+
+        # fine: coarse edges + importance samples + Gaussian samples around the coarse depth, one sorted set of bins
+        edges = torch.cat([coarse.frustums.starts[..., 0], coarse.frustums.ends[..., -1:, 0]], dim=-1)  # (R, S+1)
+        w = out_c["weights"][..., 0].detach()
+        extra = [sample_pdf(edges, w, c.num_importance_samples, deterministic=not self.training)] if c.num_importance_samples else []
+        if c.num_depth_samples:
+            depth = out_c["depth"].detach()
+            noise = torch.randn(depth.shape[0], c.num_depth_samples, device=depth.device) if self.training else \
+                torch.linspace(-1.5, 1.5, c.num_depth_samples, device=depth.device).expand(depth.shape[0], -1)
+            extra.append(depth + c.depth_std * noise)
+        t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
+        t = torch.maximum(torch.minimum(t, edges[..., -1:]), edges[..., :1])
+        fine = ray_bundle.get_ray_samples(bin_starts=t[..., :-1, None], bin_ends=t[..., 1:, None])
+        f_f = self._field(fine, B)
+        out_f = self._render(fine, f_f)
+
+        outputs = {k: v for k, v in out_f.items() if k != "weights"}
+        outputs.update({f"{k}_coarse": v for k, v in out_c.items() if k in ("rgb", "feature", "depth")})
+        if self.training and c.predict_coords:
+            outputs["coord_residual_coarse"] = f_c["coords"] - coarse.frustums.get_positions().detach()
+            outputs["coord_residual"] = f_f["coords"] - fine.frustums.get_positions().detach()
+        return outputs
+
+    # ------------------------------------------------------------------ losses and metrics
+    def _coord_loss(self, residual: torch.Tensor) -> torch.Tensor:
+        if self.config.coord_loss == "ray_mean":
+            return residual.mean(dim=-2).pow(2).sum(-1).mean()
+        return residual.pow(2).sum(-1).mean()
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, torch.Tensor]:
+        gt = batch["image"].to(self.device)
+        m = {"psnr": -10.0 * torch.log10(F.mse_loss(outputs["rgb"].detach(), gt).clamp(min=1e-10))}
+        if self.config.distill and "teacher_feature" in batch:
+            m["distill_mse"] = F.mse_loss(outputs["feature"].detach(), batch["teacher_feature"].to(self.device))
+        if "coord_residual" in outputs:
+            m["coord_rmse"] = outputs["coord_residual"].detach().pow(2).sum(-1).mean().sqrt()
+        return m
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
+        c = self.config
+        gt = batch["image"].to(self.device)
+        losses = {"rgb_loss_coarse": F.mse_loss(outputs["rgb_coarse"], gt), "rgb_loss_fine": F.mse_loss(outputs["rgb"], gt)}
+        if c.distill and "teacher_feature" in batch:
+            tf = batch["teacher_feature"].to(self.device)
+            losses["distill_loss"] = c.distill_weight * (F.mse_loss(outputs["feature_coarse"], tf) + F.mse_loss(outputs["feature"], tf))
+        if c.predict_coords and "coord_residual" in outputs and c.coord_weight > 0:
+            losses["coord_loss"] = c.coord_weight * (self._coord_loss(outputs["coord_residual_coarse"]) + self._coord_loss(outputs["coord_residual"]))
+        return losses
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
+        gt = batch["image"].to(self.device)[..., :3]
+        pred = outputs["rgb"].clamp(0, 1)
+        g, p = gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
+        metrics = {"psnr": float(-10.0 * torch.log10(F.mse_loss(pred, gt).clamp(min=1e-10))),
+                   "ssim": float(self.ssim(p, g, data_range=1.0))}
+        if self.lpips is not None:
+            metrics["lpips"] = float(self.lpips(p * 2 - 1, g * 2 - 1))
+        images = {"img": torch.cat([gt, pred], dim=1),
+                  "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+                  "accumulation": colormaps.apply_colormap(outputs["accumulation"])}
+        return metrics, images
+
+
+def _local_lpips():
+    """LPIPS only when its AlexNet weights are already on disk (it would otherwise download them)."""
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    if not ckpt.is_file():
+        return None
+    try:
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        return LearnedPerceptualImagePatchSimilarity(normalize=False)
+    except Exception:
+        return None
+

@@ -1,0 +1,59 @@
+"""ns-train / ns-eval / --load-dir through nerfstudio's own CLIs (subprocesses, no environment workarounds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _env():
+    env = dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+    return env
+
+
+def _train(data: Path, out: Path, stamp: str, iters: int, method: str = "featurenerf-tiny", extra=()):
+    cmd = [str(BIN / "ns-train"), method, "--data", str(data / "chair"), "--max-num-iterations", str(iters),
+           "--output-dir", str(out), "--experiment-name", "e2e", "--timestamp", stamp, "--vis", "tensorboard",
+           "--steps-per-eval-batch", "2", "--steps-per-eval-image", "3", "--steps-per-save", "2",
+           "--pipeline.datamanager.image-size", "32", "--pipeline.datamanager.dataparser.max-instances", "3",
+           "--pipeline.datamanager.eval-num-instances", "1", "--pipeline.datamanager.eval-target-views", "5",
+           "--pipeline.model.num-coarse-samples", "8", "--pipeline.model.num-importance-samples", "4",
+           "--pipeline.model.num-depth-samples", "4", *extra]
+    if method != "featurenerf-nodistill-tiny":
+        cmd += ["--pipeline.datamanager.teacher.weights", "random", "--pipeline.datamanager.teacher.input-size", "56"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out / "e2e" / method / stamp, r.stdout + r.stderr
+
+
+def test_train_eval_and_resume(chair_root, tmp_path):
+    run, log = _train(chair_root, tmp_path, "a", 4)
+    ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
+    assert ckpts and ckpts[-1].name == "step-000000003.ckpt"
+    assert "random init" in log or "not available offline" in log  # the loud ResNet-34 warning
+
+    out = tmp_path / "eval.json"
+    r = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(out)],
+                       capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    assert {"psnr", "ssim"} <= set(res) and 0 < res["psnr"] < 60
+
+    run2, log2 = _train(chair_root, tmp_path, "b", 3, extra=["--load-dir", str(run / "nerfstudio_models")])
+    steps = sorted(int(re.search(r"step-(\d+)", p.name).group(1)) for p in (run2 / "nerfstudio_models").glob("step-*.ckpt"))
+    assert steps[-1] == 3 + 3, steps  # continued from step 4 (the loaded step 3 + 1) for 3 more iterations
+
+
+def test_nodistill_needs_no_teacher(chair_root, tmp_path):
+    run, log = _train(chair_root, tmp_path, "nd", 2, method="featurenerf-nodistill-tiny")
+    assert "caching" not in log and (run / "nerfstudio_models").is_dir()
