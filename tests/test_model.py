@@ -209,3 +209,20 @@ def test_camera_render_of_one_object(pipeline_parts):
     assert out["rgb"].shape == (32, 32, 3) and out["feature"].shape == (32, 32, 384) and out["nerf_feature"].shape == (32, 32, 32)
     metrics, images = model.get_image_metrics_and_images(out, batch)
     assert {"psnr", "ssim"} <= set(metrics) and images["img"].shape == (32, 64, 3)
+
+
+def test_conditioning_on_feature_maps_equals_per_point_linear_layers():
+    """The field applies its per-block image-feature linears to the feature map before sampling (cheaper); with
+    bilinear weights summing to 1 this equals sampling first and applying the linears per point."""
+    field = FeatureNeRFField(SMALL_FIELD, image_feature_dim=7, feature_dim=3)
+    src = _sources(B=1, N=1)
+    maps = torch.randn(1, 7, 8, 8)
+    pts = torch.randn(1, 6, 3) * 0.2
+    uv = project(world_to_source(pts, src.c2w), src.focal, src.center)
+    z = sample_pixel_features(maps, uv[:, 0], (16, 16))
+    per_point = [lin(z) for lin in field.lin_z]
+    w = torch.cat([lin.weight for lin in field.lin_z])[:, :, None, None]
+    b = torch.cat([lin.bias for lin in field.lin_z])
+    on_map = sample_pixel_features(torch.nn.functional.conv2d(maps, w, b), uv[:, 0], (16, 16)).split(32, dim=-1)
+    for a, c in zip(per_point, on_map):
+        assert torch.allclose(a, c, atol=1e-5)
