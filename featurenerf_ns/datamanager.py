@@ -30,29 +30,7 @@ from torch.nn import Parameter
 from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.field import SourceViews
 from featurenerf_ns.instances import CategoryData, InstanceRecord, load_rgba
-from featurenerf_ns.teachers import DEFAULT_TEACHER, make_teacher_config
-
-
-@dataclass
-class TeacherSpec:
-    """The teacher whose features are distilled (None = that teacher's registered default)."""
-
-    name: str = DEFAULT_TEACHER
-    weights: Optional[str] = None
-    layer: Optional[int] = None
-    facet: Optional[str] = None
-    input_size: Optional[int] = None
-    up_block: Optional[int] = None
-    timestep: Optional[int] = None
-    pca_dim: Optional[int] = None
-    """Distil PCA-k teacher features (fitted on the train split, stored with the cache)."""
-    cache_dir: Optional[Path] = None
-    """Default: <data root>/teacher_cache/<teacher>/<category>."""
-    batch_size: int = 8
-
-    def config(self):
-        kw = {k: getattr(self, k) for k in ("weights", "layer", "facet", "input_size", "up_block", "timestep", "batch_size")}
-        return make_teacher_config(self.name, **kw)
+from featurenerf_ns.teachers import TeacherSpec
 
 
 @dataclass
@@ -172,7 +150,14 @@ class FeatureNeRFDataManager(DataManager):
         spec = self.config.teacher
         teacher = spec.config().setup(device="cpu")
         CONSOLE.print(f"teacher: {teacher.label} ({teacher.dim} x {teacher.map_size()[0]} x {teacher.map_size()[1]})")
-        cache = open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=self.local_rank == 0)
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and self.world_size > 1
+        if distributed:  # rank 0 builds/validates the cache, the others wait for it, then everyone opens it
+            if self.local_rank == 0:
+                open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=True)
+            dist.barrier()
+        cache = open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=not distributed)
         del teacher
         return cache
 

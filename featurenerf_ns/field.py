@@ -41,6 +41,10 @@ class FieldConfig:
     num_freqs: int = 6
     freq_factor: float = 1.5
     use_viewdirs: bool = True
+    density_activation: str = "softplus"
+    """softplus (default: never has zero gradient) | relu (official). With ReLU the tiny CPU preset collapsed to
+    zero density everywhere (all-black renders) within 1k steps: once every pre-activation is negative no
+    gradient reaches the density again."""
 
 
 class SourceViews(NamedTuple):
@@ -114,6 +118,8 @@ class FeatureNeRFField(nn.Module):
     def __init__(self, config: FieldConfig, image_feature_dim: int, feature_dim: int, predict_coords: bool = True):
         super().__init__()
         c = config
+        if c.density_activation not in ("softplus", "relu"):
+            raise ValueError(f"field: density_activation={c.density_activation!r}; choose softplus or relu")
         if not 0 <= c.num_conditioned_blocks <= c.combine_layer <= c.num_blocks:
             raise ValueError(f"field: need 0 <= num_conditioned_blocks ({c.num_conditioned_blocks}) <= combine_layer "
                              f"({c.combine_layer}) <= num_blocks ({c.num_blocks})")
@@ -167,7 +173,7 @@ class FeatureNeRFField(nn.Module):
         out = torch.split(self.head(F.relu(h)), list(self.head_sizes.values()), dim=-1)
         heads = dict(zip(self.head_sizes, out))
         return {
-            "density": F.relu(heads["density"]),
+            "density": F.softplus(heads["density"]) if c.density_activation == "softplus" else F.relu(heads["density"]),
             "rgb": torch.sigmoid(heads["rgb"]),
             "feature": heads["feature"],
             "coords": heads["coords"],

@@ -17,7 +17,8 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, TeacherSpec
+from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.encoder import EncoderConfig
 from featurenerf_ns.field import FieldConfig

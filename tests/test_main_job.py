@@ -26,13 +26,24 @@ def _check_report(tmp_path, categories, n):
     assert "| chair |" in (tmp_path / "out" / "report.md").read_text() or "chair" not in categories
 
 
+SMALL = ("--categories", "chair", "bottle", "--num-instances", "5", "--workers", "1", "--teacher-weights", "random",
+         "--train-minutes", "0.05", "--image-size", "32", "--pck-pairs", "10")
+
+
 def test_main_job_small(tmp_path):
-    r = _run_main(tmp_path, "--categories", "chair", "bottle", "--num-instances", "3", "--workers", "1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    _check_report(tmp_path, ("chair", "bottle"), 3)
-    # Re-running resumes on complete data: nothing is regenerated.
-    r2 = _run_main(tmp_path, "--categories", "chair", "bottle", "--num-instances", "3", "--workers", "1")
-    assert r2.returncode == 0 and "rendered 0 views" in r2.stdout
+    """All stages on 5 instances with a random-weight teacher (the DINOv2 conversion is tested in test_dinov2)."""
+    r = _run_main(tmp_path, *SMALL)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    _check_report(tmp_path, ("chair", "bottle"), 5)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    t = report["teacher"]
+    assert t["instances"] == 3 and t["pck"]["trained"]["num_pairs"] == 10 and (tmp_path / "out" / "chair_dinov2-vits14.png").is_file()
+    tr = report["training"]
+    assert tr["steps"] >= 1 and 0 < tr["eval"]["psnr"] < 60 and tr["black_psnr"] > 0
+    assert "## Training (CPU preset)" in (tmp_path / "out" / "report.md").read_text()
+    # Re-running resumes on complete data: nothing is regenerated, the teacher cache is reused.
+    r2 = _run_main(tmp_path, *SMALL, "--skip-training")
+    assert r2.returncode == 0 and "rendered 0 views" in r2.stdout and "0 instances extracted, 3 reused" in r2.stdout
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, TeacherSpec, bilinear_gather, camera_rays
+from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, bilinear_gather, camera_rays
+from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.encoder import EncoderConfig
 from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews, project, sample_pixel_features, world_to_source

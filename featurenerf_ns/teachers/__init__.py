@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Callable, Dict
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Dict, Optional
 
 from featurenerf_ns.teachers.base import FeatureMap, Teacher, TeacherConfig, TeacherError, sample_map  # noqa: F401
 
@@ -55,3 +56,37 @@ def make_teacher_config(name: str = DEFAULT_TEACHER, **overrides) -> TeacherConf
             raise TeacherError(f"teacher {name} has no option {k!r}; its options: {', '.join(sorted(known - {'_target'}))}")
         setattr(cfg, k, v)
     return cfg
+
+
+@dataclass
+class TeacherSpec:
+    """Which teacher and its options, as CLIs and the data manager take them (unset = the registered default)."""
+
+    name: str = DEFAULT_TEACHER
+    """dinov2-vits14 | dino-vits8 | diffusion."""
+    weights: Optional[str] = None
+    """Teacher default when unset; a local checkpoint/directory, hub (online only) or random."""
+    layer: Optional[int] = None
+    """ViT block to read (0-based, negative from the end)."""
+    facet: Optional[str] = None
+    """ViT facet: token | query | key | value."""
+    input_size: Optional[int] = None
+    mask_background: Optional[bool] = None
+    up_block: Optional[int] = None
+    """Diffusion: U-Net decoder block read."""
+    timestep: Optional[int] = None
+    """Diffusion: noise level."""
+    batch_size: int = 8
+    pca_dim: Optional[int] = None
+    """Cache PCA-k features (fitted on the train split, stored with the cache) instead of the full dimension."""
+    cache_dir: Optional[Path] = None
+    """Default: <data root>/teacher_cache/<teacher>/<category>."""
+
+    def config(self, **extra) -> TeacherConfig:
+        keys = ("weights", "layer", "facet", "input_size", "mask_background", "up_block", "timestep", "batch_size")
+        kw = {k: getattr(self, k) for k in keys}
+        kw.update({k: v for k, v in extra.items() if v is not None})
+        return make_teacher_config(self.name, **kw)
+
+    def setup(self, device: str = "cpu", **extra) -> Teacher:
+        return self.config(**extra).setup(device=device)
