@@ -87,9 +87,10 @@ class _Instance:
         return self.rgba[views, :3].float() / 255.0
 
 
-def bilinear_gather(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
-    """maps (V, D, h, w), per-ray view index (R,), pixel coordinates (R, 2) -> (R, D); same convention as
-    ``grid_sample(align_corners=False, padding_mode='border')`` with the map covering the whole image."""
+def bilinear_gather(maps, view: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
+    """maps (V, D, h, w) (tensor, array or memory-mapped array), per-ray view index (R,), pixel coordinates (R, 2)
+    -> (R, D) float32; same convention as ``grid_sample(align_corners=False, padding_mode='border')`` with the map
+    covering the whole image. Only the 4 cells around each ray are read (not whole maps of a memory-mapped cache)."""
     V, D, h, w = maps.shape
     H, W = image_hw
     x = (uv[:, 0] * (w / W) - 0.5).clamp(0, w - 1)
@@ -97,9 +98,13 @@ def bilinear_gather(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, im
     x0, y0 = x.floor().long().clamp(max=w - 1), y.floor().long().clamp(max=h - 1)
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    m = maps.permute(0, 2, 3, 1)
-    return (m[view, y0, x0] * (1 - fx) * (1 - fy) + m[view, y0, x1] * fx * (1 - fy)
-            + m[view, y1, x0] * (1 - fx) * fy + m[view, y1, x1] * fx * fy)
+    arr = maps.numpy() if isinstance(maps, torch.Tensor) else maps
+    vi = np.asarray(view, dtype=np.int64)
+    ys, xs = torch.stack([y0, y0, y1, y1]).numpy(), torch.stack([x0, x1, x0, x1]).numpy()
+    # advanced indices around a slice: the result is (4, R, D)
+    corners = torch.from_numpy(np.asarray(arr[np.broadcast_to(vi, ys.shape), :, ys, xs], dtype=np.float32))
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return (corners * wts).sum(0)
 
 
 def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.Tensor, v: torch.Tensor):
@@ -205,9 +210,8 @@ class FeatureNeRFDataManager(DataManager):
             dirs.append(d)
             rgbs.append(it.rgba[view, :3, v, u].float() / 255.0)
             if with_teacher:
-                uniq, inv = torch.unique(view, return_inverse=True)
-                maps = torch.from_numpy(np.asarray(self.teacher_cache.features(inst_id)[uniq.numpy()], dtype=np.float32))
-                feats.append(bilinear_gather(maps, inv, torch.stack([u, v], -1).float() + 0.5, it.hw))
+                feats.append(bilinear_gather(self.teacher_cache.features(inst_id), view,
+                                             torch.stack([u, v], -1).float() + 0.5, it.hw))
         n = len(ids) * R
         bundle = RayBundle(
             origins=torch.cat(origins), directions=torch.cat(dirs), pixel_area=torch.full((n, 1), 1e-4),

@@ -119,13 +119,15 @@ class FeatureNeRFModel(Model):
         return {"encoder": [p for p in self.encoder.parameters() if p.requires_grad], "field": list(self.field.parameters())}
 
     # ------------------------------------------------------------------ rendering
-    def _field(self, ray_samples: RaySamples, B: int) -> Dict[str, torch.Tensor]:
+    def _field(self, ray_samples: RaySamples, B: int, per_sample_features: bool = False) -> Dict[str, torch.Tensor]:
+        """Field outputs per sample (R, S, .); the distilled feature only as its head input ``feature_basis``
+        unless ``per_sample_features`` (rendering composites the basis, then applies the linear head)."""
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
         R, S = pos.shape[:2]
         dirs = ray_samples.frustums.directions
         src = self.sources
         out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), self.encoded_sources(), src,
-                         tuple(src.images.shape[-2:]))
+                         tuple(src.images.shape[-2:]), features=per_sample_features)
         return {k: v.reshape(R, S, -1) for k, v in out.items()}
 
     def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -138,7 +140,10 @@ class FeatureNeRFModel(Model):
             "weights": weights,
         }
         if self.config.distill:
-            out["feature"] = (weights * f["feature"]).sum(dim=-2)
+            if "feature" in f:
+                out["feature"] = (weights * f["feature"]).sum(dim=-2)
+            else:
+                out["feature"] = self.field.composite_feature((weights * f["feature_basis"]).sum(dim=-2), out["accumulation"])
         if self.config.predict_coords:
             out["coords"] = (weights * f["coords"]).sum(dim=-2)
         return out

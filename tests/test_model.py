@@ -10,7 +10,8 @@ from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, bilinear_ga
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.encoder import EncoderConfig
-from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews, project, sample_pixel_features, world_to_source
+from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews, project, world_to_source
+from featurenerf_ns.teachers.base import sample_map
 from featurenerf_ns.instances import CategoryData
 from featurenerf_ns.model import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import sample_map
@@ -79,7 +80,7 @@ def test_projection_matches_dataparser_cameras_on_the_object_surface(chair_root)
     from featurenerf_ns.instances import load_rgba
 
     img = torch.from_numpy(load_rgba(cat.instance(inst).image_paths[view])).permute(2, 0, 1)[None]
-    sampled = sample_pixel_features(img, uv[None], img.shape[-2:])[0]
+    sampled = sample_map(img, uv[None], img.shape[-2:])[0]
     assert torch.allclose(sampled, img[0, :, v, u].T, atol=1e-4)
 
 
@@ -142,9 +143,9 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     seen = []
     real = model._field
 
-    def spy(ray_samples, B):
-        out = real(ray_samples, B)
-        seen.append((ray_samples, out))
+    def spy(ray_samples, B, **kw):
+        out = real(ray_samples, B, **kw)
+        seen.append((ray_samples, B, out))
         return out
 
     model._field = spy
@@ -154,7 +155,10 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     finally:
         model._field = real
         model.train()
-    samples, f = seen[-1]  # the fine pass
+    samples, B, f = seen[-1]  # the fine pass
+    assert "feature" not in f  # rendering composites the head input, then applies the linear head once per ray
+    with torch.no_grad():
+        f = real(samples, B, per_sample_features=True)  # the distilled feature of every sample
     delta = (samples.frustums.ends - samples.frustums.starts)[..., 0]
     alpha = 1 - torch.exp(-f["density"][..., 0] * delta)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1] + 1e-10], 1), 1)
@@ -220,10 +224,10 @@ def test_conditioning_on_feature_maps_equals_per_point_linear_layers():
     maps = torch.randn(1, 7, 8, 8)
     pts = torch.randn(1, 6, 3) * 0.2
     uv = project(world_to_source(pts, src.c2w), src.focal, src.center)
-    z = sample_pixel_features(maps, uv[:, 0], (16, 16))
+    z = sample_map(maps, uv[:, 0], (16, 16))
     per_point = [lin(z) for lin in field.lin_z]
     w = torch.cat([lin.weight for lin in field.lin_z])[:, :, None, None]
     b = torch.cat([lin.bias for lin in field.lin_z])
-    on_map = sample_pixel_features(torch.nn.functional.conv2d(maps, w, b), uv[:, 0], (16, 16)).split(32, dim=-1)
+    on_map = sample_map(torch.nn.functional.conv2d(maps, w, b), uv[:, 0], (16, 16)).split(32, dim=-1)
     for a, c in zip(per_point, on_map):
         assert torch.allclose(a, c, atol=1e-5)
