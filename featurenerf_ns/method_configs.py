@@ -17,6 +17,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from featurenerf_ns.correspondence import CorrespondenceConfig
 from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
@@ -50,6 +51,7 @@ def paper_preset(name: str) -> TrainerConfig:
             model=FeatureNeRFModelConfig(
                 encoder=EncoderConfig(backbone="resnet34"), field=FieldConfig(),
                 num_coarse_samples=64, num_importance_samples=16, num_depth_samples=16, eval_num_rays_per_chunk=4096),
+            correspondence=CorrespondenceConfig(num_pairs=1000, callback_every=5000, callback_pairs=20),
         ),
         optimizers=_optimizers(1e-4),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
@@ -74,6 +76,8 @@ def tiny_preset(name: str) -> TrainerConfig:
     p.model.field = FieldConfig(hidden_dim=128, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
     p.model.num_coarse_samples, p.model.num_importance_samples, p.model.num_depth_samples = 32, 16, 8
     p.model.depth_std = 0.02
+    p.correspondence.num_pairs = 50  # of each kind; the paper preset evaluates all 1000
+    p.correspondence.callback_every, p.correspondence.callback_pairs = 250, 5  # ~5 s per call on 2 cores
     cfg.optimizers = _optimizers(5e-4)
     return cfg
 

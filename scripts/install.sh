@@ -12,6 +12,7 @@ extras="${1:-}"
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 start=$(date +%s)
+rm -rf featurenerf_ns.egg-info  # a stale one in the source tree would shadow the installed entry points (python -m from here)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$target" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -c "import featurenerf_ns, torch, torchvision, nerfstudio" \

