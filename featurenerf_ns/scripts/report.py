@@ -261,6 +261,37 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, str, 
     return out, cat
 
 
+def untrained_rows(evals: List[dict]) -> List[Row]:
+    """The first run's architecture at its initialisation (seeded like training step 0), evaluated on the same
+    pairs: how much of a score the positional encoding of the conditioning camera frame gives before any
+    training (objects are aligned and cross-instance pairs share the camera, so position alone is informative)."""
+    import torch
+    import yaml
+
+    d = evals[0]
+    cfg_path = run_config_path(d)
+    if cfg_path is None:
+        CONSOLE.print(f"[yellow]{d['_path']}: checkpoint not found; no untrained-network row[/yellow]")
+        return []
+    config = yaml.load(cfg_path.read_text(), Loader=yaml.Loader)
+    from nerfstudio.configs.method_configs import all_methods
+
+    if config.method_name in all_methods:
+        config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
+    torch.manual_seed(0)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="test")
+    groups = split_results(d["results"])
+    rows = []
+    for (cat, src), m in groups.items():
+        if src != "nerf_feature":
+            continue
+        n = int(m.get("part2d_cross/num_pairs", 0)) or int(m.get("part2d_novel/num_pairs", 0)) or None
+        metrics, _ = pipeline.correspondence_metrics(n, features=("nerf_feature",), teacher=False)
+        mm = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith(f"{cat}/nerf_feature/")}
+        rows.append(Row(cat, "Untrained network (init, internal feature)", "untrained", None, mm))
+    return rows
+
+
 def _overlay(rgb: np.ndarray, xy: np.ndarray, labels: np.ndarray, alpha: float = 0.65) -> np.ndarray:
     img = rgb.copy()
     ij = np.floor(xy).astype(int)
@@ -332,10 +363,14 @@ class ReportCommand:
     out: Path = Path("outputs/report")
     qualitative: int = 3
     """Cross-instance pairs drawn as figures (0 = none; loads each run's checkpoint)."""
+    untrained: bool = True
+    """Also score the first run's network at initialisation (what position alone gives on aligned objects)."""
 
     def main(self) -> None:
         evals = [load_eval(p) for p in self.evals]
         rows = build_rows(evals)
+        if self.untrained:
+            rows += untrained_rows(evals)
         self.out.mkdir(parents=True, exist_ok=True)
         from featurenerf_ns.data_layout import atomic_write_bytes, atomic_write_json
 
