@@ -119,14 +119,16 @@ class FeatureNeRFModel(Model):
         return {"encoder": [p for p in self.encoder.parameters() if p.requires_grad], "field": list(self.field.parameters())}
 
     # ------------------------------------------------------------------ rendering
-    def _field(self, ray_samples: RaySamples, B: int, per_sample_features: bool = False) -> Dict[str, torch.Tensor]:
+    def _field(self, ray_samples: RaySamples, B: int, per_sample_features: bool = False,
+               maps: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Field outputs per sample (R, S, .); the distilled feature only as its head input ``feature_basis``
         unless ``per_sample_features`` (rendering composites the basis, then applies the linear head)."""
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
         R, S = pos.shape[:2]
         dirs = ray_samples.frustums.directions
         src = self.sources
-        out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), self.encoded_sources(), src,
+        maps = self.encoded_sources() if maps is None else maps
+        out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), maps, src,
                          tuple(src.images.shape[-2:]), features=per_sample_features)
         return {k: v.reshape(R, S, -1) for k, v in out.items()}
 
@@ -174,7 +176,8 @@ class FeatureNeRFModel(Model):
         c = self.config
         B = self._groups(ray_bundle)
         coarse = self.sampler(ray_bundle)
-        f_c = self._field(coarse, B)
+        maps = self.encoded_sources()  # once per forward: coarse and fine share it (and its gradient)
+        f_c = self._field(coarse, B, maps=maps)
         out_c = self._render(coarse, f_c)
 
         # fine: coarse edges + importance samples + Gaussian samples around the coarse depth, one sorted set of bins
@@ -189,7 +192,7 @@ class FeatureNeRFModel(Model):
         t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
         t = torch.maximum(torch.minimum(t, edges[..., -1:]), edges[..., :1])
         fine = ray_bundle.get_ray_samples(bin_starts=t[..., :-1, None], bin_ends=t[..., 1:, None])
-        f_f = self._field(fine, B)
+        f_f = self._field(fine, B, maps=maps)
         out_f = self._render(fine, f_f)
 
         outputs = {k: v for k, v in out_f.items() if k != "weights"}

@@ -1,0 +1,341 @@
+"""``featurenerf-bench``: throughput, latency and peak memory of the hot paths, against the machine's own limit.
+
+    featurenerf-bench                                   # CPU, all parts, writes outputs/bench.json
+    featurenerf-bench --parts matmul field --device cuda
+
+Each part runs in a fresh subprocess (spawn), so its peak resident memory is its own:
+
+* ``matmul``: dense float32 ``torch.mm`` GFLOP/s at the field's MLP shapes (samples x width @ width x width) — the
+  machine's limit measured in the same run;
+* ``field``: ray samples/s through the field, forward + backward, at the tiny and paper presets, and the achieved
+  GFLOP/s (analytic FLOPs of its linear layers, backward = 2 x forward) as a fraction of the matmul peak;
+* ``encoder``: time per image of the ResNet-34 encoder at 64² and 128² (forward, and forward + backward);
+* ``step``: one training step of the tiny preset on the embedded chairs, split into data, encode, field, render
+  (the rest of the forward pass), loss, backward and optimizer (needs data/shapenet and its teacher cache);
+* ``inference``: features of a pair (10k surface points each) plus transfer of 3D keypoints and part labels; one
+  128² feature render (tiny preset, all pixels); teacher caching images/s (DINOv2 ViT-S/14 at 224 px).
+
+Random weights are used where only speed matters (it does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import tyro
+from rich.console import Console
+from rich.table import Table
+
+CONSOLE = Console(soft_wrap=True)
+PARTS = ("matmul", "field", "encoder", "step", "inference")
+PRESETS = {  # (hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size)
+    "tiny": (128, 3, 2, 2, 32, 16, 8, 64),
+    "paper": (512, 5, 3, 3, 64, 16, 16, 128),
+}
+RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
+
+
+def _timeit(fn: Callable[[], None], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if time.perf_counter() - t0 >= min_time and n >= 3:
+            return (time.perf_counter() - t0) / n
+
+
+def _samples_per_ray(preset: str) -> int:
+    _, _, _, _, c, i, d, _ = PRESETS[preset]
+    return c + (c + 1 + i + d - 1)  # coarse + fine (coarse edges + importance + depth samples -> bins)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# parts (each returns a dict of figures)
+
+
+def part_matmul(device: str) -> dict:
+    import torch
+
+    out = {}
+    for preset in PRESETS:
+        w = PRESETS[preset][0]
+        n = RAYS_PER_STEP * _samples_per_ray(preset)
+        a, b = torch.randn(n, w, device=device), torch.randn(w, w, device=device)
+        t = _timeit(lambda: torch.mm(a, b), device)
+        out[f"{preset}_gflops"] = 2 * n * w * w / t / 1e9
+        out[f"{preset}_shape"] = f"{n}x{w} @ {w}x{w}"
+    return out
+
+
+def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
+    import torch
+
+    from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews
+
+    w, blocks, cond, comb, *_, size = PRESETS[preset]
+    cfg = FieldConfig(hidden_dim=w, num_blocks=blocks, num_conditioned_blocks=cond, combine_layer=comb)
+    field = FeatureNeRFField(cfg, 512, feature_dim).to(device)
+    B, P = 4, 128 * _samples_per_ray(preset)
+    g = torch.Generator().manual_seed(0)
+    pts = (torch.rand(B, P, 3, generator=g) - 0.5).to(device) * 0.6
+    dirs = torch.nn.functional.normalize(torch.randn(B, P, 3, generator=g), dim=-1).to(device)
+    maps = torch.randn(B, 512, size // 2, size // 2, generator=g).to(device)
+    c2w = torch.eye(4).repeat(B, 1, 1, 1)
+    c2w[..., 2, 3] = 1.3
+    src = SourceViews(torch.rand(B, 1, 3, size, size), c2w, torch.full((B, 1), size * 1.1), torch.full((B, 1, 2), size / 2)).to(device)
+    return field, pts, dirs, maps, src, (size, size), cfg
+
+
+def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
+    """Forward FLOPs per sample of the field's linear layers (the 1x1-conv conditioning runs per map pixel, excluded)."""
+    w = cfg.hidden_dim
+    in_dim = 3 + 6 * cfg.num_freqs + (3 if cfg.use_viewdirs else 0)
+    head = 1 + 3 + 3 + (feature_dim if per_sample_feature else 0)
+    return 2 * (in_dim * w + cfg.num_blocks * 2 * w * w + w * head)
+
+
+def part_field(device: str, peak: Dict[str, float]) -> dict:
+    import torch
+
+    out = {}
+    for preset in PRESETS:
+        field, pts, dirs, maps, src, hw, cfg = _field_and_inputs(preset, device)
+        maps.requires_grad_(True)
+
+        def step():
+            o = field(pts, dirs, maps, src, hw, features=False)
+            (o["density"].sum() + o["rgb"].sum() + o["feature_basis"].sum() + o["coords"].sum()).backward()
+
+        t = _timeit(step, device)
+        n = pts.shape[0] * pts.shape[1]
+        gflops = 3 * _field_flops(cfg, 384, False) * n / t / 1e9
+        out[f"{preset}_samples_per_s"] = n / t
+        out[f"{preset}_ms_per_step"] = t * 1e3
+        out[f"{preset}_gflops"] = gflops
+        if peak.get(f"{preset}_gflops"):
+            out[f"{preset}_fraction_of_matmul_peak"] = gflops / peak[f"{preset}_gflops"]
+    return out
+
+
+def part_encoder(device: str) -> dict:
+    import torch
+
+    from featurenerf_ns.encoder import EncoderConfig
+
+    enc = EncoderConfig(backbone="resnet34", weights="random").setup().to(device)
+    out = {}
+    for size in (64, 128):
+        x = torch.rand(4, 3, size, size, device=device)
+        with torch.no_grad():
+            t = _timeit(lambda: enc(x), device)
+        out[f"{size}px_forward_ms_per_image"] = t / 4 * 1e3
+
+        def fb():
+            enc(x).sum().backward()
+
+        out[f"{size}px_forward_backward_ms_per_image"] = _timeit(fb, device) / 4 * 1e3
+    return out
+
+
+def part_step(device: str, data: str) -> dict:
+    import copy
+
+    import torch
+
+    import featurenerf_ns.method_configs as mc
+
+    cfg = copy.deepcopy(mc.featurenerf_tiny.config)
+    cfg.pipeline.datamanager.data = Path(data)
+    pipe = cfg.pipeline.setup(device=device, test_mode="val")
+    pipe.train()
+    model, dm = pipe.model, pipe.datamanager
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    acc = {k: 0.0 for k in ("data", "encode", "field", "render", "loss", "backward", "optimizer")}
+    timers = {"encode": 0.0, "field": 0.0}
+
+    def wrap(module, key):
+        real = module.forward
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            r = real(*a, **k)
+            timers[key] += time.perf_counter() - t0
+            return r
+
+        module.forward = timed
+
+    wrap(model.encoder, "encode")
+    wrap(model.field, "field")
+    n, warm = 20, 3
+    for step in range(n + warm):
+        timers["encode"] = timers["field"] = 0.0
+        t0 = time.perf_counter()
+        rb, batch = dm.next_train(step)
+        t1 = time.perf_counter()
+        outputs = model(rb)
+        t2 = time.perf_counter()
+        loss = sum(model.get_loss_dict(outputs, batch).values())
+        t3 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        if step >= warm:
+            acc["data"] += t1 - t0
+            acc["encode"] += timers["encode"]
+            acc["field"] += timers["field"]
+            acc["render"] += (t2 - t1) - timers["encode"] - timers["field"]
+            acc["loss"] += t3 - t2
+            acc["backward"] += t4 - t3
+            acc["optimizer"] += t5 - t4
+    out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
+    out["total_ms"] = sum(acc.values()) / n * 1e3
+    out["ms_per_1000_steps_s"] = out["total_ms"]  # ms per step == s per 1000 steps
+    return out
+
+
+def part_inference(device: str) -> dict:
+    import torch
+
+    from featurenerf_ns.metrics import nn_match
+
+    out = {}
+    field, _, _, maps, src, hw, _ = _field_and_inputs("tiny", device)
+    field.eval()
+    g = torch.Generator().manual_seed(1)
+    pa = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
+    pb = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
+    kp = pa[:12]
+    one = type(src)(*(t[:1] for t in src))
+
+    @torch.no_grad()
+    def pair():
+        feats = []
+        for p in (torch.cat([pa, kp]), pb):
+            d = torch.nn.functional.normalize(p - one.c2w[0, 0, :3, 3], dim=-1)
+            feats.append(field(p[None], d[None], maps[:1], one, hw)["nerf_feature"][0])
+        fa, fb = feats
+        nn_match(fa[-12:], fb)  # keypoints -> target points
+        nn_match(fb, fa[:-12])  # part labels of the target points
+
+    out["pair_3d_transfer_10k_points_s"] = _timeit(pair, device, min_time=3.0, warmup=1)
+
+    # one 128^2 feature render with the tiny-preset model (coarse + importance + depth samples, all pixels)
+    import copy
+
+    import featurenerf_ns.method_configs as mc
+    from featurenerf_ns.datamanager import camera_rays
+    from nerfstudio.cameras.rays import RayBundle
+
+    cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
+    model = cfg.setup(scene_box=None, num_train_data=1, metadata={"teacher_feature_dim": 384}).to(device).eval()
+    model.set_sources(one)
+    H = 128
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    c2w = torch.eye(4)
+    c2w[2, 3] = 1.3
+    o, d = camera_rays(c2w[None].expand(H * H, 4, 4), H * 1.1, (H, H), u.flatten().float(), v.flatten().float())
+
+    @torch.no_grad()
+    def render():
+        for i in range(0, H * H, 4096):
+            n = min(4096, H * H - i)
+            model(RayBundle(origins=o[i : i + n], directions=d[i : i + n], pixel_area=torch.full((n, 1), 1e-4),
+                            camera_indices=torch.zeros(n, 1, dtype=torch.long)).to(device))
+
+    out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
+
+    # teacher caching throughput (DINOv2 ViT-S/14 at 224 px; random weights when the converted ones are absent)
+    from featurenerf_ns.teachers import TeacherError, TeacherSpec
+
+    try:
+        teacher = TeacherSpec().setup(device=device)
+    except TeacherError:
+        teacher = TeacherSpec(weights="random").setup(device=device)
+    imgs = torch.rand(16, 3, 128, 128, device=device)
+    alpha = torch.ones(16, 1, 128, 128, device=device)
+    t = _timeit(lambda: teacher.extract(imgs, alpha), device, min_time=3.0, warmup=1)
+    out["teacher_images_per_s"] = 16 / t
+    out["teacher"] = teacher.label
+    return out
+
+
+def _run_part(part: str, device: str, data: str, peak: Dict[str, float], threads: int) -> Tuple[dict, float]:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    fn = {"matmul": lambda: part_matmul(device), "field": lambda: part_field(device, peak),
+          "encoder": lambda: part_encoder(device), "step": lambda: part_step(device, data),
+          "inference": lambda: part_inference(device)}[part]
+    res = fn()
+    return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
+
+
+@dataclass
+class BenchCommand:
+    """Measure the hot paths (each part in its own process) and write JSON."""
+
+    parts: Tuple[str, ...] = PARTS
+    device: str = "cpu"
+    data: str = "data/shapenet/chair"
+    """Embedded chairs with their teacher cache (for the `step` part)."""
+    threads: int = 0
+    """torch threads (0 = torch's default: all cores)."""
+    out: Path = Path("outputs/bench.json")
+
+    def main(self) -> None:
+        import os
+
+        import torch
+
+        bad = [p for p in self.parts if p not in PARTS]
+        if bad:
+            raise SystemExit(f"featurenerf-bench: unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
+        results: Dict[str, dict] = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "device": self.device,
+                                                "torch_threads": self.threads or torch.get_num_threads()}}
+        peak: Dict[str, float] = {}
+        ctx = get_context("spawn")
+        for part in self.parts:
+            CONSOLE.print(f"[bold]{part}[/bold] ...")
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+                res, rss = ex.submit(_run_part, part, self.device, self.data, peak, self.threads).result()
+            res["peak_rss_mib"] = rss
+            results[part] = res
+            if part == "matmul":
+                peak = {k: v for k, v in res.items() if k.endswith("_gflops")}
+        table = Table(title=f"featurenerf-bench on {self.device} ({results['machine']['cpus']} CPUs, torch {torch.__version__})")
+        for col in ("part", "figure", "value"):
+            table.add_column(col, justify="right" if col == "value" else "left")
+        for part, res in results.items():
+            if part == "machine":
+                continue
+            for k, v in res.items():
+                table.add_row(part, k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+        CONSOLE.print(table)
+        from featurenerf_ns.data_layout import atomic_write_json
+
+        atomic_write_json(self.out, results)
+        CONSOLE.print(f"wrote {self.out}")
+
+
+def entrypoint() -> None:
+    tyro.cli(BenchCommand, description=__doc__).main()
+
+
+if __name__ == "__main__":
+    entrypoint()
