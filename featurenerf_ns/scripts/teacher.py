@@ -26,34 +26,42 @@ from featurenerf_ns.teachers import TeacherSpec
 CONSOLE = Console(soft_wrap=True)
 
 
-def _category(data: Path, category: Optional[str]):
-    from featurenerf_ns.instances import CategoryData
-
-    return CategoryData(data, category)
-
-
-def _ids(cat, split: str, max_instances: Optional[int]):
-    ids = [i for s in ("train", "val", "test") for i in cat.ids(s)] if split == "all" else cat.ids(split)
-    return ids[:max_instances] if max_instances else ids
-
-
 @dataclass
-class Cache:
-    """Extract and cache teacher features of every view of a split (resumes; rebuilds when settings change)."""
+class _TeacherOnData:
+    """The options every teacher command shares: which data, which teacher."""
 
     data: Path = Path("data/shapenet/chair")
     category: Optional[str] = None
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+
+    def category_data(self):
+        from featurenerf_ns.instances import CategoryData
+
+        return CategoryData(self.data, self.category)
+
+
+@dataclass
+class _TeacherOnSplit(_TeacherOnData):
     split: str = "train"
     """train | val | test | all."""
     max_instances: Optional[int] = None
     """Only the first N instances of the split."""
 
+    def instances(self):
+        """(category data, the instance ids selected by split and max_instances)."""
+        cat = self.category_data()
+        ids = [i for s in ("train", "val", "test") for i in cat.ids(s)] if self.split == "all" else cat.ids(self.split)
+        return cat, (ids[: self.max_instances] if self.max_instances else ids)
+
+
+@dataclass
+class Cache(_TeacherOnSplit):
+    """Extract and cache teacher features of every view of a split (resumes; rebuilds when settings change)."""
+
     def main(self) -> None:
         from featurenerf_ns.teacher_cache import build_cache
 
-        cat = _category(self.data, self.category)
-        ids = _ids(cat, self.split, self.max_instances)
+        cat, ids = self.instances()
         t = self.teacher.setup()
         CONSOLE.print(f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})")
         r = build_cache(cat, t, ids, self.teacher.cache_dir, pca_dim=self.teacher.pca_dim)
@@ -64,13 +72,9 @@ class Cache:
 
 
 @dataclass
-class EvalPck:
+class EvalPck(_TeacherOnSplit):
     """Teacher-only 2D cross-instance keypoint transfer (the paper's "DINO baseline"), trained vs random weights."""
 
-    data: Path = Path("data/shapenet/chair")
-    category: Optional[str] = None
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
-    split: str = "train"
     max_instances: Optional[int] = 10
     num_pairs: int = 200
     seed: int = 0
@@ -83,8 +87,7 @@ class EvalPck:
         from featurenerf_ns.correspondence import TeacherProvider, evaluate
         from featurenerf_ns.protocols import make_protocol
 
-        cat = _category(self.data, self.category)
-        ids = _ids(cat, self.split, self.max_instances)
+        cat, ids = self.instances()
         proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)
         pairs = proto.cross_instance
         if len(pairs) < self.num_pairs:
@@ -129,12 +132,9 @@ def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
 
 
 @dataclass
-class PcaImages:
+class PcaImages(_TeacherOnData):
     """PNG grid: input views and the PCA (3 components, fitted jointly over the shown views) of teacher features."""
 
-    data: Path = Path("data/shapenet/chair")
-    category: Optional[str] = None
-    teacher: TeacherSpec = field(default_factory=TeacherSpec)
     instances: Tuple[str, ...] = ()
     """Default: the first three train instances."""
     views: Tuple[int, ...] = (0, 12, 25)
@@ -146,7 +146,7 @@ class PcaImages:
 
         from featurenerf_ns.teacher_cache import load_views
 
-        cat = _category(self.data, self.category)
+        cat = self.category_data()
         ids = list(self.instances) or cat.ids("train")[:3]
         rgbs, alphas = [], []
         for inst in ids:
