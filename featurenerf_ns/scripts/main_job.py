@@ -102,6 +102,9 @@ class MainJob:
         teacher_summary, train_summary, corr = self.teacher_stage(timings), None, None
         if not self.skip_training:
             train_summary = [self.train_stage(timings, m, first=(i == 0)) for i, m in enumerate(self.methods)]
+            floor = {"eval_images": self._eval_images(), "black_psnr": self._black_psnr()}  # the same for every method
+            for tr in train_summary:
+                tr.update(floor)
             corr = self.report_stage(timings, train_summary)
 
         CONSOLE.rule("[bold]report")
@@ -226,8 +229,7 @@ class MainJob:
         steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
         return {"method": method, "command": shown, "config": str(run_dir / "config.yml"), "steps": steps,
                 "minutes": timings[f"train {method}"] / 60, "eval_json": str(eval_json),
-                "eval": {k: v for k, v in res.items() if "/" not in k}, "eval_images": self._eval_images(),
-                "black_psnr": self._black_psnr()}
+                "eval": {k: v for k, v in res.items() if "/" not in k}}
 
     def report_stage(self, timings: Dict[str, float], trained: List[dict]) -> dict:
         from featurenerf_ns.scripts.report import ReportCommand
