@@ -262,9 +262,9 @@ class TeacherProvider(FeatureProvider):
         from featurenerf_ns.teachers.base import sample_map
 
         rec = self.cat.instance(inst)
-        c2w = torch.as_tensor(rec.poses[input_view], dtype=torch.float32)
+        c2w, focal = view_camera(self.cat, inst, input_view, rec.width)
         x_cam = world_to_source(xyz.float()[None], c2w[None, None])
-        uv = project(x_cam, torch.tensor([[rec.focal]]), torch.tensor([[[rec.width / 2, rec.height / 2]]]))[:, 0]
+        uv = project(x_cam, torch.tensor([[focal]]), torch.tensor([[[rec.width / 2, rec.height / 2]]]))[:, 0]
         fmap = self.maps(inst, input_view)
         return {"teacher2d": sample_map(fmap[None], uv.to(fmap.device), (rec.height, rec.width))[0]}
 

@@ -240,9 +240,9 @@ def run_config_path(run: dict) -> Optional[Path]:
     return None
 
 
-def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, str, dict]], object]:
+def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]], object]:
     """Loads each run and evaluates its first ``num`` cross-instance pairs keeping the predictions.
-    Returns [(row label, feature key, example dict per pair...)] and the category data."""
+    Returns [(method label, [example dict per pair])] and the category data."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     out = []
