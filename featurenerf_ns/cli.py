@@ -20,3 +20,13 @@ def run_subcommands(commands: Dict[str, type], description: str, errors: Tuple[T
     except errors as e:
         CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
         sys.exit(2)
+
+
+def run_command(command: type, errors: Tuple[Type[BaseException], ...]) -> None:
+    """Like :func:`run_subcommands` for a tool with one command (a dataclass with ``main()``)."""
+    cmd = tyro.cli(command)
+    try:
+        cmd.main()
+    except errors as e:
+        CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        sys.exit(2)

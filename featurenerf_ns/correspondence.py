@@ -187,8 +187,9 @@ class ModelProvider(FeatureProvider):
         o, d = camera_rays(c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5)
         out = {n: [] for n in self.names}
         dev = self.model.device
-        for i in range(0, len(xy), self.chunk):
-            n = min(self.chunk, len(xy) - i)
+        rc = self.model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
+        for i in range(0, len(xy), rc):
+            n = min(rc, len(xy) - i)
             bundle = RayBundle(origins=o[i : i + n], directions=d[i : i + n], pixel_area=torch.full((n, 1), 1e-4),
                                camera_indices=torch.zeros(n, 1, dtype=torch.long)).to(dev)
             res = self.model(bundle)
@@ -199,17 +200,23 @@ class ModelProvider(FeatureProvider):
     @torch.no_grad()
     def points(self, inst, input_view, xyz):
         self._condition(inst, input_view)
-        m = self.model
-        src = m.sources
-        xyz = xyz.float().to(m.device)
-        dirs = F.normalize(xyz - src.c2w[0, 0, :3, 3], dim=-1)
-        maps = m.encoded_sources()
-        out = {n: [] for n in self.names}
-        for i in range(0, len(xyz), self.chunk):
-            res = m.field(xyz[None, i : i + self.chunk], dirs[None, i : i + self.chunk], maps, src, tuple(src.images.shape[-2:]))
-            for k in self.names:
-                out[k].append(res[k][0].float())
-        return {k: torch.cat(v) for k, v in out.items()}
+        return field_point_features(self.model, xyz, self.names, self.chunk)
+
+
+@torch.no_grad()
+def field_point_features(model, xyz: torch.Tensor, names: Sequence[str], chunk: int = 4096) -> Dict[str, torch.Tensor]:
+    """Field features (P, D) at world points xyz (P, 3) under the model's current (single-object) conditioning,
+    viewed along the direction from the first source camera (no occlusion handling, as official)."""
+    src = model.get_sources()
+    xyz = xyz.float().to(model.device)
+    dirs = F.normalize(xyz - src.c2w[0, 0, :3, 3], dim=-1)
+    maps = model.encoded_sources()
+    out: Dict[str, list] = {n: [] for n in names}
+    for i in range(0, len(xyz), chunk):
+        res = model.field(xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:]))
+        for k in names:
+            out[k].append(res[k][0].float())
+    return {k: torch.cat(v) if v else torch.zeros(0, 1, device=model.device) for k, v in out.items()}
 
 
 class TeacherFeatures:

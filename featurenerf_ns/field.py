@@ -147,9 +147,7 @@ class FeatureNeRFField(nn.Module):
         # they run once per feature-map pixel (a 1x1 conv) instead of once per 3D sample: far fewer FLOPs.
         z = None
         if c.num_conditioned_blocks:
-            w = torch.cat([lin.weight for lin in self.lin_z])[:, :, None, None]
-            b = torch.cat([lin.bias for lin in self.lin_z])
-            zmaps = F.conv2d(maps, w, b)
+            zmaps = self._zmaps(maps)
             z = sample_map(zmaps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
             z = z.split(c.hidden_dim, dim=-1)
         x = positional_encoding(x_cam, c.num_freqs, c.freq_factor)
@@ -186,6 +184,21 @@ class FeatureNeRFField(nn.Module):
         else:
             out["feature_basis"] = basis
         return out
+
+    def _zmaps(self, maps: torch.Tensor) -> torch.Tensor:
+        """The conditioned blocks' image-feature projections of the maps (a 1x1 conv); without autograd (chunked
+        renders call the field many times with the same maps) the result is kept until maps or weights change."""
+        key = None
+        if not torch.is_grad_enabled():
+            key = (maps._version, tuple(p._version for lin in self.lin_z for p in (lin.weight, lin.bias)))
+            cached = getattr(self, "_zcache", None)
+            if cached is not None and cached[0] is maps and cached[1] == key:
+                return cached[2]
+        w = torch.cat([lin.weight for lin in self.lin_z])[:, :, None, None]
+        b = torch.cat([lin.bias for lin in self.lin_z])
+        zmaps = F.conv2d(maps, w, b)
+        self._zcache = (maps, key, zmaps) if key is not None else None
+        return zmaps
 
     def composite_feature(self, basis: torch.Tensor, accumulation: torch.Tensor) -> torch.Tensor:
         """The rendered distilled feature from the rendered head input: sum_i w_i (W relu(h_i) + b) =

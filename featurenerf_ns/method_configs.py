@@ -50,11 +50,13 @@ def paper_preset(name: str) -> TrainerConfig:
                 bbox_sampling_steps=100_000, teacher=TeacherSpec()),
             model=FeatureNeRFModelConfig(
                 encoder=EncoderConfig(backbone="resnet34"), field=FieldConfig(),
-                num_coarse_samples=64, num_importance_samples=16, num_depth_samples=16, eval_num_rays_per_chunk=4096),
+                num_coarse_samples=64, num_importance_samples=16, num_depth_samples=16,
+                eval_num_rays_per_chunk=4096 if DEVICE == "cuda" else 256),
             correspondence=CorrespondenceConfig(num_pairs=1000, callback_every=5000, callback_pairs=20),
         ),
         optimizers=_optimizers(1e-4),
-        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
+        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True, websocket_host="127.0.0.1",
+                            max_num_display_images=50),
         vis="viewer+tensorboard",
         machine=MachineConfig(device_type=DEVICE),
     )

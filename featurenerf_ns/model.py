@@ -49,10 +49,15 @@ class FeatureNeRFModelConfig(ModelConfig):
     coord_loss: Literal["per_sample", "ray_mean"] = "per_sample"
     """per_sample: mean over samples of ||x_hat - x||^2 (paper); ray_mean: ||mean over a ray's samples of
     (x_hat - x)||^2 (official code)."""
+    fine_reuses_coarse: bool = True
+    """Fine pass: evaluate only the new (importance + depth) points and reuse the coarse points' field outputs
+    (one shared field), bins = Voronoi cells of the merged points; False: re-evaluate every fine bin (official)."""
     background_color: Literal["black", "white"] = "black"
     enable_collider: bool = True
     collider_params: Optional[Dict[str, float]] = None
-    eval_num_rays_per_chunk: int = 4096
+    eval_num_rays_per_chunk: int = 256
+    """Rays per chunk of camera renders (small chunks keep the field's activations in cache: 7.8 -> 3.7 s per
+    128² image on 2 cores at 4096 -> 256)."""
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
@@ -88,6 +93,7 @@ class FeatureNeRFModel(Model):
         self.renderer_accumulation = AccumulationRenderer()
         self._sources: Optional[SourceViews] = None
         self._maps: Optional[torch.Tensor] = None
+        self._viewer_panel = None  # FeatureViewerPanel, set by the pipeline
         from torchmetrics.functional import structural_similarity_index_measure
 
         self.ssim = structural_similarity_index_measure
@@ -99,14 +105,14 @@ class FeatureNeRFModel(Model):
         self._sources = sources.to(self.device)
         self._maps = None
 
-    @property
-    def sources(self) -> SourceViews:
+    def get_sources(self) -> SourceViews:
+        """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""
         if self._sources is None:
             raise RuntimeError("FeatureNeRFModel: no source views set; call model.set_sources(...) (the pipeline does this)")
         return self._sources
 
     def encoded_sources(self) -> torch.Tensor:
-        src = self.sources
+        src = self.get_sources()
         if self._maps is not None and not (self.training and torch.is_grad_enabled()):
             return self._maps
         B, N = src.images.shape[:2]
@@ -126,34 +132,49 @@ class FeatureNeRFModel(Model):
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
         R, S = pos.shape[:2]
         dirs = ray_samples.frustums.directions
-        src = self.sources
+        src = self.get_sources()
         maps = self.encoded_sources() if maps is None else maps
         out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), maps, src,
                          tuple(src.images.shape[-2:]), features=per_sample_features)
         return {k: v.reshape(R, S, -1) for k, v in out.items()}
 
-    def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor],
+                parts: Optional[Tuple[torch.Tensor, List[Dict[str, torch.Tensor]]]] = None) -> Dict[str, torch.Tensor]:
+        """Volume rendering of field outputs f (R, S, .) over ``ray_samples``. With ``parts`` = (order, [f_a, f_b]),
+        f holds only the density in sample order and the outputs are those of f_a and f_b, whose concatenation
+        along samples, sorted by ``order``, is the sample order: weights are mapped back instead of gathering the
+        wide features (composited sums do not depend on the order)."""
         weights = ray_samples.get_weights(f["density"])
+        if parts is None:
+            w_parts, f_parts = [weights], [f]
+        else:
+            order, f_parts = parts
+            w_u = torch.zeros_like(weights).scatter_(1, order[..., None], weights)
+            w_parts = list(torch.split(w_u, [p["density"].shape[1] for p in f_parts], dim=1))
+
+        def composite(key: str) -> torch.Tensor:
+            return sum((w * p[key]).sum(dim=-2) for w, p in zip(w_parts, f_parts))
+
         out = {
-            "rgb": self.renderer_rgb(rgb=f["rgb"], weights=weights),
+            "rgb": self.renderer_rgb(rgb=torch.cat([p["rgb"] for p in f_parts], 1), weights=torch.cat(w_parts, 1)),
             "depth": self.renderer_depth(weights=weights, ray_samples=ray_samples),
             "accumulation": self.renderer_accumulation(weights=weights),
-            "nerf_feature": (weights * f["nerf_feature"]).sum(dim=-2),
+            "nerf_feature": composite("nerf_feature"),
             "weights": weights,
         }
         if self.config.distill:
-            if "feature" in f:
-                out["feature"] = (weights * f["feature"]).sum(dim=-2)
+            if "feature" in f_parts[0]:
+                out["feature"] = composite("feature")
             else:
-                out["feature"] = self.field.composite_feature((weights * f["feature_basis"]).sum(dim=-2), out["accumulation"])
+                out["feature"] = self.field.composite_feature(composite("feature_basis"), out["accumulation"])
         if self.config.predict_coords:
-            out["coords"] = (weights * f["coords"]).sum(dim=-2)
+            out["coords"] = composite("coords")
         return out
 
     def _groups(self, ray_bundle: RayBundle) -> int:
         """Number of object groups of the bundle. A bundle whose rays all belong to one object k of a multi-object
         conditioning (a camera render, e.g. the viewer during training) is rendered against object k alone."""
-        B = self.sources.num_objects
+        B = self.get_sources().num_objects
         R = ray_bundle.origins.shape[0]
         if B == 1:
             return 1
@@ -167,10 +188,28 @@ class FeatureNeRFModel(Model):
         if not bool((idx == idx[0]).all()):
             raise ValueError("FeatureNeRFModel: rays must be ordered by object (camera_indices 0..B-1, equal counts)")
         maps = self.encoded_sources()
-        N = self.sources.num_views
+        N = self.get_sources().num_views
         self._sources = SourceViews(*(t[k : k + 1] for t in self._sources))
         self._maps = maps.view(B, N, *maps.shape[1:])[k].detach() if maps is not None else None
         return 1
+
+    def _fine_reusing_coarse(self, ray_bundle: RayBundle, coarse: RaySamples, f_c: Dict[str, torch.Tensor],
+                             t_new: torch.Tensor, edges: torch.Tensor, B: int, maps: torch.Tensor):
+        """Fine samples = the coarse sample points (their field outputs reused) + the new points t_new (R, n), each
+        evaluated once; the bins of the merged, sorted points are their Voronoi cells on [near, far] (contiguous,
+        each containing its point). Returns (ray samples, density in sample order, (order, [f_c, f_new]), the
+        coordinate residual of the new points)."""
+        t_new = torch.maximum(torch.minimum(t_new, edges[..., -1:]), edges[..., :1])
+        new = ray_bundle.get_ray_samples(bin_starts=t_new[..., None], bin_ends=t_new[..., None])
+        f_n = self._field(new, B, maps=maps)
+        t_c = (coarse.frustums.starts + coarse.frustums.ends)[..., 0] / 2
+        t_all, order = torch.sort(torch.cat([t_c, t_new], dim=-1), dim=-1)
+        density = torch.cat([f_c["density"], f_n["density"]], dim=1).gather(1, order[..., None])
+        mids = (t_all[..., 1:] + t_all[..., :-1]) / 2
+        starts, ends = torch.cat([edges[..., :1], mids], -1), torch.cat([mids, edges[..., -1:]], -1)
+        fine = ray_bundle.get_ray_samples(bin_starts=starts[..., None], bin_ends=ends[..., None])
+        residual = f_n["coords"] - new.frustums.get_positions().detach() if "coords" in f_n else None
+        return fine, {"density": density}, (order, [f_c, f_n]), residual
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:
         c = self.config
@@ -180,7 +219,7 @@ class FeatureNeRFModel(Model):
         f_c = self._field(coarse, B, maps=maps)
         out_c = self._render(coarse, f_c)
 
-        # fine: coarse edges + importance samples + Gaussian samples around the coarse depth, one sorted set of bins
+        # fine: importance samples + Gaussian samples around the coarse depth, added to the coarse ones
         edges = torch.cat([coarse.frustums.starts[..., 0], coarse.frustums.ends[..., -1:, 0]], dim=-1)  # (R, S+1)
         w = out_c["weights"][..., 0].detach()
         extra = [sample_pdf(edges, w, c.num_importance_samples, deterministic=not self.training)] if c.num_importance_samples else []
@@ -189,18 +228,31 @@ class FeatureNeRFModel(Model):
             noise = torch.randn(depth.shape[0], c.num_depth_samples, device=depth.device) if self.training else \
                 torch.linspace(-1.5, 1.5, c.num_depth_samples, device=depth.device).expand(depth.shape[0], -1)
             extra.append(depth + c.depth_std * noise)
-        t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
-        t = torch.maximum(torch.minimum(t, edges[..., -1:]), edges[..., :1])
-        fine = ray_bundle.get_ray_samples(bin_starts=t[..., :-1, None], bin_ends=t[..., 1:, None])
-        f_f = self._field(fine, B, maps=maps)
-        out_f = self._render(fine, f_f)
+        if c.fine_reuses_coarse and extra:
+            fine, f_f, parts, res_new = self._fine_reusing_coarse(ray_bundle, coarse, f_c, torch.cat(extra, -1), edges, B, maps)
+            out_f = self._render(fine, f_f, parts)
+        else:  # official: every fine bin (coarse edges + extra samples) evaluated again
+            t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
+            t = torch.maximum(torch.minimum(t, edges[..., -1:]), edges[..., :1])
+            fine = ray_bundle.get_ray_samples(bin_starts=t[..., :-1, None], bin_ends=t[..., 1:, None])
+            f_f = self._field(fine, B, maps=maps)
+            out_f = self._render(fine, f_f)
+            res_new = f_f["coords"] - fine.frustums.get_positions().detach() if c.predict_coords else None
 
         outputs = {k: v for k, v in out_f.items() if k != "weights"}
         outputs.update({f"{k}_coarse": v for k, v in out_c.items() if k in ("rgb", "feature", "depth")})
         if self.training and c.predict_coords:
             outputs["coord_residual_coarse"] = f_c["coords"] - coarse.frustums.get_positions().detach()
-            outputs["coord_residual"] = f_f["coords"] - fine.frustums.get_positions().detach()
+            outputs["coord_residual"] = res_new  # the fine pass's own points (reused coarse points are above)
         return outputs
+
+    def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, torch.Tensor]:
+        """nerfstudio's chunked camera render; the viewer's render threads go through its FeatureNeRF panel
+        (its own conditioning, stable PCA, similarity and parts outputs; see :mod:`featurenerf_ns.viewer`)."""
+        panel = self._viewer_panel
+        if panel is not None and panel.handles():
+            return panel.render(camera, obb_box=obb_box)
+        return super().get_outputs_for_camera(camera, obb_box=obb_box)
 
     # ------------------------------------------------------------------ losses and metrics
     def _coord_loss(self, residual: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,10 @@ class FeatureNeRFPipeline(VanillaPipeline):
         self.local_rank = local_rank
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
+        from featurenerf_ns.viewer import FeatureViewerPanel, prefer_localhost_for_ns_viewer
+
+        self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
+        prefer_localhost_for_ns_viewer()
 
     @property
     def correspondence_config(self) -> CorrespondenceConfig:

@@ -127,6 +127,31 @@ def fit_pca(feats: torch.Tensor, k: int) -> FeaturePCA:
     return FeaturePCA(mean.float().numpy(), comps.float().numpy(), explained.float().numpy())
 
 
+@dataclass
+class PcaColors:
+    """A PCA-3 colouring fitted once and applied to any number of feature maps (stable colours across frames):
+    components from :func:`fit_pca`, each channel scaled by the 1st/99th percentiles of the fitted vectors."""
+
+    pca: FeaturePCA
+    lo: torch.Tensor  # (3,)
+    hi: torch.Tensor  # (3,)
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor) -> "PcaColors":
+        """feats (N, D) foreground feature vectors."""
+        feats = feats.float().cpu()
+        pca = fit_pca(feats, 3)
+        proj = (feats - torch.from_numpy(pca.mean)) @ torch.from_numpy(pca.components).T
+        return cls(pca, proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0))
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., 3) in [0, 1]."""
+        mean, comp = feats.new_tensor(self.pca.mean), feats.new_tensor(self.pca.components)
+        proj = (feats - mean) @ comp.T
+        lo, hi = self.lo.to(feats), self.hi.to(feats)
+        return ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
+
+
 def cell_alpha(alpha: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(alpha.float(), size=hw, mode="area")
 

@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
+# The viewer's browser test drives Debian's Chromium through Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "test.sh: installing Debian's chromium for the viewer browser test"
+  apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+    || echo "test.sh: could not install chromium (apt-get install chromium); the browser test will fail"
+fi
+export FEATURENERF_REQUIRE_BROWSER=1
 export WANDB_MODE=offline HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
 exec "${VENV:-.venv}/bin/python" -m pytest -q -p no:cacheprovider "$@"

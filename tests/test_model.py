@@ -118,7 +118,7 @@ def test_datamanager_batches(pipeline_parts):
     assert bundle.origins.shape == (32, 3) and batch["image"].shape == (32, 3)
     assert batch["teacher_feature"].shape == (32, dm.teacher_cache.dim) == (32, 384)
     assert torch.equal(bundle.camera_indices[:, 0], torch.arange(2).repeat_interleave(16))
-    assert batch["source"].images.shape == (2, 1, 3, 32, 32) and model.sources is not None
+    assert batch["source"].images.shape == (2, 1, 3, 32, 32) and model.get_sources() is not None
     b2, batch2 = dm.next_train(0)
     assert torch.equal(b2.origins, bundle.origins) and torch.equal(batch2["teacher_feature"], batch["teacher_feature"])
     assert not torch.equal(dm.next_train(1)[0].origins, bundle.origins)
@@ -155,11 +155,19 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     finally:
         model._field = real
         model.train()
-    samples, B, f = seen[-1]  # the fine pass
-    assert "feature" not in f  # rendering composites the head input, then applies the linear head once per ray
-    with torch.no_grad():
-        f = real(samples, B, per_sample_features=True)  # the distilled feature of every sample
-    delta = (samples.frustums.ends - samples.frustums.starts)[..., 0]
+    (s_c, B, f_c), (s_n, _, f_n) = seen[0], seen[-1]  # coarse pass; the fine pass's new points only
+    assert len(seen) == 2 and "feature" not in f_n  # coarse outputs reused; the head is applied once per ray
+    with torch.no_grad():  # every sample's own distilled feature
+        f_c, f_n = real(s_c, B, per_sample_features=True), real(s_n, B, per_sample_features=True)
+    t_c = ((s_c.frustums.starts + s_c.frustums.ends) / 2)[..., 0]
+    t_n = s_n.frustums.starts[..., 0]
+    assert torch.equal(s_n.frustums.starts, s_n.frustums.ends)  # points, evaluated once each
+    t, order = torch.sort(torch.cat([t_c, t_n], 1), 1)
+    f = {k: torch.cat([f_c[k], f_n[k]], 1).gather(1, order[..., None].expand(-1, -1, f_c[k].shape[-1])) for k in f_c}
+    mids = (t[:, 1:] + t[:, :-1]) / 2  # bins: the Voronoi cells of the merged points on [near, far]
+    starts = torch.cat([s_c.frustums.starts[:, :1, 0], mids], 1)
+    ends = torch.cat([mids, s_c.frustums.ends[:, -1:, 0]], 1)
+    delta = ends - starts
     alpha = 1 - torch.exp(-f["density"][..., 0] * delta)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1] + 1e-10], 1), 1)
     w = (alpha * trans)[..., None]

@@ -250,14 +250,26 @@ def part_inference(device: str) -> dict:
     c2w[2, 3] = 1.3
     o, d = camera_rays(c2w[None].expand(H * H, 4, 4), H * 1.1, (H, H), u.flatten().float(), v.flatten().float())
 
+    chunk = cfg.eval_num_rays_per_chunk if device == "cpu" else 4096
+
     @torch.no_grad()
     def render():
-        for i in range(0, H * H, 4096):
-            n = min(4096, H * H - i)
+        for i in range(0, H * H, chunk):
+            n = min(chunk, H * H - i)
             model(RayBundle(origins=o[i : i + n], directions=d[i : i + n], pixel_area=torch.full((n, 1), 1e-4),
                             camera_indices=torch.zeros(n, 1, dtype=torch.long)).to(device))
 
     out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
+    out["render_rays_per_chunk"] = chunk
+    from featurenerf_ns.viewer import autocast_context, cpu_has_fast_bf16
+
+    if device != "cpu" or cpu_has_fast_bf16():  # the viewer's default precision on such CPUs
+
+        def render_bf16():
+            with autocast_context(torch.device(device), "bfloat16"):
+                render()
+
+        out["render_128px_feature_map_bf16_s"] = _timeit(render_bf16, device, min_time=3.0, warmup=1)
 
     # teacher caching throughput (DINOv2 ViT-S/14 at 224 px; random weights when the converted ones are absent)
     from featurenerf_ns.teachers import TeacherError, TeacherSpec
@@ -284,6 +296,24 @@ def _run_part(part: str, device: str, data: str, peak: Dict[str, float], threads
           "inference": lambda: part_inference(device)}[part]
     res = fn()
     return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
+
+
+def targets(results: Dict[str, dict]) -> Dict[str, Tuple[float, str, bool]]:
+    """The issue's CPU targets that the measured parts cover: name -> (value, limit, met)."""
+    out: Dict[str, Tuple[float, str, bool]] = {}
+    field = results.get("field", {})
+    if "paper_fraction_of_matmul_peak" in field:
+        v = field["paper_fraction_of_matmul_peak"]
+        out["field GFLOP/s / matmul peak (paper preset)"] = (v, ">= 0.5", v >= 0.5)
+    inf = results.get("inference", {})
+    if "pair_3d_transfer_10k_points_s" in inf:
+        v = inf["pair_3d_transfer_10k_points_s"]
+        out["3D transfer of a pair, s"] = (v, "<= 1", v <= 1.0)
+    for key, label in (("render_128px_feature_map_s", "128² feature render (float32), s"),
+                       ("render_128px_feature_map_bf16_s", "128² feature render (bfloat16, viewer default here), s")):
+        if key in inf:
+            out[label] = (inf[key], "<= 2", inf[key] <= 2.0)
+    return out
 
 
 @dataclass
@@ -327,6 +357,9 @@ class BenchCommand:
             for k, v in res.items():
                 table.add_row(part, k, f"{v:,.3f}" if isinstance(v, float) else str(v))
         CONSOLE.print(table)
+        results["targets"] = targets(results)
+        for name, (value, limit, met) in results["targets"].items():
+            CONSOLE.print(f"target {name}: {value:.3g} (limit {limit}) -> " + ("[green]met[/green]" if met else "[red]NOT met[/red]"))
         from featurenerf_ns.data_layout import atomic_write_json
 
         atomic_write_json(self.out, results)

@@ -120,14 +120,11 @@ class EvalPck(_TeacherOnSplit):
 
 def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """(B, D, h, w) maps -> (B, h, w, 3) uint8: joint PCA-3 over the foreground cells of all maps, background black."""
-    from featurenerf_ns.teacher_cache import cell_alpha, fit_pca
+    from featurenerf_ns.teacher_cache import PcaColors, cell_alpha
 
     a = cell_alpha(alpha, maps.shape[-2:])[:, 0]
-    fg = maps.permute(0, 2, 3, 1)[a > 0.5]
-    pca = fit_pca(fg, 3)
-    proj = pca.project(maps).permute(0, 2, 3, 1)
-    lo, hi = proj[a > 0.5].quantile(0.01, dim=0), proj[a > 0.5].quantile(0.99, dim=0)
-    rgb = ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1) * (a[..., None] > 0.5)
+    feats = maps.permute(0, 2, 3, 1)
+    rgb = PcaColors.fit(feats[a > 0.5])(feats) * (a[..., None] > 0.5)
     return (rgb.numpy() * 255).round().astype(np.uint8)
 
 

@@ -1,0 +1,295 @@
+"""``featurenerf-viewer-shots``: start ``ns-viewer`` on a checkpoint headless, drive it from a real browser (Debian's
+Chromium through Playwright), check the feature PCA view and save screenshots.
+
+    featurenerf-viewer-shots --load-config outputs/.../config.yml --out docs/viewer
+
+It checks, from the images the viewer streams to the browser, that ``feature_pca`` is non-constant and that two
+renders of the same camera are identical (the PCA is fitted once, not per frame), then saves screenshots of the
+feature PCA, a keypoint similarity query on this instance and on another one, a clicked query, and part transfer.
+Needs ``pip install playwright`` (no browser download: it uses /usr/bin/chromium; ``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+CHROMIUM = Path(os.environ.get("FEATURENERF_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-gl=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+class ViewerShotsError(RuntimeError):
+    """Something the browser check needs is missing or misbehaved; one line naming it and the fix."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_browser() -> None:
+    """Raise a one-line error when Playwright or Chromium is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        raise ViewerShotsError("playwright is not installed; `pip install playwright` (the browser is Debian's chromium)") from None
+    if not CHROMIUM.is_file():
+        raise ViewerShotsError(f"{CHROMIUM} not found; `apt-get install chromium` (or set FEATURENERF_CHROMIUM)")
+
+
+class ViewerProcess:
+    """``ns-viewer`` in its own process group (stopping it also stops its data-loader workers)."""
+
+    def __init__(self, config: Path, port: int, log: Path, timeout: float = 300.0):
+        self.config, self.port, self.log, self.timeout = config, port, log, timeout
+        self.proc: Optional[subprocess.Popen] = None
+
+    def __enter__(self) -> "ViewerProcess":
+        exe = Path(sys.executable).parent / "ns-viewer"
+        self._log = open(self.log, "w")
+        self.proc = subprocess.Popen([str(exe), "--load-config", str(self.config), "--viewer.websocket-port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1"))
+        t0 = time.time()
+        while time.time() - t0 < self.timeout:
+            if self.proc.poll() is not None:
+                raise ViewerShotsError(f"ns-viewer exited with {self.proc.returncode}; see {self.log}: "
+                                       + self.log.read_text()[-400:].replace("\n", " | "))
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.5)
+        self.__exit__()
+        raise ViewerShotsError(f"ns-viewer did not listen on 127.0.0.1:{self.port} within {self.timeout:.0f} s; see {self.log}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+@dataclass
+class Frame:
+    time: float
+    image: np.ndarray  # (H, W, 3) uint8, as the browser received it
+
+
+class BrowserClient:
+    """Headless Chromium on the viewer page; records every background image the viewer streams to it."""
+
+    def __init__(self, url: str, size: Tuple[int, int] = (1280, 800)):
+        self.url, self.size = url, size
+        self.frames: List[Frame] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "BrowserClient":
+        from playwright.sync_api import sync_playwright
+
+        check_browser()
+        self._pw = sync_playwright().start()
+        self.browser = self._pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        self.page = self.browser.new_page(viewport={"width": self.size[0], "height": self.size[1]})
+        self.page.on("websocket", lambda ws: ws.on("framereceived", self._on_frame))
+        self.page.goto(self.url)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.browser.close()
+        self._pw.stop()
+
+    def _on_frame(self, payload) -> None:
+        import msgspec
+        from PIL import Image
+
+        if not isinstance(payload, (bytes, bytearray)):
+            return
+        try:
+            messages = msgspec.msgpack.decode(payload)
+        except Exception:
+            return
+        for m in messages if isinstance(messages, (list, tuple)) else [messages]:
+            if isinstance(m, dict) and m.get("type") == "BackgroundImageMessage":
+                img = np.asarray(Image.open(io.BytesIO(m["rgb_bytes"])).convert("RGB"))
+                with self._lock:
+                    self.frames.append(Frame(time.time(), img))
+
+    def wait_settled(self, after: float, min_pixels: int = 64 * 64, quiet: float = 3.0, timeout: float = 300.0) -> Frame:
+        """The last frame received after time ``after`` once it is a full-resolution one (at least ``min_pixels``;
+        while the view changes the viewer first streams ~30 px previews) and no new frame came for ``quiet`` s."""
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            self.page.wait_for_timeout(500)  # (Playwright delivers websocket events only while it is called)
+            with self._lock:
+                recent = [f for f in self.frames if f.time > after]
+            if recent and time.time() - recent[-1].time > quiet and recent[-1].image.shape[0] * recent[-1].image.shape[1] >= min_pixels:
+                return recent[-1]
+        raise ViewerShotsError(f"the viewer sent no settled image within {timeout:.0f} s (got "
+                               f"{len([f for f in self.frames if f.time > after])} frames)")
+
+    def select(self, label: str, option: str) -> float:
+        """Choose ``option`` in the dropdown labelled ``label``; returns the time just before."""
+        t = time.time()
+        box = self.page.get_by_label(label, exact=True)
+        box.scroll_into_view_if_needed()
+        box.click()
+        self.page.get_by_role("option", name=option, exact=True).click()
+        return t
+
+    def click_button(self, name: str) -> float:
+        t = time.time()
+        button = self.page.get_by_role("button", name=name, exact=True)
+        button.scroll_into_view_if_needed()
+        button.click()
+        return t
+
+    def click_canvas(self, x: float, y: float) -> float:
+        """Click the 3D view at fractions (x, y) of the canvas."""
+        t = time.time()
+        canvases = self.page.locator("canvas")
+        boxes = [b for b in (canvases.nth(i).bounding_box() for i in range(canvases.count())) if b and b["height"] > 100]
+        box = min(boxes, key=lambda b: b["width"])  # the 3D view (a wider one lies under the control panel)
+        self.page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+        return t
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path))
+
+
+def non_constant(img: np.ndarray) -> bool:
+    return float(img.astype(np.float32).std()) > 2.0 and len(np.unique(img.reshape(-1, 3), axis=0)) > 16
+
+
+@dataclass
+class CheckResult:
+    feature_pca_std: float
+    identical: bool
+    differs_from_rgb: bool
+    frame_shape: Tuple[int, ...]
+    screenshots: List[Path]
+
+
+def run_check(config: Path, out: Optional[Path], port: Optional[int] = None, keypoint: Optional[str] = None,
+              other_instance: Optional[str] = None, part_source: Optional[str] = None, click: bool = True,
+              log: Optional[Path] = None) -> CheckResult:
+    """Start ns-viewer on ``config``, open it in Chromium, check feature_pca and (with ``out``) save screenshots."""
+    check_browser()
+    port = port or free_port()
+    log = log or Path(out or ".") / "ns-viewer.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    shots: List[Path] = []
+
+    def shot(client: BrowserClient, name: str) -> None:
+        if out is not None:
+            client.screenshot(out / name)
+            shots.append(out / name)
+
+    with ViewerProcess(config, port, log), BrowserClient(f"http://127.0.0.1:{port}") as client:
+        rgb = client.wait_settled(0.0)
+        t = client.select("Output type", "feature_pca")
+        first = client.wait_settled(t)
+        shot(client, "viewer_feature_pca.png")
+        t = client.select("Output type", "rgb")
+        rgb = client.wait_settled(t)
+        shot(client, "viewer_rgb.png")
+        t = client.select("Output type", "feature_pca")
+        second = client.wait_settled(t)
+        result = CheckResult(float(first.image.astype(np.float32).std()),
+                             first.image.shape == second.image.shape and bool(np.array_equal(first.image, second.image)),
+                             first.image.shape != rgb.image.shape or not np.array_equal(first.image, rgb.image),
+                             tuple(first.image.shape), shots)
+        if out is None:
+            return result
+        t = client.select("Output type", "nerf_feature_pca")
+        client.wait_settled(t)
+        shot(client, "viewer_nerf_feature_pca.png")
+        t = client.select("Output type", "similarity")
+        if keypoint:
+            t = client.select("Query keypoint", keypoint)
+            client.wait_settled(t)
+            shot(client, "viewer_similarity_keypoint.png")
+            if other_instance:
+                t = client.select("Instance", other_instance)
+                client.wait_settled(t)
+                shot(client, "viewer_similarity_cross_instance.png")
+        if click:
+            t = client.click_button("Click object to set query")
+            client.page.wait_for_timeout(1000)
+            client.click_canvas(0.5, 0.55)
+            client.wait_settled(t)
+            shot(client, "viewer_similarity_click.png")
+        if part_source:
+            t = client.select("Output type", "parts")
+            t = client.select("Part source instance", part_source)
+            client.wait_settled(t)
+            shot(client, "viewer_parts.png")
+        return result
+
+
+@dataclass
+class ViewerShots:
+    """Start ns-viewer on a checkpoint headless, check the feature PCA view in Chromium and save screenshots."""
+
+    load_config: Path
+    out: Path = Path("docs/viewer")
+    keypoint: Optional[str] = None
+    """Query keypoint for the similarity shots (default: the category's first keypoint)."""
+    other_instance: Optional[str] = None
+    """Instance switched to for the cross-instance similarity shot (default: the second val/test instance)."""
+    part_source: Optional[str] = None
+    """Labelled instance whose parts are transferred (default: the third val/test instance)."""
+    port: Optional[int] = None
+
+    def main(self) -> None:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
+
+        if not self.load_config.is_file():
+            raise ViewerShotsError(f"{self.load_config}: no such config; pass the config.yml of a featurenerf run")
+        import yaml
+
+        cfg = yaml.load(self.load_config.read_text(), Loader=yaml.Loader)
+        dm = cfg.pipeline.datamanager
+        cat = CategoryData(Path(cfg.data or dm.data or dm.dataparser.data), getattr(dm.dataparser, "category", None))
+        ids = list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
+        kp = self.keypoint or (cat.keypoint_names[0] if cat.has_annotations and cat.keypoint_names else None)
+        res = run_check(self.load_config, self.out, self.port, kp, self.other_instance or (ids[1] if len(ids) > 1 else None),
+                        self.part_source or (ids[2 % len(ids)] if cat.has_annotations else None))
+        ok = res.identical and res.differs_from_rgb and res.feature_pca_std > 2.0
+        CONSOLE.print(f"feature_pca frame {res.frame_shape}: std {res.feature_pca_std:.1f}, two renders identical: "
+                      f"{res.identical}, differs from rgb: {res.differs_from_rgb} -> {'OK' if ok else 'FAILED'}")
+        for p in res.screenshots:
+            CONSOLE.print(f"wrote {p}")
+        if not ok:
+            sys.exit(1)
+
+
+def entrypoint() -> None:
+    from featurenerf_ns.cli import run_command
+
+    run_command(ViewerShots, (ViewerShotsError,))
+
+
+if __name__ == "__main__":
+    entrypoint()
