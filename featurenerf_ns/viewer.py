@@ -11,7 +11,7 @@ itself drops to ~30 px while the camera moves) and returns
 - ``feature_pca`` (distilled feature) and ``nerf_feature_pca`` (internal 3D feature): a PCA-3 colouring fitted once
   over a few instances (or the current one) and reused for every frame, so colours stay put and agree across
   instances; "Refit PCA" fits it again;
-- ``similarity``: cosine similarity of every pixel's feature to a query feature, set by clicking the object or by
+- ``similarity``: cosine similarity of every pixel's feature to a query feature (both centred on the PCA mean), set by clicking the object or by
   choosing one of the instance's annotated keypoints; the query stays when the instance changes (cross-instance
   correspondence);
 - ``parts``: part labels transferred by nearest-neighbour feature matching from the labelled 3D points of a chosen
@@ -337,20 +337,23 @@ class FeatureViewerPanel(nn.Module):
             res["feature_pca"] = pca["feature"](out["feature"]) * acc
         res["nerf_feature_pca"] = pca["nerf_feature"](out["nerf_feature"]) * acc
         name = FEATURES[self.a4_feature.value]
-        f = F.normalize(out[name].float(), dim=-1)
+        # cosine similarity of features centred on the PCA mean (raw features share a large common component:
+        # raw cosines on the object are all > 0.9)
+        center = torch.from_numpy(pca[name].pca.mean).to(out[name])
+        f = F.normalize(out[name].float() - center, dim=-1)
         if self._query is not None and name in self._query:
             floor = float(self.c3_floor.value)
-            sim = f @ self._query[name].to(f)
+            sim = f @ F.normalize(self._query[name].to(f) - center, dim=0)
             res["similarity"] = ((sim[..., None] - floor) / max(1e-3, 1.0 - floor)).clamp(0, 1) * acc
         else:
             res["similarity"] = torch.zeros_like(acc)
-        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name)
+        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name, center)
         return res
 
     # ------------------------------------------------------------------ parts
     @torch.no_grad()
     def part_source(self, instance: str, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(normalised features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance``,
+        """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance``,
         conditioned on the GUI's source views."""
         from featurenerf_ns.correspondence import field_point_features
 
@@ -363,10 +366,12 @@ class FeatureViewerPanel(nn.Module):
             keep = np.linspace(0, len(pts) - 1, min(PART_POINTS, len(pts))).round().astype(np.int64)
             feats = self._with_conditioning(
                 src, lambda: field_point_features(self._model, torch.from_numpy(pts[keep]).float(), [name]))[name]
-            self._parts = {key: (F.normalize(feats, dim=-1), torch.from_numpy(labels[keep]))}
+            self._parts = {key: (feats, torch.from_numpy(labels[keep]))}
         return self._parts[key]
 
-    def _parts_overlay(self, rgb: torch.Tensor, acc: torch.Tensor, f: torch.Tensor, name: str) -> torch.Tensor:
+    def _parts_overlay(self, rgb: torch.Tensor, acc: torch.Tensor, f: torch.Tensor, name: str,
+                       center: torch.Tensor) -> torch.Tensor:
+        """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
         from featurenerf_ns.procedural.contact_sheet import PART_COLORS
 
         shown = rgb * 0.35
@@ -374,6 +379,7 @@ class FeatureViewerPanel(nn.Module):
         if source == NONE:
             return shown
         feats, labels = self.part_source(source, name)
+        feats = F.normalize(feats.to(f) - center, dim=-1)
         flat = f.reshape(-1, f.shape[-1])
         idx = torch.cat([(flat[i : i + 8192] @ feats.T.to(flat)).argmax(-1) for i in range(0, len(flat), 8192)])
         lab = labels.to(idx.device)[idx].reshape(f.shape[:-1])
@@ -407,7 +413,7 @@ class FeatureViewerPanel(nn.Module):
 
     # ------------------------------------------------------------------ queries
     def _set_query(self, feats: Dict[str, torch.Tensor], label: str) -> None:
-        self._query = {k: F.normalize(v.reshape(-1).float(), dim=0) for k, v in feats.items()}
+        self._query = {k: v.reshape(-1).float() for k, v in feats.items()}
         self.c4_query.value = label
         self._message(f"query set: {label}", style="green")
 

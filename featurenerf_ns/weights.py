@@ -314,19 +314,31 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
 
 
 # ------------------------------------------------------------------------------------------------- loading
-def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+def backbone_state_dict(sd: Dict[str, torch.Tensor], drop_heads: bool = True) -> Dict[str, torch.Tensor]:
+    """The ViT backbone of a checkpoint: full training checkpoints too ({'teacher'|'model'|'state_dict': ...}),
+    'module.'/'backbone.' prefixes removed, projection heads ('head.*') dropped unless ``drop_heads`` is False."""
+    for key in ("teacher", "model", "state_dict"):
+        if isinstance(sd.get(key), dict):
+            sd = sd[key]
+    out = {}
+    for k, v in sd.items():
+        k = k.removeprefix("module.").removeprefix("backbone.")
+        if not (drop_heads and k.startswith("head.")):
+            out[k] = v
+    return out
+
+
+def read_backbone_state_dict(path: Path, missing_fix: str, drop_heads: bool = True) -> Dict[str, torch.Tensor]:
+    """A local ViT checkpoint -> :func:`backbone_state_dict`; one-line WeightsError naming the file and the fix."""
     if not path.is_file():
-        raise WeightsError(f"DINOv2 weights not found: {path}; run `featurenerf-weights dinov2-vits14` or pass a local checkpoint")
+        raise WeightsError(f"weights file {path} not found; {missing_fix}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}); file corrupted? re-download it") from None
-    for k in ("model", "state_dict", "teacher"):
-        if isinstance(obj, dict) and isinstance(obj.get(k), dict):
-            obj = obj[k]
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in obj.items()}
+    return backbone_state_dict(obj, drop_heads)
 
 
 def _build(sd: Dict[str, torch.Tensor], where: str, **cfg) -> DinoV2ViT:
@@ -365,7 +377,8 @@ def load_dinov2(source: Union[str, Path, None] = None, device: Union[str, torch.
     if meta and path.is_file() and sha256_file(path) != meta["sha256"]:
         raise WeightsError(f"{path}: sha256 does not match {meta_path.name} (file corrupted or modified); "
                            "re-run `featurenerf-weights dinov2-vits14 --force`")
-    sd = _read_state_dict(path)
+    sd = read_backbone_state_dict(path, "run `featurenerf-weights dinov2-vits14` or pass a local checkpoint",
+                                  drop_heads=False)  # strict: a DINOv2 backbone file has no heads
     if meta:
         net = _build(sd, str(path), **{k: v for k, v in meta["model_config"].items() if k in ("interpolate_offset", "interpolate_antialias")})
         return net.to(device), meta["label"]

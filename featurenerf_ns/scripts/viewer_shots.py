@@ -245,6 +245,26 @@ def run_check(config: Path, out: Optional[Path], port: Optional[int] = None, key
         return result
 
 
+def overview(out: Path, captions: List[Tuple[str, str]], size: Tuple[int, int] = (480, 375)) -> Path:
+    """One captioned sheet (3 per row) of the 3D-view area of the given screenshots: [(file name, caption)]."""
+    from PIL import Image, ImageDraw
+
+    W, H = size
+    rows = (len(captions) + 2) // 3
+    sheet = Image.new("RGB", (W * 3, (H + 24) * rows), (20, 20, 20))
+    draw = ImageDraw.Draw(sheet)
+    for i, (name, caption) in enumerate(captions):
+        with Image.open(out / name) as im:
+            w, h = im.size
+            view = im.convert("RGB").crop((0, 51, int(w * 0.75), h)).resize((W, H))  # drop title bar and panel
+        x, y = (i % 3) * W, (i // 3) * (H + 24)
+        sheet.paste(view, (x, y + 24))
+        draw.text((x + 8, y + 6), caption, fill=(235, 235, 235))
+    path = out / "viewer_overview.png"
+    sheet.save(path, optimize=True)
+    return path
+
+
 @dataclass
 class ViewerShots:
     """Start ns-viewer on a checkpoint headless, check the feature PCA view in Chromium and save screenshots."""
@@ -274,8 +294,19 @@ class ViewerShots:
         cat = CategoryData(Path(cfg.data or dm.data or dm.dataparser.data), getattr(dm.dataparser, "category", None))
         ids = list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
         kp = self.keypoint or (cat.keypoint_names[0] if cat.has_annotations and cat.keypoint_names else None)
-        res = run_check(self.load_config, self.out, self.port, kp, self.other_instance or (ids[1] if len(ids) > 1 else None),
-                        self.part_source or (ids[2 % len(ids)] if cat.has_annotations else None))
+        other = self.other_instance or (ids[1] if len(ids) > 1 else None)
+        parts = self.part_source or (ids[2 % len(ids)] if cat.has_annotations else None)
+        res = run_check(self.load_config, self.out, self.port, kp, other, parts)
+        captions = [("viewer_feature_pca.png", "feature_pca (distilled, PCA fitted once)"),
+                    ("viewer_nerf_feature_pca.png", "nerf_feature_pca (internal 3D feature)")]
+        if kp:
+            captions.append(("viewer_similarity_keypoint.png", f"similarity: keypoint {kp} of {ids[0]}"))
+            if other:
+                captions.append(("viewer_similarity_cross_instance.png", f"same query on another instance ({other})"))
+        captions.append(("viewer_similarity_click.png", f"similarity: clicked query on {other or ids[0]}"))
+        if parts:
+            captions.append(("viewer_parts.png", f"parts transferred from {parts}"))
+        res.screenshots.append(overview(self.out, [c for c in captions if (self.out / c[0]).is_file()]))
         ok = res.identical and res.differs_from_rgb and res.feature_pca_std > 2.0
         CONSOLE.print(f"feature_pca frame {res.frame_shape}: std {res.feature_pca_std:.1f}, two renders identical: "
                       f"{res.identical}, differs from rgb: {res.differs_from_rgb} -> {'OK' if ok else 'FAILED'}")

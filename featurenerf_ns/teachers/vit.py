@@ -42,22 +42,6 @@ class ViTTeacherConfig(TeacherConfig):
     input_size: int = 224
 
 
-def _strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Accept full training checkpoints too: {'teacher'|'student'|'model'|'state_dict': ...}, 'module.'/'backbone.'
-    prefixes; drop projection heads."""
-    for key in ("teacher", "model", "state_dict"):
-        if key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    out = {}
-    for k, v in sd.items():
-        for p in ("module.", "backbone."):
-            if k.startswith(p):
-                k = k[len(p):]
-        if not k.startswith("head."):
-            out[k] = v
-    return out
-
-
 class ViTTeacher(Teacher):
     config: ViTTeacherConfig
 
@@ -112,19 +96,19 @@ class ViTTeacher(Teacher):
             self.label, self.weights_sha256 = f"{base} (official, torch.hub)", f"url:{Path(url).name}"
             return self._build(sd, url)
         path = Path(w).expanduser()
-        if not path.is_file():
-            raise TeacherError(f"teacher {cfg.name}: weights file {path} not found; pass an existing checkpoint path, hub or random")
-        from featurenerf_ns.weights import sha256_file
+        from featurenerf_ns.weights import WeightsError, read_backbone_state_dict, sha256_file
 
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise TeacherError(f"{path}: not a readable torch checkpoint ({type(e).__name__}); re-download it") from None
+            sd = read_backbone_state_dict(path, f"teacher {cfg.name}: pass an existing checkpoint path, hub or random")
+        except WeightsError as e:
+            raise TeacherError(str(e)) from None
         self.label, self.weights_sha256 = f"{base} ({path.name})", sha256_file(path)
         return self._build(sd, str(path))
 
     def _build(self, sd: Dict[str, torch.Tensor], where: str) -> DinoV2ViT:
-        sd = _strip_prefixes(sd)
+        from featurenerf_ns.weights import backbone_state_dict
+
+        sd = backbone_state_dict(sd)
         try:
             net = DinoV2ViT(config_from_state_dict(sd))
             net.load_state_dict(sd, strict=True)
