@@ -115,6 +115,13 @@ def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.T
     return c2w[:, :3, 3], F.normalize(d, dim=-1)
 
 
+def pinhole_camera(c2w: torch.Tensor, focal: float, hw: Tuple[int, int]) -> Cameras:
+    """A nerfstudio camera: OpenGL c2w (4, 4) (or (3, 4)), focal in pixels, principal point at the image centre."""
+    H, W = hw
+    return Cameras(camera_to_worlds=c2w[None, :3, :4].float(), fx=focal, fy=focal, cx=W / 2.0, cy=H / 2.0, width=W,
+                   height=H, camera_type=CameraType.PERSPECTIVE)
+
+
 class FeatureNeRFDataManager(DataManager):
     config: FeatureNeRFDataManagerConfig
 
@@ -257,9 +264,7 @@ class FeatureNeRFDataManager(DataManager):
         it = self.instance(inst_id)
         V = it.rgba.shape[0]
         src = torch.tensor([source_views if source_views is not None else [self.config.eval_source_view % V]])
-        H, W = it.hw
-        camera = Cameras(camera_to_worlds=it.c2w[target_view % V][None, :3, :], fx=it.focal, fy=it.focal, cx=W / 2.0,
-                         cy=H / 2.0, width=W, height=H, camera_type=CameraType.PERSPECTIVE).to(self.device)
+        camera = pinhole_camera(it.c2w[target_view % V], it.focal, it.hw).to(self.device)
         batch = {"image": it.rgb(target_view % V).permute(1, 2, 0).to(self.device), "source": self.sources([it], src),
                  "instance_id": inst_id, "target_view": int(target_view % V)}
         self._deliver(batch["source"])

@@ -17,7 +17,6 @@ An instance whose images or cameras changed since it was cached is re-extracted.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -95,6 +94,10 @@ class FeaturePCA:
         out = torch.einsum("bdhw,kd->bkhw", feats - mean, comp)
         return out * cell_alpha if cell_alpha is not None else out
 
+    def project_vectors(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., k)."""
+        return (feats - feats.new_tensor(self.mean)) @ feats.new_tensor(self.components).T
+
     def to_bytes(self) -> bytes:
         return npz_bytes({"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
                           "explained": self.explained.astype(np.float32)})
@@ -141,13 +144,12 @@ class PcaColors:
         """feats (N, D) foreground feature vectors."""
         feats = feats.float().cpu()
         pca = fit_pca(feats, 3)
-        proj = (feats - torch.from_numpy(pca.mean)) @ torch.from_numpy(pca.components).T
+        proj = pca.project_vectors(feats)
         return cls(pca, proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0))
 
     def __call__(self, feats: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., 3) in [0, 1]."""
-        mean, comp = feats.new_tensor(self.pca.mean), feats.new_tensor(self.pca.components)
-        proj = (feats - mean) @ comp.T
+        proj = self.pca.project_vectors(feats)
         lo, hi = self.lo.to(feats), self.hi.to(feats)
         return ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
 

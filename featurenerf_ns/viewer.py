@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -44,6 +44,7 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
+from featurenerf_ns.datamanager import pinhole_camera
 from featurenerf_ns.field import SourceViews
 
 FEATURES = {"internal": "nerf_feature", "distilled": "feature"}
@@ -53,6 +54,11 @@ PCA_FIT_INSTANCES = 4
 PCA_FIT_RESOLUTION = 32
 PART_POINTS = 4096
 CPU_RAYS_PER_CHUNK = 256
+
+
+def viewer_instances(cat) -> List[str]:
+    """The instances the viewer offers: val then test (each once)."""
+    return list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
 
 
 class ViewerInputError(ValueError):
@@ -85,25 +91,19 @@ def parse_views(text: str, num_views: int) -> Tuple[int, ...]:
 
 
 def load_user_image(path: Path, size: Tuple[int, int]) -> torch.Tensor:
-    """An RGB(A) image file -> (3, H, W) float in [0, 1] at ``size``, background black where it has alpha (as the
-    training images)."""
-    from PIL import Image, UnidentifiedImageError
+    """An RGB(A) image file -> (3, H, W) float in [0, 1] at ``size``, decoded like the training images (RGB on
+    black where it has alpha)."""
+    from featurenerf_ns.instances import FeatureNeRFDataError, load_rgba
 
     if not path.is_file():
         raise ViewerInputError(f"{path}: no such image file; give the path of a PNG/JPEG of one object")
     try:
-        with Image.open(path) as im:
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise ViewerInputError(f"{path}: not a readable image ({type(e).__name__}); give a PNG or JPEG file") from None
-    img = torch.from_numpy(rgba[..., :3] * rgba[..., 3:]).permute(2, 0, 1)
+        rgba = load_rgba(path)
+    except FeatureNeRFDataError as e:
+        cause = type(e.__cause__).__name__ if e.__cause__ is not None else "unreadable"
+        raise ViewerInputError(f"{path}: not a readable image ({cause}); give a PNG or JPEG file") from None
+    img = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)
     return F.interpolate(img[None], size=size, mode="area")[0].clamp(0, 1)
-
-
-def view_cameras(c2w: torch.Tensor, focal: float, resolution: int) -> Cameras:
-    """A square pinhole camera (OpenGL c2w (4, 4)) at ``resolution`` with the given focal (pixels)."""
-    return Cameras(camera_to_worlds=c2w[None, :3, :4].float(), fx=focal, fy=focal, cx=resolution / 2.0,
-                   cy=resolution / 2.0, width=resolution, height=resolution, camera_type=CameraType.PERSPECTIVE)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -141,7 +141,7 @@ class FeatureViewerPanel(nn.Module):
         object.__setattr__(self, "_pipeline", pipeline)  # not a submodule: no cycle in module traversal
         dm = pipeline.datamanager
         cat = dm.cat
-        ids = list(dict.fromkeys(cat.ids("val") + cat.ids("test"))) or list(dm.train_ids)
+        ids = viewer_instances(cat) or list(dm.train_ids)
         self._ids = ids
         self._labelled = ids if cat.has_annotations else []
         self._keypoint_names = cat.keypoint_names if cat.has_annotations else []
@@ -151,11 +151,10 @@ class FeatureViewerPanel(nn.Module):
         gpu = torch.cuda.is_available()
         self._lock = threading.RLock()
         self._conditionings: "OrderedDict[tuple, Conditioning]" = OrderedDict()
-        self._pca: Dict[str, object] = {}
-        self._pca_key: Optional[tuple] = None
+        self._pca: Optional[Tuple[tuple, Dict[str, object]]] = None  # (fit key, feature -> PcaColors)
         self._query: Optional[Dict[str, torch.Tensor]] = None
         self._parts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
-        self._image_error = ""
+        self._input_error = ""  # the last bad-input message (reported once)
 
         self.a1_instance = ViewerDropdown("Instance", ids[0], ids, cb_hook=lambda _: None,
                                           hint="val/test instance that conditions the field")
@@ -216,13 +215,13 @@ class FeatureViewerPanel(nn.Module):
             m._sources, m._maps = saved
 
     @torch.no_grad()
-    def conditioning(self, instance: Optional[str] = None, views_text: Optional[str] = None,
+    def conditioning(self, instance: Optional[str] = None, views: Optional[Tuple[int, ...]] = None,
                      image: Optional[str] = None) -> Conditioning:
         """The (cached) conditioning of an instance's source views, optionally with a user image in place of the
-        first view; defaults are the GUI's values. Encodes only when it was not cached."""
+        first view; unset arguments take the GUI's values. Encodes only when it was not cached."""
         inst = instance if instance is not None else self.a1_instance.value
         it = self._dm.instance(inst)
-        views = parse_views(self.a2_source_views.value if views_text is None else views_text, it.rgba.shape[0])
+        views = views if views is not None else parse_views(self.a2_source_views.value, it.rgba.shape[0])
         image = (self.a3_image.value if image is None else image).strip()
         path = Path(image).expanduser() if image else None
         m = self._model
@@ -248,25 +247,25 @@ class FeatureViewerPanel(nn.Module):
             self._conditionings.popitem(last=False)
         return cond
 
+    def _views_or_default(self, instance: str) -> Tuple[int, ...]:
+        """The GUI's source views, or the data manager's eval source view when the GUI's list is invalid."""
+        num_views = len(self._dm.cat.instance(instance).poses)
+        try:
+            return parse_views(self.a2_source_views.value, num_views)
+        except ViewerInputError:
+            return (self._dm.config.eval_source_view % num_views,)
+
     def _current_conditioning(self) -> Conditioning:
         """The GUI's conditioning; a bad source-view list or image is reported once and ignored."""
         try:
             cond = self.conditioning()
-            self._image_error = ""
+            self._input_error = ""
             return cond
         except ViewerInputError as e:
-            if str(e) != self._image_error:
+            if str(e) != self._input_error:
                 self._message(f"{e} (ignored)")
-                self._image_error = str(e)
-            return self.conditioning(views_text=self._safe_views_text(), image="")
-
-    def _safe_views_text(self) -> str:
-        try:
-            it = self._dm.instance(self.a1_instance.value)
-            parse_views(self.a2_source_views.value, it.rgba.shape[0])
-            return self.a2_source_views.value
-        except ViewerInputError:
-            return str(self._dm.config.eval_source_view % self._dm.instance(self.a1_instance.value).rgba.shape[0])
+                self._input_error = str(e)
+            return self.conditioning(views=self._views_or_default(self.a1_instance.value), image="")
 
     def feature_names(self) -> List[str]:
         return ["nerf_feature"] + (["feature"] if self._model.config.distill else [])
@@ -287,24 +286,22 @@ class FeatureViewerPanel(nn.Module):
         from featurenerf_ns.correspondence import view_camera
 
         c2w, focal = view_camera(self._dm.cat, cond.instance, cond.views[0], resolution)
-        return self._render_camera(cond, view_cameras(c2w, focal, resolution))
+        return self._render_camera(cond, pinhole_camera(c2w, focal, (resolution, resolution)))
 
     def _reset_pca(self, _=None) -> None:
-        self._pca = {}
-        self._pca_key = None
+        self._pca = None
 
     @torch.no_grad()
-    def pca(self) -> Dict[str, object]:
+    def pca(self, cond: Conditioning) -> Dict[str, object]:
         """PCA colourings per feature, fitted once (dataset mode) or once per conditioning (instance mode)."""
         from featurenerf_ns.teacher_cache import PcaColors
 
         mode = self.b1_pca_fit.value
-        cond = self._current_conditioning()
         key = (mode,) if mode == "dataset" else (mode, cond.key)
-        if self._pca and self._pca_key == key:
-            return self._pca
+        if self._pca is not None and self._pca[0] == key:
+            return self._pca[1]
         conds = [cond] if mode == "instance" else [
-            self.conditioning(i, views_text=",".join(map(str, cond.views)), image="") for i in self._ids[:PCA_FIT_INSTANCES]]
+            self.conditioning(i, views=cond.views, image="") for i in self._ids[:PCA_FIT_INSTANCES]]
         feats: Dict[str, list] = {n: [] for n in self.feature_names()}
         for c in conds:
             out = self._view_render(c, PCA_FIT_RESOLUTION)
@@ -313,10 +310,9 @@ class FeatureViewerPanel(nn.Module):
                 fg = torch.ones_like(fg)
             for n in feats:
                 feats[n].append(out[n][fg])
-        self._pca = {n: PcaColors.fit(torch.cat(v)) for n, v in feats.items()}
-        self._pca_key = key
+        self._pca = (key, {n: PcaColors.fit(torch.cat(v)) for n, v in feats.items()})
         self._message(f"PCA of {', '.join(feats)} fitted on {len(conds)} instance(s) ({mode})", style="green")
-        return self._pca
+        return self._pca[1]
 
     def _cap(self, camera: Cameras) -> Cameras:
         H, W = int(camera.height[0, 0]), int(camera.width[0, 0])
@@ -337,7 +333,7 @@ class FeatureViewerPanel(nn.Module):
         """Model outputs of a view -> the viewer's outputs (see the module docstring)."""
         acc = out["accumulation"].clamp(0, 1)
         res = {"rgb": out["rgb"], "depth": out["depth"], "accumulation": acc}
-        pca = self.pca()
+        pca = self.pca(cond)
         if "feature" in pca:
             res["feature_pca"] = pca["feature"](out["feature"]) * acc
         res["nerf_feature_pca"] = pca["nerf_feature"](out["nerf_feature"]) * acc
@@ -352,20 +348,19 @@ class FeatureViewerPanel(nn.Module):
             res["similarity"] = ((sim[..., None] - floor) / max(1e-3, 1.0 - floor)).clamp(0, 1) * acc
         else:
             res["similarity"] = torch.zeros_like(acc)
-        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name, center)
+        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name, center, cond.views)
         return res
 
     # ------------------------------------------------------------------ parts
     @torch.no_grad()
-    def part_source(self, instance: str, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance``,
-        conditioned on the GUI's source views."""
+    def part_source(self, instance: str, name: str, views: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance`` conditioned
+        on its source ``views`` (the last one is kept)."""
         from featurenerf_ns.correspondence import field_point_features
 
-        cond = self._current_conditioning()
-        key = (instance, cond.views, name)
+        key = (instance, views, name)
         if key not in self._parts:
-            src = self.conditioning(instance, views_text=",".join(map(str, cond.views)), image="")
+            src = self.conditioning(instance, views=views, image="")
             ann = self._dm.cat.shape_annotations(instance)
             pts, labels = ann["points"], ann["point_labels"].astype(np.int64)
             keep = np.linspace(0, len(pts) - 1, min(PART_POINTS, len(pts))).round().astype(np.int64)
@@ -375,7 +370,7 @@ class FeatureViewerPanel(nn.Module):
         return self._parts[key]
 
     def _parts_overlay(self, rgb: torch.Tensor, acc: torch.Tensor, f: torch.Tensor, name: str,
-                       center: torch.Tensor) -> torch.Tensor:
+                       center: torch.Tensor, views: Tuple[int, ...]) -> torch.Tensor:
         """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
         from featurenerf_ns.procedural.contact_sheet import PART_COLORS
 
@@ -383,7 +378,7 @@ class FeatureViewerPanel(nn.Module):
         source = self.d1_parts.value
         if source == NONE:
             return shown
-        feats, labels = self.part_source(source, name)
+        feats, labels = self.part_source(source, name, views)
         feats = F.normalize(feats.to(f) - center, dim=-1)
         flat = f.reshape(-1, f.shape[-1])
         idx = torch.cat([(flat[i : i + 8192] @ feats.T.to(flat)).argmax(-1) for i in range(0, len(flat), 8192)])
@@ -401,11 +396,7 @@ class FeatureViewerPanel(nn.Module):
             return
         inst = self.a1_instance.value
         rec = self._dm.cat.instance(inst)
-        try:
-            view = parse_views(self.a2_source_views.value, len(rec.poses))[0]
-        except ViewerInputError:
-            view = self._dm.config.eval_source_view % len(rec.poses)
-        c2w = np.asarray(rec.poses[view], dtype=np.float64)
+        c2w = np.asarray(rec.poses[self._views_or_default(inst)[0]], dtype=np.float64)
         pos = c2w[:3, 3]
         forward = -c2w[:3, 2]
         fov = 2 * np.arctan(rec.height / 2 / rec.focal)  # vertical

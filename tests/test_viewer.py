@@ -30,10 +30,10 @@ def pipeline(run_dir):
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
     from featurenerf_ns.correspondence import view_camera
-    from featurenerf_ns.viewer import view_cameras
+    from featurenerf_ns.datamanager import pinhole_camera
 
     c2w, f = view_camera(pipe.datamanager.cat, inst, view, res)
-    return view_cameras(c2w, f, res)
+    return pinhole_camera(c2w, f, (res, res))
 
 
 def test_panel_outputs_stable_and_cached(pipeline):
@@ -52,7 +52,7 @@ def test_panel_outputs_stable_and_cached(pipeline):
             assert torch.equal(a[k], b[k]), k  # one fitted PCA, deterministic render: identical frames
         assert a["feature_pca"].shape == (24, 24, 3) and float(a["nerf_feature_pca"].std()) > 0
         c = panel.render(_camera(pipeline, inst, 7))  # another camera: same PCA (not refitted per frame)
-        assert len(calls) == encoded_after_first and panel._pca_key == ("dataset",)
+        assert len(calls) == encoded_after_first and panel._pca[0] == ("dataset",)
         assert not torch.equal(a["nerf_feature_pca"], c["nerf_feature_pca"])
         panel.a2_source_views.value = "1"
         panel.render(_camera(pipeline, inst, 3))
@@ -92,7 +92,7 @@ def test_queries_parts_and_cross_instance(pipeline):
     fg = out["accumulation"][..., 0] > 0.5
     assert not torch.equal(out["parts"][fg], (out["rgb"] * 0.35)[fg]) or not bool(fg.any())
     assert torch.allclose(out["parts"][~fg], (out["rgb"] * 0.35)[~fg])
-    feats, labels = panel.part_source(ids[0], "nerf_feature")
+    feats, labels = panel.part_source(ids[0], "nerf_feature", (0,))
     assert feats.shape[0] == labels.shape[0] > 0 and set(labels.tolist()) <= set(ann["point_labels"].tolist())
     panel.d1_parts.value = "(none)"
     panel._query = None
@@ -180,7 +180,8 @@ def test_ns_viewer_defaults_to_localhost(monkeypatch):
 def test_ns_viewer_in_chromium(run_dir, tmp_path):
     """ns-viewer headless + Debian Chromium: feature_pca non-constant and identical across two renders of the same
     camera, a clicked query and a keypoint query set, screenshots written."""
-    from featurenerf_ns.scripts.viewer_shots import ViewerShotsError, check_browser, run_check
+    from featurenerf_ns.scripts.viewer_shots import ViewerShotsError, check_browser, run_category, run_check
+    from featurenerf_ns.viewer import viewer_instances
 
     try:
         check_browser()
@@ -188,10 +189,8 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
         if os.environ.get("FEATURENERF_REQUIRE_BROWSER"):  # scripts/test.sh installs it: missing there is a failure
             raise
         pytest.skip(str(e))
-    from featurenerf_ns.instances import CategoryData
-
-    cat = CategoryData(Path(_data_of(run_dir)))
-    ids = list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
+    cat = run_category(run_dir / "config.yml")
+    ids = viewer_instances(cat)
     log = tmp_path / "ns-viewer.log"
     res = run_check(run_dir / "config.yml", tmp_path / "shots", keypoint=cat.keypoint_names[0],
                     other_instance=ids[1], part_source=ids[0], log=log)
@@ -204,11 +203,3 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
     for p in res.screenshots:
         assert p.stat().st_size > 10_000
 
-
-def _data_of(run_dir: Path) -> str:
-    import yaml
-
-    from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
-
-    cfg = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
-    return str(cfg.data or cfg.pipeline.datamanager.data or cfg.pipeline.datamanager.dataparser.data)

@@ -204,7 +204,7 @@ def run_check(config: Path, out: Optional[Path], port: Optional[int] = None, key
             shots.append(out / name)
 
     with ViewerProcess(config, port, log), BrowserClient(f"http://127.0.0.1:{port}") as client:
-        rgb = client.wait_settled(0.0)
+        client.wait_settled(0.0)  # the first full-resolution frame
         t = client.select("Output type", "feature_pca")
         first = client.wait_settled(t)
         shot(client, "viewer_feature_pca.png")
@@ -265,6 +265,20 @@ def overview(out: Path, captions: List[Tuple[str, str]], size: Tuple[int, int] =
     return path
 
 
+def run_category(config: Path):
+    """The CategoryData a featurenerf run (its config.yml) was trained on."""
+    import yaml
+
+    from featurenerf_ns.instances import CategoryData
+    from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
+
+    if not config.is_file():
+        raise ViewerShotsError(f"{config}: no such config; pass the config.yml of a featurenerf run")
+    cfg = yaml.load(config.read_text(), Loader=yaml.Loader)
+    dm = cfg.pipeline.datamanager
+    return CategoryData(Path(cfg.data or dm.data or dm.dataparser.data), getattr(dm.dataparser, "category", None))
+
+
 @dataclass
 class ViewerShots:
     """Start ns-viewer on a checkpoint headless, check the feature PCA view in Chromium and save screenshots."""
@@ -282,17 +296,10 @@ class ViewerShots:
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        from featurenerf_ns.instances import CategoryData
-        from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
+        from featurenerf_ns.viewer import viewer_instances
 
-        if not self.load_config.is_file():
-            raise ViewerShotsError(f"{self.load_config}: no such config; pass the config.yml of a featurenerf run")
-        import yaml
-
-        cfg = yaml.load(self.load_config.read_text(), Loader=yaml.Loader)
-        dm = cfg.pipeline.datamanager
-        cat = CategoryData(Path(cfg.data or dm.data or dm.dataparser.data), getattr(dm.dataparser, "category", None))
-        ids = list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
+        cat = run_category(self.load_config)
+        ids = viewer_instances(cat)
         kp = self.keypoint or (cat.keypoint_names[0] if cat.has_annotations and cat.keypoint_names else None)
         other = self.other_instance or (ids[1] if len(ids) > 1 else None)
         parts = self.part_source or (ids[2 % len(ids)] if cat.has_annotations else None)
