@@ -12,7 +12,9 @@ Tasks (``TASKS``), all by cosine nearest neighbour (:func:`featurenerf_ns.metric
 * ``part3d_cross``: each target surface point takes the label of its most similar source surface point; mIoU.
 
 ``*_cross`` pairs are two instances seen from the same view, each conditioned on that view; ``*_novel`` pairs are
-one instance conditioned on its source view, with features rendered at the target view. Foreground comes from the
+one instance conditioned on its source view, with features rendered at the target view; ``*_xview`` pairs
+(protocol v2) are two instances, the source conditioned on and seen from its view i, the target from a view j at
+least 60 degrees away (2D and 3D, keypoints and parts, scored exactly like ``*_cross``). Foreground comes from the
 ground-truth masks (as the official evaluation). A feature *provider* returns features at pixels of a view and at
 3D points; one provider can return several named features from one render (the model's internal NeRF feature and
 its distilled head), each scored separately. Providers: :class:`ModelProvider` (a trained FeatureNeRF) and
@@ -35,7 +37,10 @@ from featurenerf_ns.instances import load_rgba
 from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D, nn_match, part_iou, pck
 from featurenerf_ns.protocols import Protocol
 
-TASKS = ("kp2d_cross", "part2d_cross", "kp3d_cross", "part3d_cross", "kp2d_novel", "part2d_novel")
+TASKS = ("kp2d_cross", "part2d_cross", "kp3d_cross", "part3d_cross", "kp2d_novel", "part2d_novel",
+         "kp2d_xview", "part2d_xview", "kp3d_xview", "part3d_xview")
+XVIEW_TASKS = TASKS[6:]
+"""Cross-view cross-instance tasks (protocol v2): source and target instances conditioned on different views."""
 REFERENCE_RESOLUTION = 128
 """2D PCK thresholds are pixels at this resolution (the paper's 128 x 128 renders)."""
 
@@ -57,6 +62,9 @@ class CorrespondenceConfig:
     """Model outputs scored: nerf_feature (internal 512-d, the official choice) and feature (distilled head)."""
     teacher_baseline: bool = True
     """Also score the 2D teacher baseline (teacher2d) in ns-eval."""
+    priors: bool = True
+    """Also score the position priors in ns-eval (view_frame_prior, alignment_oracle: no features, ground-truth
+    geometry; labelled as priors in every report)."""
     resolution: Optional[int] = None
     """2D tasks at this square resolution; None = the data manager's image size (128 if it keeps the stored size)."""
     chunk: int = 4096
@@ -64,6 +72,9 @@ class CorrespondenceConfig:
     callback_every: int = 0
     """Training callback: evaluate ``callback_pairs`` pairs every this many steps (0 = off)."""
     callback_pairs: int = 8
+    """Pairs of each kind (cross-instance, novel-view, cross-view) scored by the training callback."""
+    callback_images: bool = True
+    """The training callback also renders the fixed eval images for novel-view PSNR/SSIM (learning curves)."""
 
 
 def _check_tasks(tasks: Sequence[str]) -> None:
@@ -135,6 +146,8 @@ class FeatureProvider:
     """Named features at pixels of a rendered view and at 3D points of an instance conditioned on an input view."""
 
     names: Tuple[str, ...] = ()
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    """How its features are matched (features: cosine, as the paper; positions of the priors: euclidean)."""
 
     def pixels(self, inst: str, input_view: int, view: int, xy: torch.Tensor, resolution: int) -> Dict[str, torch.Tensor]:
         """xy (P, 2) pixel coordinates at ``resolution`` of ``view`` -> name -> (P, D)."""
@@ -212,10 +225,11 @@ def field_point_features(model, xyz: torch.Tensor, names: Sequence[str], chunk: 
     dirs = F.normalize(xyz - src.c2w[0, 0, :3, 3], dim=-1)
     maps = model.encoded_sources()
     out: Dict[str, list] = {n: [] for n in names}
-    for i in range(0, len(xyz), chunk):
-        res = model.field(xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:]))
-        for k in names:
-            out[k].append(res[k][0].float())
+    with model.autocast():
+        for i in range(0, len(xyz), chunk):
+            res = model.field(xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:]))
+            for k in names:
+                out[k].append(res[k][0].float())
     return {k: torch.cat(v) if v else torch.zeros(0, 1, device=model.device) for k, v in out.items()}
 
 
@@ -276,6 +290,73 @@ class TeacherProvider(FeatureProvider):
         return {"teacher2d": sample_map(fmap[None], uv.to(fmap.device), (rec.height, rec.width))[0]}
 
 
+PRIOR_LABELS = {
+    "view_frame_prior": "View-frame position prior (no features; GT surface points)",
+    "alignment_oracle": "Alignment oracle (object-frame position; GT alignment)",
+}
+
+
+class PositionPrior(FeatureProvider):
+    """Baselines with no learned features, matched by Euclidean distance between 3D positions (they use ground
+    truth and are reported as priors, never as predictions):
+
+    * ``view_frame_prior``: a point's position in the frame of the camera its instance is conditioned on, i.e.
+      exactly what the field's positional encoding sees. On same-view pairs of aligned objects this transfers
+      by itself; across a viewpoint change it does not. A model within a few points of it is not measured on
+      semantics.
+    * ``alignment_oracle``: the position in the aligned object frame (the stored world frame of the benchmark),
+      which a real photo does not give: an upper reference on aligned categories, not a floor.
+
+    2D pixels are lifted to their ground-truth surface point with the view's depth map (area-averaged over the
+    foreground of each pixel's footprint at the evaluation resolution)."""
+
+    metric = "euclidean"
+
+    def __init__(self, cat, frame: Literal["view", "object"]):
+        if frame not in ("view", "object"):
+            raise ValueError(f"PositionPrior: frame {frame!r}; choose view or object")
+        self.cat, self.frame = cat, frame
+        self.names = ("view_frame_prior",) if frame == "view" else ("alignment_oracle",)
+        self.ann = _Annotations(cat)
+
+    def _depth(self, inst: str, view: int, resolution: int) -> torch.Tensor:
+        d = torch.from_numpy(self.ann.view(inst)["depth"][view].astype(np.float32))
+        m = (d > 0).float()
+        if tuple(d.shape) != (resolution, resolution):
+            dm = F.interpolate((d * m)[None, None], size=(resolution, resolution), mode="area")[0, 0]
+            mm = F.interpolate(m[None, None], size=(resolution, resolution), mode="area")[0, 0]
+            d = torch.where(mm > 0, dm / mm.clamp(min=1e-8), torch.zeros_like(dm))
+        if (d > 0).any():  # a foreground pixel without depth (mask/depth disagree at an edge): the view's median
+            d = torch.where(d > 0, d, d[d > 0].median())
+        return d
+
+    def lift(self, inst: str, view: int, xy: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Pixel centres xy (P, 2) of ``view`` at ``resolution`` -> (P, 3) world surface points (ground-truth depth
+        along the optical axis)."""
+        c2w, focal = view_camera(self.cat, inst, view, resolution)
+        d = self._depth(inst, view, resolution)
+        ij = xy.float().floor().long().clamp(0, resolution - 1)
+        z = d[ij[:, 1], ij[:, 0]]
+        x = (xy[:, 0].float() - resolution / 2) / focal * z
+        y = -(xy[:, 1].float() - resolution / 2) / focal * z
+        cam = torch.stack([x, y, -z], -1)
+        return cam @ c2w[:3, :3].T + c2w[:3, 3]
+
+    def _in_frame(self, inst: str, input_view: int, xyz: torch.Tensor) -> torch.Tensor:
+        if self.frame == "object":
+            return xyz.float()
+        from featurenerf_ns.field import world_to_source
+
+        c2w, _ = view_camera(self.cat, inst, input_view, REFERENCE_RESOLUTION)
+        return world_to_source(xyz.float()[None], c2w[None, None])[0, 0]
+
+    def pixels(self, inst, input_view, view, xy, resolution):
+        return {self.names[0]: self._in_frame(inst, input_view, self.lift(inst, view, xy, resolution))}
+
+    def points(self, inst, input_view, xyz):
+        return {self.names[0]: self._in_frame(inst, input_view, xyz)}
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The evaluation
 
@@ -297,15 +378,17 @@ class _Tally:
             self.ious.setdefault(task, []).append(iou)
 
 
-def _transfer_kp(fq: torch.Tensor, fc: torch.Tensor, cand: torch.Tensor, gt: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _transfer_kp(fq: torch.Tensor, fc: torch.Tensor, cand: torch.Tensor, gt: np.ndarray,
+                 metric: str = "cosine") -> Tuple[np.ndarray, np.ndarray]:
     """Keypoint query features -> nearest candidate -> (predicted positions, errors)."""
-    idx, _ = nn_match(fq, fc)
+    idx, _ = nn_match(fq, fc, metric=metric)
     pred = cand[idx.cpu()].numpy()
     return pred, np.linalg.norm(pred - gt, axis=1)
 
 
-def _transfer_labels(f_target: torch.Tensor, f_source: torch.Tensor, source_labels: np.ndarray) -> np.ndarray:
-    idx, _ = nn_match(f_target, f_source)
+def _transfer_labels(f_target: torch.Tensor, f_source: torch.Tensor, source_labels: np.ndarray,
+                     metric: str = "cosine") -> np.ndarray:
+    idx, _ = nn_match(f_target, f_source, metric=metric)
     return source_labels[idx.cpu().numpy()]
 
 
@@ -344,40 +427,41 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
         for name in provider.names:
             ex = {}
             if want_kp:
-                pred, err = _transfer_kp(fs[name][P:], ft[name], gt.fg_xy, gt.kp_xy[shared])
+                pred, err = _transfer_kp(fs[name][P:], ft[name], gt.fg_xy, gt.kp_xy[shared], provider.metric)
                 tally[name].add_kp(kp_task, err * scale)
                 ex.update(kp_ids=np.nonzero(shared)[0], kp_source=gs.kp_xy[shared], kp_target=gt.kp_xy[shared], kp_pred=pred)
             if want_part:
-                pred_labels = _transfer_labels(ft[name], fs[name][:P], gs.fg_labels)
+                pred_labels = _transfer_labels(ft[name], fs[name][:P], gs.fg_labels, provider.metric)
                 tally[name].add_iou(part_task, part_iou(pred_labels, gt.fg_labels, labels))
                 ex.update(source_fg=gs.fg_xy.numpy(), source_labels=gs.fg_labels, target_fg=gt.fg_xy.numpy(),
                           target_labels=gt.fg_labels, target_pred_labels=pred_labels)
             if example is not None:
                 example.setdefault(name, {}).update(ex)
 
-    def pair_3d(inst_s, inst_t, view, example: Optional[dict]):
+    def pair_3d(inst_s, in_s, inst_t, in_t, kind: str, example: Optional[dict]):
+        kp_task, part_task = f"kp3d_{kind}", f"part3d_{kind}"
         a, b = ann.shape(inst_s), ann.shape(inst_t)
         shared = a["keypoint_present"].astype(bool) & b["keypoint_present"].astype(bool)
-        want_kp = "kp3d_cross" in do and shared.any()
-        want_part = "part3d_cross" in do
+        want_kp = kp_task in do and shared.any()
+        want_part = part_task in do
         if not (want_kp or want_part):
             return
         pa, pb = torch.from_numpy(a["points"]).float(), torch.from_numpy(b["points"]).float()
         q = torch.from_numpy(a["keypoints"][shared]).float() if want_kp else torch.zeros(0, 3)
-        fa = provider.points(inst_s, view, torch.cat([pa, q]))
-        fb = provider.points(inst_t, view, pb)
+        fa = provider.points(inst_s, in_s, torch.cat([pa, q]))
+        fb = provider.points(inst_t, in_t, pb)
         la, lb = a["point_labels"].astype(np.int64), b["point_labels"].astype(np.int64)
         labels = _shared_labels(la, lb)
         P = len(pa)
         for name in provider.names:
             ex = {}
             if want_kp:
-                pred, err = _transfer_kp(fa[name][P:], fb[name], pb, b["keypoints"][shared])
-                tally[name].add_kp("kp3d_cross", err)
+                pred, err = _transfer_kp(fa[name][P:], fb[name], pb, b["keypoints"][shared], provider.metric)
+                tally[name].add_kp(kp_task, err)
                 ex.update(kp3d_source=a["keypoints"][shared], kp3d_target=b["keypoints"][shared], kp3d_pred=pred)
             if want_part:
-                pred_labels = _transfer_labels(fb[name], fa[name][:P], la)
-                tally[name].add_iou("part3d_cross", part_iou(pred_labels, lb, labels))
+                pred_labels = _transfer_labels(fb[name], fa[name][:P], la, provider.metric)
+                tally[name].add_iou(part_task, part_iou(pred_labels, lb, labels))
                 ex.update(points_source=a["points"], labels_source=la, points_target=b["points"], labels_target=lb,
                           labels_target_pred=pred_labels)
             if example is not None:
@@ -386,7 +470,7 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
     for k, (s, t, v) in enumerate(protocol.cross_instance):
         example = {"source": s, "target": t, "view": v, "resolution": resolution} if k < keep else None
         pair_2d(s, v, v, t, v, v, "cross", example)
-        pair_3d(s, t, v, example)
+        pair_3d(s, v, t, v, "cross", example)
         if example is not None:
             examples.append(example)
         if progress:
@@ -394,6 +478,12 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
     if do & {"kp2d_novel", "part2d_novel"}:
         for i, s, t in protocol.novel_view:
             pair_2d(i, s, s, i, s, t, "novel", None)
+            if progress:
+                progress()
+    if do & set(XVIEW_TASKS):
+        for s, t, vs, vt in protocol.cross_view:
+            pair_2d(s, vs, vs, t, vt, vt, "xview", None)
+            pair_3d(s, vs, t, vt, "xview", None)
             if progress:
                 progress()
 
@@ -415,4 +505,5 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
 def num_steps(protocol: Protocol, tasks: Sequence[str]) -> int:
     """Progress-bar length of :func:`evaluate`."""
     novel = bool(set(tasks) & {"kp2d_novel", "part2d_novel"})
-    return len(protocol.cross_instance) + (len(protocol.novel_view) if novel else 0)
+    xview = bool(set(tasks) & set(XVIEW_TASKS))
+    return len(protocol.cross_instance) + (len(protocol.novel_view) if novel else 0) + (len(protocol.cross_view) if xview else 0)

@@ -92,6 +92,35 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
+def append_jsonl(path: Path, record: Any) -> None:
+    """Appends one JSON line (one write call, flushed and fsynced); readers (:func:`read_jsonl`) skip a torn last
+    line left by a killed process, so a log is never half-valid."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        if f.tell() > 0:  # a torn line from a killed writer would swallow this record: start a fresh line
+            with open(path, "rb") as r:
+                r.seek(-1, 2)
+                if r.read(1) != b"\n":
+                    f.write("\n")
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list:
+    """The records of a JSON-lines file; unparseable (torn) lines are skipped."""
+    out = []
+    for ln in Path(path).read_text(encoding="utf-8").splitlines():
+        if ln.strip():
+            try:
+                out.append(json.loads(ln))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
 def npz_bytes(arrays: Dict[str, np.ndarray]) -> bytes:
     """Compressed .npz as bytes, byte-identical for identical arrays (fixed zip timestamps, sorted keys),
     unlike ``np.savez_compressed`` which stamps the current time."""

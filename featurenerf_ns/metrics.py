@@ -18,25 +18,35 @@ PCK_THRESHOLDS_3D = (0.025, 0.05, 0.075, 0.1)
 """Normalised object units."""
 
 
-def nn_match(query: torch.Tensor, candidates: torch.Tensor, chunk: int = 8192) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Cosine nearest neighbour: query (Q, D), candidates (N, D) -> (index (Q,) into candidates, similarity (Q,)).
+def nn_match(query: torch.Tensor, candidates: torch.Tensor, chunk: int = 8192,
+             metric: str = "cosine") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nearest neighbour: query (Q, D), candidates (N, D) -> (index (Q,) into candidates, score (Q,)).
 
-    Both are L2-normalised here (zero vectors stay zero and match with similarity 0). Candidates are processed
-    in chunks of ``chunk`` rows, so memory is O(Q * chunk). Ties resolve to the lowest index (deterministic).
+    ``cosine`` (the paper's matcher): both are L2-normalised here (zero vectors stay zero and match with similarity
+    0), score = cosine similarity. ``euclidean`` (position priors): argmin ||q - c||, score = -||q - c||^2, computed
+    as argmax of 2 q.c - ||c||^2 (one matmul per chunk). Candidates are processed in chunks of ``chunk`` rows, so
+    memory is O(Q * chunk). Ties resolve to the lowest index (deterministic).
     """
     if query.ndim != 2 or candidates.ndim != 2 or query.shape[1] != candidates.shape[1]:
         raise ValueError(f"nn_match: expected (Q, D) and (N, D) with equal D, got {tuple(query.shape)} and {tuple(candidates.shape)}")
     if candidates.shape[0] == 0:
         raise ValueError("nn_match: no candidates")
-    q = F.normalize(query.float(), dim=1)
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"nn_match: metric {metric!r} unknown; choose cosine or euclidean")
+    q = F.normalize(query.float(), dim=1) if metric == "cosine" else query.float()
     best_sim = torch.full((q.shape[0],), -float("inf"), device=q.device)
     best_idx = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     for start in range(0, candidates.shape[0], chunk):
-        c = F.normalize(candidates[start : start + chunk].to(q.device).float(), dim=1)
-        sim, idx = (q @ c.T).max(dim=1)
+        c = candidates[start : start + chunk].to(q.device).float()
+        if metric == "cosine":
+            sim, idx = (q @ F.normalize(c, dim=1).T).max(dim=1)
+        else:
+            sim, idx = (2 * q @ c.T - c.pow(2).sum(1)[None]).max(dim=1)
         better = sim > best_sim
         best_sim = torch.where(better, sim, best_sim)
         best_idx = torch.where(better, idx + start, best_idx)
+    if metric == "euclidean":
+        best_sim = best_sim - q.pow(2).sum(1)
     return best_idx, best_sim
 
 

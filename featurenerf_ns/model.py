@@ -8,6 +8,7 @@ grouped per object with equal counts (the data manager guarantees it; a single c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
@@ -25,6 +26,7 @@ from torch.nn import Parameter
 from featurenerf_ns.data_layout import FAR, NEAR
 from featurenerf_ns.encoder import EncoderConfig
 from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews
+from featurenerf_ns.precision import ThreadPrecision, autocast_context, resolve_precision
 
 
 @dataclass
@@ -55,6 +57,11 @@ class FeatureNeRFModelConfig(ModelConfig):
     background_color: Literal["black", "white"] = "black"
     enable_collider: bool = True
     collider_params: Optional[Dict[str, float]] = None
+    precision: str = "auto"
+    """Autocast of the encoder and the field, in training and renders (see :mod:`featurenerf_ns.precision`): auto =
+    bfloat16 on CPUs with bf16 matrix instructions (AMX / AVX512-BF16) and bf16 GPUs, float16 on other GPUs,
+    float32 elsewhere; float32 forces the reference numerics. Master weights, compositing, losses and the sampling
+    pdf are float32 in every case. Official: float32."""
     eval_num_rays_per_chunk: int = 256
     """Rays per chunk of camera renders (small chunks keep the field's activations in cache: 7.8 -> 3.7 s per
     128² image on 2 cores at 4096 -> 256)."""
@@ -94,6 +101,7 @@ class FeatureNeRFModel(Model):
         self._sources: Optional[SourceViews] = None
         self._maps: Optional[torch.Tensor] = None
         self._viewer_panel = None  # FeatureViewerPanel, set by the pipeline
+        self._precision_local = ThreadPrecision()  # per-thread override: the viewer's "Render precision"
         from torchmetrics.functional import structural_similarity_index_measure
 
         self.ssim = structural_similarity_index_measure
@@ -115,11 +123,32 @@ class FeatureNeRFModel(Model):
         src = self.get_sources()
         if self._maps is not None and not (self.training and torch.is_grad_enabled()):
             return self._maps
-        B, N = src.images.shape[:2]
-        maps = self.encoder(src.images.flatten(0, 1))
+        with self.autocast():
+            maps = self.encoder(src.images.flatten(0, 1))
         if not (self.training and torch.is_grad_enabled()):
             self._maps = maps
         return maps
+
+    def active_precision(self) -> str:
+        """The precision the encoder and field run in now (config, or the viewer's override), resolved for the device."""
+        # configs saved before the option existed load without it: they ran float32
+        override = self._precision_local.get()
+        return resolve_precision(override or getattr(self.config, "precision", "float32"), self.device)
+
+    @contextlib.contextmanager
+    def precision_override(self, precision: Optional[str]):
+        """Run this thread's forward passes in ``precision`` (None: the config's) without touching other threads
+        (the viewer renders in its own thread while ns-train trains)."""
+        prev = self._precision_local.get()
+        self._precision_local.set(precision)
+        try:
+            yield
+        finally:
+            self._precision_local.set(prev)
+
+    def autocast(self):
+        """Autocast context of the encoder and the field (a no-op in float32)."""
+        return autocast_context(self.device, self.active_precision())
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"encoder": [p for p in self.encoder.parameters() if p.requires_grad], "field": list(self.field.parameters())}
@@ -134,9 +163,11 @@ class FeatureNeRFModel(Model):
         dirs = ray_samples.frustums.directions
         src = self.get_sources()
         maps = self.encoded_sources() if maps is None else maps
-        out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), maps, src,
-                         tuple(src.images.shape[-2:]), features=per_sample_features)
-        return {k: v.reshape(R, S, -1) for k, v in out.items()}
+        with self.autocast():
+            out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), maps, src,
+                             tuple(src.images.shape[-2:]), features=per_sample_features)
+        # compositing, losses and the sampling pdf run in float32 whatever the field's precision
+        return {k: v.float().reshape(R, S, -1) for k, v in out.items()}
 
     def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor],
                 parts: Optional[Tuple[torch.Tensor, List[Dict[str, torch.Tensor]]]] = None) -> Dict[str, torch.Tensor]:

@@ -9,9 +9,11 @@ callback) add the correspondence metrics of :mod:`featurenerf_ns.correspondence`
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
+import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
@@ -44,6 +46,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
         self.local_rank = local_rank
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
+        self._curve_clock: Optional[list] = None
         from featurenerf_ns.viewer import FeatureViewerPanel, prefer_localhost_for_ns_viewer
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
@@ -59,34 +62,96 @@ class FeatureNeRFPipeline(VanillaPipeline):
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(attrs)
-        if self.config.max_train_minutes is not None:
-            budget = self.config.max_train_minutes * 60.0
+        budget = self.config.max_train_minutes * 60.0 if self.config.max_train_minutes is not None else None
 
-            def check(step: int) -> None:
-                if self._t0 is None:
-                    self._t0 = time.perf_counter()
-                elif time.perf_counter() - self._t0 > budget and attrs.trainer is not None and not attrs.trainer.stop_training:
-                    CONSOLE.print(f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]")
-                    attrs.trainer.stop_training = True
+        def check(step: int) -> None:
+            if self._t0 is None:
+                self._t0 = time.perf_counter()
+            elif budget is not None and time.perf_counter() - self._t0 > budget and attrs.trainer is not None \
+                    and not attrs.trainer.stop_training:
+                CONSOLE.print(f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]")
+                attrs.trainer.stop_training = True
+            _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - self._t0))
 
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
         c = self.correspondence_config
         if c.callback_every > 0 and self.local_rank == 0:
-
-            def correspondence(step: int) -> None:
-                metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature",), teacher=False,
-                                                         progress=False)
-                for k, v in metrics.items():
-                    if "/num_" not in k:
-                        writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
-                if metrics:
-                    short = {k.split("/", 2)[-1]: v for k, v in metrics.items() if k.endswith(("pck@10", "pck@0.1", "miou"))}
-                    CONSOLE.print(f"step {step} correspondence ({c.callback_pairs} pairs): "
-                                  + ", ".join(f"{k} {v:.1f}" for k, v in short.items()))
-
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], correspondence,
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                              lambda step: self._learning_curve_point(step, attrs),
                                               update_every_num_iters=c.callback_every))
         return callbacks
+
+    def _learning_curve_point(self, step: int, attrs: TrainingCallbackAttributes) -> None:
+        """Every ``callback_every`` steps: correspondence metrics on ``callback_pairs`` pairs of each kind (internal
+        and distilled features) and novel-view PSNR/SSIM on the fixed eval images; logged to tensorboard/wandb
+        (``Correspondence/...``, ``Eval Curve/...``), one console line, and one JSON line appended to
+        ``<run>/learning_curve.jsonl`` (step, training seconds without these evaluations, metrics), which a study
+        reads back for learning curves. A resumed run appends to the same file and continues its clock."""
+        c = self.correspondence_config
+        now = time.perf_counter()
+        if self._curve_clock is None:
+            self._curve_clock = [now, 0.0, self._curve_resume_offset(attrs)]  # [last tick, callback time, offset]
+        t_start = now
+        metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature", "feature"), teacher=False,
+                                                 progress=False)
+        if getattr(c, "callback_images", True):
+            nvs = self.novel_view_metrics()
+            metrics.update(nvs)
+            for k, v in nvs.items():
+                writer.put_scalar(name=f"Eval Curve/{k}", scalar=v, step=step)
+        for k, v in metrics.items():
+            if "/num_" not in k and "/" in k:
+                writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
+        clock = self._curve_clock
+        clock[1] += time.perf_counter() - t_start
+        train_s = clock[2] + (time.perf_counter() - clock[0]) - clock[1]
+        if metrics:
+            short = {k.split("/", 1)[-1]: v for k, v in metrics.items()
+                     if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)}
+            CONSOLE.print(f"step {step} eval ({c.callback_pairs} pairs/kind): "
+                          + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items()))
+        base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
+        if base is not None:
+            from featurenerf_ns.data_layout import append_jsonl
+
+            append_jsonl(Path(base) / "learning_curve.jsonl",
+                         {"step": int(step), "train_s": round(train_s, 2), "eval_s": round(time.perf_counter() - t_start, 2),
+                          "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
+
+    @staticmethod
+    def _curve_resume_offset(attrs: TrainingCallbackAttributes) -> float:
+        """Training seconds already spent by the run this one resumes (the last line of its learning curve)."""
+        from featurenerf_ns.data_layout import read_jsonl
+
+        base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
+        path = Path(base) / "learning_curve.jsonl" if base is not None else None
+        if path is None or not path.is_file():
+            return 0.0
+        rows = read_jsonl(path)
+        return float(rows[-1].get("train_s", 0.0)) if rows else 0.0
+
+    @torch.no_grad()
+    def novel_view_metrics(self, max_images: Optional[int] = None) -> Dict[str, float]:
+        """Mean PSNR/SSIM of the fixed eval images (held-out instances, novel views from one input view), without
+        the correspondence metrics (ns-eval's loop adds those)."""
+        import numpy as np
+
+        was_training = self.model.training
+        conditioning = (self.model._sources, self.model._maps)
+        self.model.eval()
+        vals: Dict[str, list] = {}
+        try:
+            for k, (camera, batch) in enumerate(self.datamanager.fixed_indices_eval_dataloader):
+                if max_images is not None and k >= max_images:
+                    break
+                out = self.model.get_outputs_for_camera(camera)
+                m, _ = self.model.get_image_metrics_and_images(out, batch)
+                for key in ("psnr", "ssim"):
+                    vals.setdefault(key, []).append(float(m[key]))
+        finally:
+            self.model.train(was_training)
+            self.model._sources, self.model._maps = conditioning
+        return {k: float(np.mean(v)) for k, v in vals.items()}
 
     # ------------------------------------------------------------------ evaluation
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path=None, get_std: bool = False):
@@ -94,15 +159,17 @@ class FeatureNeRFPipeline(VanillaPipeline):
         metrics = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
         c = self.correspondence_config
         if c.enabled:
-            metrics.update(self.correspondence_metrics(c.num_pairs, teacher=c.teacher_baseline)[0])
+            metrics.update(self.correspondence_metrics(c.num_pairs, teacher=c.teacher_baseline,
+                                                       priors=getattr(c, "priors", False))[0])
         return metrics
 
     def correspondence_metrics(self, num_pairs: Optional[int], features: Optional[Sequence[str]] = None,
-                               teacher: bool = False, keep: int = 0, progress: bool = True) -> Tuple[Dict[str, float], list]:
-        """Correspondence metrics of this model (and optionally the 2D teacher baseline) on the first ``num_pairs``
-        pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs whose predictions are
-        returned for figures. Empty (with a warning) when the data has no annotations."""
-        from featurenerf_ns.correspondence import ModelProvider, TeacherProvider, evaluate, num_steps
+                               teacher: bool = False, keep: int = 0, progress: bool = True,
+                               priors: bool = False) -> Tuple[Dict[str, float], list]:
+        """Correspondence metrics of this model (and optionally the 2D teacher baseline and the position priors)
+        on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
+        whose predictions are returned for figures. Empty (with a warning) when the data has no annotations."""
+        from featurenerf_ns.correspondence import ModelProvider, PositionPrior, TeacherProvider, evaluate, num_steps
         from featurenerf_ns.protocols import resolve_protocol
 
         c = self.correspondence_config
@@ -124,6 +191,8 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 providers.append(TeacherProvider(cat, dm.config.teacher.setup(device=str(self.device))))
             except (TeacherError, OSError) as e:
                 CONSOLE.print(f"[yellow]teacher-2D baseline skipped: {e}[/yellow]")
+        if priors:
+            providers += [PositionPrior(cat, "view"), PositionPrior(cat, "object")]
         was_training = self.model.training
         conditioning = (self.model._sources, self.model._maps)
         self.model.eval()
@@ -132,7 +201,8 @@ class FeatureNeRFPipeline(VanillaPipeline):
         try:
             for prov in providers:
                 with _progress(progress, f"correspondence ({'/'.join(prov.names)}, {len(proto.cross_instance)}+"
-                                         f"{len(proto.novel_view)} pairs)", num_steps(proto, c.tasks)) as advance:
+                                         f"{len(proto.novel_view)}+{len(proto.cross_view)} pairs)",
+                               num_steps(proto, c.tasks)) as advance:
                     m, ex = evaluate(prov, cat, proto, c.tasks, resolution, keep=keep, progress=advance)
                 metrics.update({f"{cat.category}/{k}": v for k, v in m.items()})
                 examples.append(ex)
@@ -140,6 +210,21 @@ class FeatureNeRFPipeline(VanillaPipeline):
             self.model.train(was_training)
             self.model._sources, self.model._maps = conditioning
         return metrics, _merge_examples(examples)
+
+
+def _fix_eta(trainer, step: int, remaining_s: Optional[float]) -> None:
+    """Points nerfstudio's console ETA (and progress fraction) at the step where training will really end: after
+    a resume the loop ends at start + max_num_iterations (nerfstudio assumes max_num_iterations), and with a time
+    budget at about step + remaining_s / (mean step time). The trainer computes the ETA right after this callback
+    as (writer max_iter - step) x mean step time."""
+    if trainer is None:
+        return
+    end = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations
+    if remaining_s is not None:
+        avg = writer.GLOBAL_BUFFER.get("events", {}).get(writer.EventName.ITER_TRAIN_TIME.value, {}).get("avg")
+        if avg:
+            end = min(end, step + max(1, int(max(remaining_s, 0.0) / avg)))
+    writer.GLOBAL_BUFFER["max_iter"] = end
 
 
 def _merge_examples(per_provider: List[list]) -> list:

@@ -46,6 +46,7 @@ from torch import nn
 
 from featurenerf_ns.datamanager import pinhole_camera
 from featurenerf_ns.field import SourceViews
+from featurenerf_ns.precision import cpu_has_fast_bf16
 
 FEATURES = {"internal": "nerf_feature", "distilled": "feature"}
 """GUI label -> model output of the feature used by the similarity and parts outputs."""
@@ -104,23 +105,6 @@ def load_user_image(path: Path, size: Tuple[int, int]) -> torch.Tensor:
         raise ViewerInputError(f"{path}: not a readable image ({cause}); give a PNG or JPEG file") from None
     img = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)
     return F.interpolate(img[None], size=size, mode="area")[0].clamp(0, 1)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """The CPU has bfloat16 matrix instructions (AVX512-BF16 or AMX): bf16 autocast then speeds the field ~3x."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_context(device: torch.device, precision: str):
-    import contextlib
-
-    if precision != "bfloat16":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type if device.type in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def _in_viewer_render_thread() -> bool:
@@ -325,7 +309,7 @@ class FeatureViewerPanel(nn.Module):
     def render(self, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
         with self._lock:
             cond = self._current_conditioning()
-            with autocast_context(self._model.device, self.e2_precision.value):
+            with self._model.precision_override(self.e2_precision.value):
                 out = self._render_camera(cond, self._cap(camera), obb_box)
             return self.compose({k: v.float() for k, v in out.items()}, cond)
 

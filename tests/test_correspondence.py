@@ -169,3 +169,90 @@ def test_examples_and_determinism(cat, proto):
     e = ex[0]["oracle_parts"]
     assert e["target_pred_labels"].shape == e["target_labels"].shape
     assert e["labels_target_pred"].shape == e["labels_target"].shape
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Protocol v2 (cross-view pairs) and the position priors
+
+
+def test_protocol_v2_keeps_v1_pairs_and_adds_cross_view(cat, proto, tmp_path):
+    from featurenerf_ns.protocols import view_angle, view_axes
+
+    v1 = make_protocol(cat, SPLIT, num_pairs=12, seed=0, version=1)
+    assert proto.version == 2 and v1.version == 1 and not v1.cross_view
+    assert v1.cross_instance == proto.cross_instance and v1.novel_view == proto.novel_view
+    assert len(proto.cross_view) == 12 and proto.min_view_angle == 60.0
+    for s, t, a, b in proto.cross_view:  # different instances, >= 60 degrees apart, sharing a keypoint and a part
+        assert s != t
+        ang = view_angle(view_axes(cat.instance(s).poses), a, view_axes(cat.instance(t).poses), b)
+        assert ang >= 60.0
+        va, vb = cat.view_annotations(s), cat.view_annotations(t)
+        assert (va["kp_visible"][a] & vb["kp_visible"][b]).any()
+    assert proto.subset(4).cross_view == proto.cross_view[:4]
+    for p, name in ((proto, "v2.json"), (v1, "v1.json")):  # both versions round-trip
+        p.save(tmp_path / name)
+        back = load_protocol(tmp_path / name, cat)
+        assert back.version == p.version and back.cross_view == p.cross_view and back.cross_instance == p.cross_instance
+    d = json.loads((tmp_path / "v2.json").read_text())
+    d["version"] = 7
+    (tmp_path / "v2.json").write_text(json.dumps(d))
+    with pytest.raises(FeatureNeRFDataError, match="version 7.*featurenerf-protocol"):
+        load_protocol(tmp_path / "v2.json", cat)
+
+
+def test_committed_v2_protocols_extend_v1():
+    from featurenerf_ns.protocols import PROTOCOL_DIR
+
+    files = sorted(PROTOCOL_DIR.glob("*_test_v2.json"))
+    assert len(files) == 6, files
+    for v2_path in files:
+        v1 = load_protocol(v2_path.with_name(v2_path.name.replace("_v2", "_v1")))
+        v2 = load_protocol(v2_path)
+        assert v2.cross_instance == v1.cross_instance and v2.novel_view == v1.novel_view, v2_path
+        assert len(v2.cross_view) == 1000 and v2.data_fingerprint == v1.data_fingerprint
+
+
+def test_oracle_scores_near_100_on_cross_view(cat, proto):
+    m, _ = evaluate(Oracle(cat, "keypoints"), cat, proto, ("kp2d_xview", "kp3d_xview"), 128)
+    assert m["oracle_keypoints/kp2d_xview/num_keypoints"] > 10
+    assert m["oracle_keypoints/kp2d_xview/pck@10"] > 95
+    assert m["oracle_keypoints/kp3d_xview/pck@0.05"] > 95
+
+
+def test_nn_match_euclidean_matches_brute_force():
+    from featurenerf_ns.metrics import nn_match
+
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(50, 3, generator=g), torch.randn(700, 3, generator=g)
+    idx, score = nn_match(q, c, chunk=64, metric="euclidean")
+    d = torch.cdist(q, c)
+    assert torch.equal(idx, d.argmin(1))
+    torch.testing.assert_close(score, -d.min(1).values.pow(2), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="metric"):
+        nn_match(q, c, metric="l1")
+
+
+def test_position_priors(cat, proto):
+    from featurenerf_ns.correspondence import PositionPrior
+
+    inst = cat.ids(SPLIT)[0]
+    prior = PositionPrior(cat, "object")
+    g = view_gt(cat.view_annotations(inst), 3, 64)
+    lifted = prior.lift(inst, 3, g.fg_xy, 64)  # ground-truth surface points of the pixels
+    surface = torch.from_numpy(cat.shape_annotations(inst)["points"]).float()
+    assert torch.cdist(lifted, surface).min(1).values.median() < 0.02
+
+    tasks = ("kp2d_novel", "part2d_novel", "kp3d_xview")
+    view_prior, _ = evaluate(PositionPrior(cat, "view"), cat, proto, tasks, 64)
+    oracle, _ = evaluate(prior, cat, proto, tasks, 64)
+    # one conditioning camera for source and target (novel view; also v1's cross-instance pairs on the fixed test
+    # views, which this train-split fixture does not have): the camera frame is a rigid motion of the object
+    # frame, so the view-frame prior *is* the alignment oracle there ...
+    for t in tasks[:-1]:
+        for k, v in view_prior.items():
+            if k.startswith(f"view_frame_prior/{t}/"):
+                w = oracle[k.replace("view_frame_prior", "alignment_oracle")]
+                assert (np.isnan(v) and np.isnan(w)) or abs(v - w) <= 2.0, (k, v, w)  # equal up to float ties
+    assert view_prior["view_frame_prior/kp2d_novel/pck@10"] > 90
+    # ... and across a viewpoint change it is not
+    assert view_prior["view_frame_prior/kp3d_xview/pck@0.1"] < oracle["alignment_oracle/kp3d_xview/pck@0.1"] - 20

@@ -239,3 +239,63 @@ def test_conditioning_on_feature_maps_equals_per_point_linear_layers():
     on_map = sample_map(torch.nn.functional.conv2d(maps, w, b), uv[:, 0], (16, 16)).split(32, dim=-1)
     for a, c in zip(per_point, on_map):
         assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_precision_resolution_and_bf16_forward(pipeline_parts):
+    """auto -> bf16 on bf16 CPUs (else float32); a bf16 forward keeps float32 outputs (compositing and losses in
+    float32) close to the float32 forward; the thread-local override (the viewer's) wins over the config."""
+    import copy
+
+    from featurenerf_ns.precision import cpu_has_fast_bf16, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    assert resolve_precision("float32", "cpu") == "float32"
+    with pytest.raises(ValueError, match="precision 'half' unknown"):
+        resolve_precision("half", "cpu")
+    dm, model0 = pipeline_parts
+    bundle, batch = dm.next_train(7)
+    outs = {}
+    for p in ("float32", "bfloat16"):
+        model = copy.deepcopy(model0)
+        model.config.precision = p
+        model.set_sources(batch["source"])
+        torch.manual_seed(1)
+        outs[p] = model(bundle)
+        assert model.active_precision() == p
+        loss = sum(model.get_loss_dict(outs[p], batch).values())
+        loss.backward()
+        assert all(v.dtype == torch.float32 for v in outs[p].values() if torch.is_tensor(v))
+        assert all(q.grad is None or torch.isfinite(q.grad).all() for q in model.parameters())
+        with model.precision_override("float32"):
+            assert model.active_precision() == "float32"
+        assert model.active_precision() == p
+    for k in ("rgb", "depth", "accumulation"):
+        assert (outs["float32"][k] - outs["bfloat16"][k]).abs().max() < 0.05, k
+
+
+def test_foreground_ray_fraction(chair_root):
+    from featurenerf_ns.datamanager import FeatureNeRFDataManager
+
+    cfg = FeatureNeRFDataManagerConfig(dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=2),
+                                       distill=False, objects_per_batch=2, rays_per_object=64, image_size=32,
+                                       bbox_sampling_steps=0, foreground_ray_fraction=0.5)
+    dm = FeatureNeRFDataManager(cfg)
+    ids = dm.rank_ids
+    fg_frac = []
+    for step in range(4):
+        bundle, batch = dm.next_train(step)
+        # a ray hits the foreground iff its pixel's alpha > 127: check through the image colour's source, the alpha
+        for b, inst in enumerate(batch["instance_ids"]):
+            it = dm.instance(inst)
+            sl = slice(b * 64, (b + 1) * 64)
+            o, d = bundle.origins[sl], bundle.directions[sl]
+            # recover (view, u, v) by matching the ray to the instance's cameras
+            cams = it.c2w[:, :3, 3]
+            view = torch.cdist(o, cams).argmin(1)
+            dl = torch.einsum("rji,rj->ri", it.c2w[view, :3, :3], d)  # direction in the camera frame
+            u = (dl[:, 0] / -dl[:, 2] * it.focal + 16 - 0.5).round().long()
+            v = (-dl[:, 1] / -dl[:, 2] * it.focal + 16 - 0.5).round().long()
+            alpha = it.rgba[view, 3, v, u]
+            assert (alpha[:32] > 127).all()  # the first half: foreground pixels only
+            fg_frac.append(float((alpha[32:] > 127).float().mean()))
+    assert np.mean(fg_frac) < 0.5  # the rest uniform over the image: mostly background

@@ -58,19 +58,27 @@ def test_train_eval_and_resume(chair_root, tmp_path):
     ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
     assert ckpts and ckpts[-1].name == "step-000000003.ckpt"
     assert "random init" in log or "not available offline" in log  # the loud ResNet-34 warning
-    # the correspondence callback logged at steps 0 and 2
-    assert "correspondence (1 pairs)" in log
+    # the learning-curve callback logged at steps 0 and 2: tensorboard, console, learning_curve.jsonl
+    assert "step 2 eval (1 pairs/kind)" in log
     tags = _scalar_tags(run)
     assert tags["Correspondence/chair/nerf_feature/kp3d_cross/pck@0.1"] == [0, 2]
-    assert "Correspondence/chair/nerf_feature/part2d_novel/miou" in tags
+    assert tags["Correspondence/chair/feature/kp3d_xview/pck@0.1"] == [0, 2]
+    assert "Correspondence/chair/nerf_feature/part2d_novel/miou" in tags and "Eval Curve/psnr" in tags
+    from featurenerf_ns.data_layout import read_jsonl
+
+    curve = read_jsonl(run / "learning_curve.jsonl")
+    assert [r["step"] for r in curve] == [0, 2] and curve[1]["train_s"] > curve[0]["train_s"] >= 0
+    assert 0 < curve[1]["metrics"]["psnr"] < 60 and "chair/nerf_feature/part3d_xview/miou" in curve[1]["metrics"]
 
     res = _eval(run, tmp_path / "eval.json")
     assert {"psnr", "ssim"} <= set(res) and 0 < res["psnr"] < 60
-    for src in ("nerf_feature", "feature", "teacher2d"):  # model features and the teacher-2D baseline
+    # model features, the teacher-2D baseline and the position priors, on v1-style and cross-view pairs
+    for src in ("nerf_feature", "feature", "teacher2d", "view_frame_prior", "alignment_oracle"):
         for key in ("kp2d_cross/pck@10", "part2d_cross/miou", "kp3d_cross/pck@0.1", "part3d_cross/miou",
-                    "kp2d_novel/pck@10", "part2d_novel/miou"):
+                    "kp2d_novel/pck@10", "part2d_novel/miou", "kp2d_xview/pck@10", "part2d_xview/miou",
+                    "kp3d_xview/pck@0.1", "part3d_xview/miou"):
             assert 0 <= res[f"chair/{src}/{key}"] <= 100, (src, key)
-        assert res[f"chair/{src}/part2d_cross/num_pairs"] == 2
+        assert res[f"chair/{src}/part2d_cross/num_pairs"] == 2 and res[f"chair/{src}/part3d_xview/num_pairs"] == 2
     # evaluating twice gives identical numbers
     again = _eval(run, tmp_path / "eval2.json")
     assert {k: v for k, v in again.items() if "/" in k} == {k: v for k, v in res.items() if "/" in k}

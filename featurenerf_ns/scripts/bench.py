@@ -150,15 +150,35 @@ def part_encoder(device: str) -> dict:
     return out
 
 
-def part_step(device: str, data: str) -> dict:
+def precisions(device: str) -> Tuple[str, ...]:
+    """float32, plus bfloat16 where the device runs it fast (CPUs with AMX / AVX512-BF16, CUDA)."""
+    from featurenerf_ns.precision import cpu_has_fast_bf16
+
+    return ("float32", "bfloat16") if device != "cpu" or cpu_has_fast_bf16() else ("float32",)
+
+
+def part_step(device: str, data: str, presets: Tuple[str, ...] = ("tiny", "paper")) -> dict:
+    """One training step of each preset (tiny: 64², paper: 128² and the 11.8M-parameter model) in each precision,
+    split into data, encode, field, render (the rest of the forward pass), loss, backward and optimizer."""
+    out = {}
+    for preset in presets:
+        for precision in precisions(device):
+            res = _step_timings(device, data, preset, precision)
+            out.update({f"{preset}_{precision}_{k}": v for k, v in res.items()})
+    return out
+
+
+def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
     import copy
 
     import torch
 
     import featurenerf_ns.method_configs as mc
 
-    cfg = copy.deepcopy(mc.featurenerf_tiny.config)
+    cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
     cfg.pipeline.datamanager.data = Path(data)
+    cfg.pipeline.model.precision = precision
+    torch.manual_seed(0)
     pipe = cfg.pipeline.setup(device=device, test_mode="val")
     pipe.train()
     model, dm = pipe.model, pipe.datamanager
@@ -179,7 +199,7 @@ def part_step(device: str, data: str) -> dict:
 
     wrap(model.encoder, "encode")
     wrap(model.field, "field")
-    n, warm = 20, 3
+    n, warm = (20, 3) if preset == "tiny" else (3, 1)
     for step in range(n + warm):
         timers["encode"] = timers["field"] = 0.0
         t0 = time.perf_counter()
@@ -205,6 +225,7 @@ def part_step(device: str, data: str) -> dict:
     out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
     out["total_ms"] = sum(acc.values()) / n * 1e3
     out["s_per_1000_steps"] = out["total_ms"]  # ms per step == s per 1000 steps
+    out["trainable_params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
     return out
 
 
@@ -261,7 +282,7 @@ def part_inference(device: str) -> dict:
 
     out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
     out["render_rays_per_chunk"] = chunk
-    from featurenerf_ns.viewer import autocast_context, cpu_has_fast_bf16
+    from featurenerf_ns.precision import autocast_context, cpu_has_fast_bf16
 
     if device != "cpu" or cpu_has_fast_bf16():  # the viewer's default precision on such CPUs
 

@@ -29,6 +29,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from featurenerf_ns.correspondence import PRIOR_LABELS
 from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 
 CONSOLE = Console(soft_wrap=True)
@@ -43,10 +44,16 @@ HEADLINE: List[Tuple[str, str, str]] = [
     ("3D part mIoU", "part3d_cross", "miou"),
     ("novel-view 2D kp PCK@10", "kp2d_novel", "pck@10"),
     ("novel-view 2D part mIoU", "part2d_novel", "miou"),
+    ("x-view 2D kp PCK@10", "kp2d_xview", "pck@10"),
+    ("x-view 2D part mIoU", "part2d_xview", "miou"),
+    ("x-view 3D kp PCK@0.1", "kp3d_xview", "pck@0.1"),
+    ("x-view 3D part mIoU", "part3d_xview", "miou"),
 ]
 PCK_TASKS = [("kp2d_cross", "2D keypoints, cross-instance", PCK_THRESHOLDS_2D, "px at 128²"),
              ("kp2d_novel", "2D keypoints, novel view", PCK_THRESHOLDS_2D, "px at 128²"),
-             ("kp3d_cross", "3D keypoints, cross-instance", PCK_THRESHOLDS_3D, "object units")]
+             ("kp3d_cross", "3D keypoints, cross-instance", PCK_THRESHOLDS_3D, "object units"),
+             ("kp2d_xview", "2D keypoints, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
+             ("kp3d_xview", "3D keypoints, cross-view", PCK_THRESHOLDS_3D, "object units")]
 PART_COLORS = np.array([[0, 0, 0], [228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0],
                         [255, 255, 51], [166, 86, 40], [247, 129, 191]], dtype=np.uint8)
 
@@ -111,6 +118,11 @@ def build_rows(evals: List[dict]) -> List[Row]:
             if src == "teacher2d" and cat not in teacher_done:
                 rows.append(Row(cat, "Teacher 2D (DINOv2 ViT-S/14)" if "diffusion" not in d.get("method_name", "") else "Teacher 2D (Diffusion)", src, d, m))
                 teacher_done.add(cat)
+    for d, groups in per_run:  # the position priors (ground truth geometry), once per category
+        for (cat, src), m in groups.items():
+            if src in PRIOR_LABELS and (cat, src) not in teacher_done:
+                rows.append(Row(cat, PRIOR_LABELS[src], src, None, m))
+                teacher_done.add((cat, src))
     for d, groups in per_run:
         label = method_label(d.get("method_name", ""))
         if d.get("experiment_name") and sum(method_label(e.get("method_name", "")) == label for e in evals) > 1:
@@ -147,10 +159,12 @@ def summary_tables(rows: List[Row]) -> Tuple[str, str, List[Table]]:
     for cat in sorted({r.category for r in rows}):
         crow = [r for r in rows if r.category == cat]
         n = {t: int(max((r.get(t, "num_pairs") for r in crow if not math.isnan(r.get(t, "num_pairs"))), default=0))
-             for t in ("part2d_cross", "part2d_novel")}
-        md.write(f"### {cat}: {n['part2d_cross']} cross-instance and {n['part2d_novel']} novel-view pairs\n\n")
+             for t in ("part2d_cross", "part2d_novel", "part2d_xview")}
+        md.write(f"### {cat}: {n['part2d_cross']} cross-instance, {n['part2d_novel']} novel-view and {n['part2d_xview']} "
+                 "cross-view pairs\n\n")
         md.write("| method | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols) + "\n")
-        t = Table(title=f"{cat}: correspondence ({n['part2d_cross']} cross-instance / {n['part2d_novel']} novel-view pairs); "
+        t = Table(title=f"{cat}: correspondence ({n['part2d_cross']} cross-instance / {n['part2d_novel']} novel-view / "
+                        f"{n['part2d_xview']} cross-view pairs); "
                         "PCK in % (2D: px at 128², 3D: object units), mIoU in %")
         t.add_column("method")
         for c in cols:
@@ -172,7 +186,10 @@ def miou_table(rows: List[Row]) -> str:
     cats = sorted({r.category for r in rows})
     labels = list(dict.fromkeys(r.label for r in rows))
     out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
-    for dim, task in (("2D", "part2d_cross"), ("3D", "part3d_cross")):
+    for dim, task in (("2D", "part2d_cross"), ("3D", "part3d_cross"), ("2D cross-view", "part2d_xview"),
+                      ("3D cross-view", "part3d_xview")):
+        if all(math.isnan(r.get(task, "miou")) for r in rows):
+            continue
         for lab in labels:
             vals = []
             for c in cats:
@@ -206,7 +223,8 @@ def pck_plot(rows: List[Row], category: str, path: Path) -> None:
             ys = [r.get(task, f"pck@{t:g}") for t in thr]
             if all(math.isnan(y) for y in ys):
                 continue
-            ax.plot(thr, ys, marker="o", label=r.label, linestyle="--" if r.source == "teacher2d" else "-")
+            ax.plot(thr, ys, marker="o", label=r.label,
+                    linestyle="--" if r.source == "teacher2d" else ":" if r.source in PRIOR_LABELS else "-")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"threshold ({unit})")
         ax.set_ylabel("PCK (%)")
@@ -261,25 +279,32 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]
     return out, cat
 
 
+def untrained_pipeline(cfg_path: Path, seed: int = 0):
+    """The pipeline of a run's config with freshly initialised weights (torch seed ``seed``), in eval mode: the
+    'untrained network' baseline."""
+    import torch
+    import yaml
+    from nerfstudio.configs.method_configs import all_methods
+
+    config = yaml.load(Path(cfg_path).read_text(), Loader=yaml.Loader)
+    if config.method_name in all_methods:
+        config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
+    torch.manual_seed(seed)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="test")
+    pipeline.eval()
+    return pipeline
+
+
 def untrained_rows(evals: List[dict]) -> List[Row]:
     """The first run's architecture at its initialisation (seeded like training step 0), evaluated on the same
     pairs: how much of a score the positional encoding of the conditioning camera frame gives before any
     training (objects are aligned and cross-instance pairs share the camera, so position alone is informative)."""
-    import torch
-    import yaml
-
     d = evals[0]
     cfg_path = run_config_path(d)
     if cfg_path is None:
         CONSOLE.print(f"[yellow]{d['_path']}: checkpoint not found; no untrained-network row[/yellow]")
         return []
-    config = yaml.load(cfg_path.read_text(), Loader=yaml.Loader)
-    from nerfstudio.configs.method_configs import all_methods
-
-    if config.method_name in all_methods:
-        config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
-    torch.manual_seed(0)
-    pipeline = config.pipeline.setup(device="cpu", test_mode="test")
+    pipeline = untrained_pipeline(cfg_path)
     groups = split_results(d["results"])
     rows = []
     for (cat, src), m in groups.items():

@@ -1,0 +1,333 @@
+"""``featurenerf-study report``: the study's results as the paper's layouts (Markdown + PNG), from the study
+folder alone, so ``docs/results.md`` regenerates with one command.
+
+Tables (means over seeds, ± the spread over seeds when there are several):
+
+* Tab. 1: part co-segmentation mIoU, 2D and 3D, same-view (protocol v1's pairs) and cross-view (v2);
+* Fig. 3: keypoint PCK vs threshold, 2D and 3D, same-view and cross-view (``pck_<category>.png``);
+* Tab. 2: novel-view co-segmentation (one instance, another view) and novel-view keypoints;
+* Tab. 3: ablation (full / without L_coord / without distillation);
+* Tab. 4: novel-view synthesis PSNR/SSIM with the all-black floor and the untrained network;
+* learning curves (``curves_<category>.png``): PSNR and cross-view 3D part mIoU / keypoint PCK vs training step,
+  from each run's ``learning_curve.jsonl`` (the training callback);
+* the issue's acceptance checks, each printed as met / NOT met with the measured margin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from featurenerf_ns.correspondence import PRIOR_LABELS
+from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.scripts.study import CONSOLE, StudyError, _Study
+
+METHOD_LABELS = {
+    "featurenerf": "FeatureNeRF (DINOv2), internal feature",
+    "featurenerf:feature": "FeatureNeRF (DINOv2), distilled head",
+    "featurenerf-nodistill": "NeRF feature (no distill)",
+    "featurenerf-nocoord": "FeatureNeRF w/o L_coord, internal feature",
+    "featurenerf-nocoord:feature": "FeatureNeRF w/o L_coord, distilled head",
+}
+BASELINE_LABELS = {"teacher2d": "Teacher 2D (DINOv2 ViT-S/14)", "untrained": "Untrained network (init)", **PRIOR_LABELS}
+
+
+def _family(method: str) -> str:
+    return method[:-5] if method.endswith("-tiny") else method
+
+
+@dataclass
+class Entry:
+    """One row: a method's feature (or a baseline) in one category, with per-seed metric values."""
+
+    category: str
+    key: str  # e.g. featurenerf, featurenerf:feature, featurenerf-nodistill, teacher2d, view_frame_prior
+    label: str
+    values: Dict[str, List[float]]  # "<task>/<metric>" (or psnr, ssim) -> one value per seed
+
+    def mean(self, k: str) -> float:
+        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    def spread(self, k: str) -> float:
+        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
+        return float(np.std(v)) if len(v) > 1 else float("nan")
+
+    def fmt(self, k: str, digits: int = 1) -> str:
+        m, s = self.mean(k), self.spread(k)
+        if math.isnan(m):
+            return "—"
+        return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not math.isnan(s) else "")
+
+
+def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[dict]]]:
+    """Entries from the study's evaluation files; baselines per category; run records per category."""
+    entries: Dict[Tuple[str, str], Entry] = {}
+    baselines: Dict[str, dict] = {}
+    runs: Dict[str, List[dict]] = {}
+    for cat in st.categories:
+        bp = st.baseline_path(cat)
+        if bp.is_file():
+            b = json.loads(bp.read_text())
+            baselines[cat] = b
+            for k, v in b["results"].items():
+                parts = k.split("/")
+                if len(parts) == 4 and parts[1] in BASELINE_LABELS:
+                    e = entries.setdefault((cat, parts[1]), Entry(cat, parts[1], BASELINE_LABELS[parts[1]], {}))
+                    e.values.setdefault(f"{parts[2]}/{parts[3]}", []).append(v)
+        for method in st.methods:
+            fam = _family(method)
+            for seed in st.seeds:
+                ep = st.eval_path(cat, method, seed)
+                if not ep.is_file():
+                    continue
+                d = json.loads(ep.read_text())
+                runs.setdefault(cat, []).append(d)
+                for k, v in d["results"].items():
+                    parts = k.split("/")
+                    if len(parts) == 4 and parts[1] in ("nerf_feature", "feature"):
+                        key = fam if parts[1] == "nerf_feature" else f"{fam}:feature"
+                        label = METHOD_LABELS.get(key, f"{method} ({parts[1]})")
+                        e = entries.setdefault((cat, key), Entry(cat, key, label, {}))
+                        e.values.setdefault(f"{parts[2]}/{parts[3]}", []).append(v)
+                for k in ("psnr", "ssim"):
+                    if k in d["results"]:
+                        e = entries.setdefault((cat, fam), Entry(cat, fam, METHOD_LABELS.get(fam, method), {}))
+                        e.values.setdefault(k, []).append(d["results"][k])
+                e = entries.setdefault((cat, fam), Entry(cat, fam, METHOD_LABELS.get(fam, method), {}))
+                e.values.setdefault("steps", []).append(d.get("step"))
+                e.values.setdefault("train_min", []).append((d.get("train_s") or float("nan")) / 60)
+    if not entries:
+        raise StudyError(f"{st.out / 'eval'}: no evaluations yet; run `featurenerf-study run --out {st.out}` first")
+    return list(entries.values()), baselines, runs
+
+
+ORDER = ["featurenerf", "featurenerf:feature", "featurenerf-nodistill", "featurenerf-nocoord", "featurenerf-nocoord:feature",
+         "teacher2d", "untrained", "view_frame_prior", "alignment_oracle"]
+
+
+def _sorted(entries: Sequence[Entry]) -> List[Entry]:
+    return sorted(entries, key=lambda e: ORDER.index(e.key) if e.key in ORDER else len(ORDER))
+
+
+def _table(entries: List[Entry], cats: Sequence[str], rows: Sequence[Tuple[str, str]], keys: Optional[Sequence[str]] = None) -> str:
+    """rows = (row title prefix, metric key); one line per (row, entry key); columns = categories."""
+    out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for title, k in rows:
+        seen = [e.key for e in _sorted(entries)]
+        for key in dict.fromkeys(seen):
+            if keys is not None and key not in keys:
+                continue
+            cells, label = [], None
+            for c in cats:
+                e = next((x for x in entries if x.category == c and x.key == key), None)
+                label = label or (e.label if e else None)
+                cells.append(e.fmt(k) if e else "—")
+            if all(x == "—" for x in cells):
+                continue
+            out.append(f"| {title} {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from featurenerf_ns.scripts.report import _save_fig
+
+    panels = [("kp2d_cross", "2D, same view", PCK_THRESHOLDS_2D, "px at 128²"),
+              ("kp2d_xview", "2D, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
+              ("kp3d_cross", "3D, same view", PCK_THRESHOLDS_3D, "object units"),
+              ("kp3d_xview", "3D, cross-view", PCK_THRESHOLDS_3D, "object units")]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.9))
+    for ax, (task, title, thr, unit) in zip(axes, panels):
+        for e in _sorted([x for x in entries if x.category == cat]):
+            ys = [e.mean(f"{task}/pck@{t:g}") for t in thr]
+            if all(math.isnan(y) for y in ys):
+                continue
+            style = ":" if e.key in PRIOR_LABELS or e.key == "untrained" else "--" if e.key == "teacher2d" or ":feature" in e.key else "-"
+            ax.plot(thr, ys, marker="o", label=e.label, linestyle=style)
+        ax.set_title(f"{cat}: keypoints, {title}", fontsize=10)
+        ax.set_xlabel(f"threshold ({unit})")
+        ax.set_ylabel("PCK (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(st: _Study, cat: str, path: Path) -> bool:
+    """PSNR and cross-view 3D metrics vs step for every run of ``cat`` (internal solid, distilled head dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from featurenerf_ns.data_layout import read_jsonl
+    from featurenerf_ns.scripts.report import _save_fig
+
+    panels = [("psnr", "novel-view PSNR (dB)"), (f"{cat}/{{f}}/part3d_xview/miou", "cross-view 3D part mIoU"),
+              (f"{cat}/{{f}}/kp3d_xview/pck@0.1", "cross-view 3D kp PCK@0.1"),
+              (f"{cat}/{{f}}/part3d_cross/miou", "same-view 3D part mIoU")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6))
+    drew = False
+    for method in st.methods:
+        for seed in st.seeds:
+            p = st.run_dir(cat, method, seed) / "learning_curve.jsonl"
+            if not p.is_file():
+                continue
+            rows = read_jsonl(p)
+            if not rows:
+                continue
+            drew = True
+            steps = [r["step"] for r in rows]
+            for ax, (key, title) in zip(axes, panels):
+                feats = ["nerf_feature"] + (["feature"] if "nodistill" not in method and "{f}" in key else [])
+                for f in (feats if "{f}" in key else [None]):
+                    k = key.format(f=f) if f else key
+                    ys = [r["metrics"].get(k) for r in rows]
+                    ys = [np.nan if y is None else y for y in ys]
+                    if all(np.isnan(ys)):
+                        continue
+                    lab = METHOD_LABELS.get(_family(method) + (":feature" if f == "feature" else ""), method)
+                    ax.plot(steps, ys, linestyle="--" if f == "feature" else "-", marker=".",
+                            label=f"{lab}" + (f" s{seed}" if len(st.seeds) > 1 else ""))
+                ax.set_title(f"{cat}: {title}", fontsize=10)
+                ax.set_xlabel("training step")
+                ax.grid(alpha=0.3)
+    if not drew:
+        plt.close(fig)
+        return False
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> List[str]:
+    """The issue's checks on the cross-view protocol, each with its margin."""
+    def get(key, k):
+        e = next((x for x in entries if x.category == cat and x.key == key), None)
+        return e.mean(k) if e else float("nan")
+
+    lines = []
+    for task, name in (("part3d_xview/miou", "3D part mIoU"), ("kp3d_xview/pck@0.1", "3D kp PCK@0.1")):
+        fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
+        un, vf = get("untrained", task), get("view_frame_prior", task)
+        best = max(fn, get("featurenerf:feature", task))
+        lines.append(f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: "
+                     f"{fn - nd:+.1f} (target ≥ +5: {'met' if fn - nd >= 5 else 'NOT met'}); vs teacher-2D {te:.1f}: "
+                     f"{fn - te:+.1f} ({'met' if fn > te else 'NOT met'}); untrained {un:.1f}, view-frame prior {vf:.1f} "
+                     f"({'both below both trained models' if max(un, vf) < min(fn, nd) else 'NOT clearly below both trained models'}); "
+                     f"distilled head {get('featurenerf:feature', task):.1f} "
+                     f"({'internal' if fn >= best else 'distilled head'} is better)")
+    black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
+    p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")
+    lines.append(f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
+                 f"{p_fn - black:+.2f} dB above black (target ≥ +5: {'met' if p_fn - black >= 5 else 'NOT met'}); "
+                 f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {'met' if abs(p_fn - p_nd) <= 0.5 else 'NOT met'})")
+    return lines
+
+
+@dataclass
+class Report(_Study):
+    """Write the study's tables and figures (Markdown + PNG) from its folder."""
+
+    md: Optional[Path] = None
+    """Markdown file (default <out>/results.md); figures go to <md's folder>/<figures>/."""
+    figures: str = "results"
+    """Sub-folder of the Markdown file's folder for the figures."""
+
+    def main(self) -> None:
+        from featurenerf_ns.data_layout import atomic_write_bytes
+
+        entries, baselines, runs = collect(self)
+        md_path = self.md or (self.out / "results.md")
+        fig_dir = md_path.parent / self.figures
+        cats = [c for c in self.categories if any(e.category == c for e in entries)]
+        buf = io.StringIO()
+        w = buf.write
+        w("# FeatureNeRF study results\n\n")
+        w(f"Generated by `featurenerf-study report --out {self.out}" + (f" --md {md_path}" if self.md else "") + "` from "
+          f"the study folder `{self.out}`. Every number below is read from the evaluation files there.\n\n")
+        w("## Setup\n\n")
+        spec = self.spec()
+        w(f"- Runs: {', '.join(self.methods)}; categories {', '.join(cats)}; seeds {', '.join(map(str, self.seeds))}; "
+          f"{spec['steps']} steps each at {spec['image_size']}² (CPU preset), extra ns-train args: "
+          f"`{spec['train_args'] or '(none)'}`.\n")
+        w(f"- Evaluation: protocol v2 (`configs/protocols/<category>_test_v2.json`), the first {self.eval_pairs} pairs of "
+          "each kind: same-view cross-instance (v1's pairs: both objects conditioned on the same view index), "
+          "novel-view (one instance), and cross-view cross-instance (source conditioned on view i, target on view j, "
+          "optical axes ≥ 60° apart). Cosine nearest neighbour on the model's features; priors by Euclidean distance "
+          "of positions. PSNR/SSIM over every test instance x 4 novel views from one input view.\n")
+        w("- Baselines, labelled by what they use: teacher 2D (DINOv2 on the real image of each view; 3D points projected "
+          "into the input view); untrained network (the architecture at its seeded initialisation); view-frame position "
+          "prior (no features: the ground-truth surface point's position in its conditioning camera's frame, the "
+          "shortcut the field can take); alignment oracle (position in the aligned object frame, which photos do not give).\n\n")
+        w("Commands of the runs (from each run's `train_done.json`):\n\n")
+        for cat in cats:
+            for method in self.methods:
+                for seed in self.seeds:
+                    p = self.run_dir(cat, method, seed) / "train_done.json"
+                    if p.is_file():
+                        r = json.loads(p.read_text())
+                        w(f"- {cat} / {method} / seed {seed}: {r['steps']} steps, "
+                          f"{(r.get('train_s') or float('nan')) / 60:.1f} training minutes: `{r['command']}`\n")
+        w("\n## Acceptance checks (cross-view protocol)\n\n")
+        for cat in cats:
+            w(f"**{cat}**\n\n" + "\n".join(acceptance(entries, baselines, cat)) + "\n\n")
+
+        w("## Tab. 1: part co-segmentation mIoU (%)\n\n")
+        w(_table(entries, cats, [("2D same-view", "part2d_cross/miou"), ("2D cross-view", "part2d_xview/miou"),
+                                 ("3D same-view", "part3d_cross/miou"), ("3D cross-view", "part3d_xview/miou")]))
+        w("\n## Keypoint transfer PCK (%)\n\n")
+        w(_table(entries, cats, [("2D same-view @10px", "kp2d_cross/pck@10"), ("2D cross-view @10px", "kp2d_xview/pck@10"),
+                                 ("3D same-view @0.1", "kp3d_cross/pck@0.1"), ("3D cross-view @0.1", "kp3d_xview/pck@0.1")]))
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        w("\n## Fig. 3: PCK vs threshold\n\n")
+        for cat in cats:
+            name = f"pck_{cat}.png"
+            pck_figure(entries, cat, fig_dir / name)
+            w(f"![PCK {cat}]({self.figures}/{name})\n\n")
+        w("## Tab. 2: novel-view co-segmentation and keypoints (one instance, another view)\n\n")
+        w(_table(entries, cats, [("2D part mIoU", "part2d_novel/miou"), ("2D kp PCK@10", "kp2d_novel/pck@10")]))
+        w("\n## Tab. 3: ablation (cross-view and same-view part mIoU, internal feature)\n\n")
+        w(_table(entries, cats, [("2D same-view", "part2d_cross/miou"), ("2D cross-view", "part2d_xview/miou"),
+                                 ("3D same-view", "part3d_cross/miou"), ("3D cross-view", "part3d_xview/miou")],
+                 keys=("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill")))
+        w("\n## Tab. 4: novel-view synthesis\n\n")
+        w("| | " + " | ".join(cats) + " |\n|---|" + "---:|" * len(cats) + "\n")
+        fams = [k for k in ORDER if ":" not in k and k.startswith("featurenerf")]
+        for key, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("steps", "steps", 0), ("train_min", "training minutes", 1)):
+            for fam in fams:
+                cells = []
+                label = METHOD_LABELS.get(fam, fam).replace(", internal feature", "")
+                for c in cats:
+                    e = next((x for x in entries if x.category == c and x.key == fam), None)
+                    cells.append(e.fmt(key, digits) if e else "—")
+                if not all(x == "—" for x in cells):
+                    w(f"| {title}: {label} | " + " | ".join(cells) + " |\n")
+        w("| PSNR (dB): untrained network | " + " | ".join(
+            f"{baselines[c]['results'].get('untrained_psnr', float('nan')):.2f}" if c in baselines else "—" for c in cats) + " |\n")
+        w("| PSNR (dB): all-black image | " + " | ".join(
+            f"{baselines[c]['results'].get('black_psnr', float('nan')):.2f}" if c in baselines else "—" for c in cats) + " |\n")
+        w("\n## Learning curves (training callback)\n\n")
+        for cat in cats:
+            name = f"curves_{cat}.png"
+            if curves_figure(self, cat, fig_dir / name):
+                w(f"![curves {cat}]({self.figures}/{name})\n\n")
+        atomic_write_bytes(md_path, buf.getvalue().encode())
+        CONSOLE.print(buf.getvalue())
+        CONSOLE.print(f"[green]wrote[/green] {md_path} and {fig_dir}/")

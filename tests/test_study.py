@@ -1,0 +1,65 @@
+"""featurenerf-study end to end on the small fixture: train (resuming a killed run), evaluate (models, teacher,
+priors, untrained network), report (tables, figures, learning curves); settings that differ are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from featurenerf_ns.scripts.study import Run, StudyError, latest_checkpoint, train_command
+from featurenerf_ns.scripts.study_report import Report
+
+TRAIN_ARGS = ("--pipeline.datamanager.dataparser.max-instances", "3", "--pipeline.datamanager.eval-num-instances", "1",
+              "--pipeline.datamanager.eval-target-views", "5", "--pipeline.model.num-coarse-samples", "8",
+              "--pipeline.model.num-importance-samples", "4", "--pipeline.model.num-depth-samples", "4",
+              "--pipeline.correspondence.split", "train", "--pipeline.datamanager.teacher.weights", "random",
+              "--pipeline.datamanager.teacher.input-size", "56", "--steps-per-save", "1")
+TRAIN_ARGS = " ".join(TRAIN_ARGS)
+
+
+def _study(root, out, **kw):
+    base = dict(out=out, data=root, categories=("chair",), methods=("featurenerf-tiny", "featurenerf-nodistill-tiny"),
+                seeds=(0,), steps=3, image_size=32, curve_every=2, curve_pairs=1, eval_pairs=2, train_args=TRAIN_ARGS)
+    base.update(kw)
+    return base
+
+
+def test_study_run_resume_and_report(chair_root, tmp_path):
+    out = tmp_path / "study"
+    st = Run(**_study(chair_root, out))
+    # a run killed after 2 of its 3 steps: its checkpoint is there, no train_done.json
+    r = subprocess.run(train_command(st, "chair", "featurenerf-nodistill-tiny", 0, 2, None), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert latest_checkpoint(st.run_dir("chair", "featurenerf-nodistill-tiny", 0))[0] == 1
+    st.main()
+    for method in st.methods:
+        run = st.run_dir("chair", method, 0)
+        done = json.loads((run / "train_done.json").read_text())
+        assert done["steps"] == 3 and latest_checkpoint(run)[0] == 2  # the killed one continued to step 3
+        ev = json.loads(st.eval_path("chair", method, 0).read_text())
+        assert 0 < ev["results"]["psnr"] < 60 and ev["results"]["chair/nerf_feature/part3d_xview/num_pairs"] == 2
+        assert [r["step"] for r in map(json.loads, (run / "learning_curve.jsonl").read_text().splitlines())][-1] == 2
+    base = json.loads(st.baseline_path("chair").read_text())["results"]
+    for src in ("teacher2d", "untrained", "view_frame_prior", "alignment_oracle"):
+        assert 0 <= base[f"chair/{src}/kp3d_xview/pck@0.1"] <= 100, src
+    assert base["black_psnr"] > 0
+
+    md = tmp_path / "docs" / "results.md"
+    Report(**_study(chair_root, out), md=md).main()
+    text = md.read_text()
+    for s in ("## Tab. 1", "## Tab. 2", "## Tab. 3", "## Tab. 4", "## Acceptance checks", "3D cross-view",
+              "View-frame position prior", "Alignment oracle", "Untrained network", "NeRF feature (no distill)"):
+        assert s in text, s
+    for f in ("pck_chair.png", "curves_chair.png"):
+        assert (md.parent / "results" / f).stat().st_size > 5000, f
+
+    # a second call trains and evaluates nothing (all done) ...
+    mtime = st.eval_path("chair", "featurenerf-tiny", 0).stat().st_mtime
+    Run(**_study(chair_root, out)).main()
+    assert st.eval_path("chair", "featurenerf-tiny", 0).stat().st_mtime == mtime
+    # ... and a different budget on the same folder is refused with the fix
+    with pytest.raises(StudyError, match="steps=3, not 5.*another --out"):
+        Run(**_study(chair_root, out, steps=5)).main()
