@@ -148,8 +148,9 @@ class FeatureNeRFField(nn.Module):
         z = None
         if c.num_conditioned_blocks:
             zmaps = self._zmaps(maps)
-            # (float32: grid_sample is ~1.6x slower in bfloat16 on CPU, forward + backward)
-            z = sample_map(zmaps.float(), uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
+            # (sample_map interpolates in float32 and returns the maps' dtype: under bf16 autocast the residual
+            # stream then stays bfloat16 instead of being promoted and re-cast at every linear layer)
+            z = sample_map(zmaps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
             z = z.split(c.hidden_dim, dim=-1)
         x = positional_encoding(x_cam, c.num_freqs, c.freq_factor)
         if c.use_viewdirs:

@@ -89,8 +89,10 @@ class FeatureNeRFPipeline(VanillaPipeline):
         reads back for learning curves. A resumed run appends to the same file and continues its clock."""
         c = self.correspondence_config
         now = time.perf_counter()
-        if self._curve_clock is None:
-            self._curve_clock = [now, 0.0, self._curve_resume_offset(attrs)]  # [last tick, callback time, offset]
+        if self._curve_clock is None:  # [start, callback time, resumed offset, start CPU, callback CPU, resumed CPU]
+            wall0, cpu0 = self._curve_resume_offset(attrs)
+            self._curve_clock = [now, 0.0, wall0, time.process_time(), 0.0, cpu0]
+        cpu_start = time.process_time()
         t_start = now
         metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature", "feature"), teacher=False,
                                                  progress=False)
@@ -104,7 +106,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
         clock = self._curve_clock
         clock[1] += time.perf_counter() - t_start
+        clock[4] += time.process_time() - cpu_start
         train_s = clock[2] + (time.perf_counter() - clock[0]) - clock[1]
+        # CPU seconds of this process (all threads) spent training: unlike wall time, not inflated by other work
+        # on the machine or by a paused process
+        train_cpu_s = clock[5] + (time.process_time() - clock[3]) - clock[4]
         if metrics:
             short = {k.split("/", 1)[-1]: v for k, v in metrics.items()
                      if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)}
@@ -115,20 +121,21 @@ class FeatureNeRFPipeline(VanillaPipeline):
             from featurenerf_ns.data_layout import append_jsonl
 
             append_jsonl(Path(base) / "learning_curve.jsonl",
-                         {"step": int(step), "train_s": round(train_s, 2), "eval_s": round(time.perf_counter() - t_start, 2),
+                         {"step": int(step), "train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+                          "eval_s": round(time.perf_counter() - t_start, 2),
                           "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
 
     @staticmethod
-    def _curve_resume_offset(attrs: TrainingCallbackAttributes) -> float:
-        """Training seconds already spent by the run this one resumes (the last line of its learning curve)."""
+    def _curve_resume_offset(attrs: TrainingCallbackAttributes) -> Tuple[float, float]:
+        """(wall, CPU) training seconds already spent by the run this one resumes (its learning curve's last line)."""
         from featurenerf_ns.data_layout import read_jsonl
 
         base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
         path = Path(base) / "learning_curve.jsonl" if base is not None else None
         if path is None or not path.is_file():
-            return 0.0
+            return 0.0, 0.0
         rows = read_jsonl(path)
-        return float(rows[-1].get("train_s", 0.0)) if rows else 0.0
+        return (float(rows[-1].get("train_s", 0.0)), float(rows[-1].get("train_cpu_s", 0.0))) if rows else (0.0, 0.0)
 
     @torch.no_grad()
     def novel_view_metrics(self, max_images: Optional[int] = None) -> Dict[str, float]:
@@ -165,10 +172,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
 
     def correspondence_metrics(self, num_pairs: Optional[int], features: Optional[Sequence[str]] = None,
                                teacher: bool = False, keep: int = 0, progress: bool = True,
-                               priors: bool = False) -> Tuple[Dict[str, float], list]:
+                               priors: bool = False, model: bool = True) -> Tuple[Dict[str, float], list]:
         """Correspondence metrics of this model (and optionally the 2D teacher baseline and the position priors)
         on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
-        whose predictions are returned for figures. Empty (with a warning) when the data has no annotations."""
+        whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
+        warning) when the data has no annotations."""
         from featurenerf_ns.correspondence import ModelProvider, PositionPrior, TeacherProvider, evaluate, num_steps
         from featurenerf_ns.protocols import resolve_protocol
 
@@ -183,7 +191,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
             CONSOLE.print(f"[yellow]no cross-instance pairs: split {c.split!r} of {cat.layout.split_file} has "
                           f"{len(cat.ids(c.split))} instance(s); only novel-view tasks are scored[/yellow]")
         resolution = c.resolution or dm.config.image_size or cat.instance(cat.ids(c.split)[0]).width
-        providers = [ModelProvider(self.model, dm, features or c.features, c.chunk)]
+        providers = [ModelProvider(self.model, dm, features or c.features, c.chunk)] if model else []
         if teacher:
             from featurenerf_ns.teachers import TeacherError
 

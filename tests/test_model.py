@@ -105,7 +105,8 @@ def pipeline_parts(chair_root, tmp_path_factory):
         teacher=TeacherSpec(weights="random", input_size=56, layer=2, cache_dir=cache))
     dm = FeatureNeRFDataManager(dm_cfg)
     model_cfg = FeatureNeRFModelConfig(encoder=EncoderConfig(backbone="resnet34", weights="random", num_layers=2),
-                                       field=SMALL_FIELD, num_coarse_samples=8, num_importance_samples=4, num_depth_samples=4)
+                                       field=SMALL_FIELD, num_coarse_samples=8, num_importance_samples=4, num_depth_samples=4,
+                                       precision="float32")  # the exact-algebra checks below; bf16 has its own test
     model = model_cfg.setup(scene_box=dm.train_dataset.scene_box, num_train_data=len(dm.train_dataset),
                             metadata=dm.train_dataset.metadata, device="cpu")
     dm.on_sources = model.set_sources

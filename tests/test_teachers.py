@@ -119,3 +119,22 @@ def test_nn_match_pck_and_iou_oracles():
     assert part_iou(np.array([0, 1, 2, 2, 2, 2]), gt) == pytest.approx((1 + 0.5 + 0.75) / 3 * 100)
     with pytest.raises(ValueError):
         nn_match(torch.zeros(3, 4), torch.zeros(0, 4))
+
+
+def test_sample_map_equals_grid_sample_values_and_gradients():
+    """The CPU path (a sparse bilinear-weight matrix) against torch's grid_sample (align_corners=False, border
+    padding), including points outside the image and exactly on the border, and the gradient w.r.t. the maps."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 5, 6, 7, generator=g, requires_grad=True)
+    uv = torch.rand(3, 40, 2, generator=g) * torch.tensor([16.0, 14.0]) - 1.0  # some outside [0, W] x [0, H]
+    uv[:, :4] = torch.tensor([[0.0, 0.0], [14.0, 12.0], [7.0, 12.0], [14.0, 0.0]])
+    grid = torch.stack([uv[..., 0] * (2 / 14) - 1, uv[..., 1] * (2 / 12) - 1], -1).unsqueeze(1)
+    ref = F.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
+    out = sample_map(feats, uv, (12, 14))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    w = torch.randn_like(out)
+    (ga,) = torch.autograd.grad((out * w).sum(), feats)
+    (gb,) = torch.autograd.grad((ref * w).sum(), feats)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)

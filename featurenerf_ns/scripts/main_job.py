@@ -204,7 +204,9 @@ class MainJob:
                "--output-dir", str(runs), "--experiment-name", self.train_category, "--timestamp", "main",
                "--pipeline.max-train-minutes", str(self.train_minutes), "--pipeline.datamanager.image-size", str(self.image_size),
                "--pipeline.correspondence.num-pairs", str(self.eval_pairs),
-               "--pipeline.correspondence.teacher-baseline", str(first)]
+               "--pipeline.correspondence.teacher-baseline", str(first),
+               # no learning-curve callback: every second of the short budget goes to training steps
+               "--pipeline.correspondence.callback-every", "0"]
         if self.teacher_weights:
             cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
         if self.train_max_instances:

@@ -2,8 +2,8 @@
 budget on several categories and seeds, evaluate them on protocol v2 (same-view + cross-view pairs) next to the
 teacher-2D baseline, the position priors and the untrained network, and write the paper's tables and figures.
 
-    featurenerf-study run --out studies/cpu30 --categories chair airplane --steps 6000     # train + evaluate
-    featurenerf-study report --out studies/cpu30 --md docs/results.md                     # tables, figures
+    featurenerf-study run --out studies/cpu30 --categories chair airplane --steps 5000     # train + evaluate
+    featurenerf-study report --out studies/cpu30 --md docs/results.md    # tables, figures (settings from study.json)
     featurenerf-study status --out studies/cpu30
 
 Resumable: every run lives in ``<out>/runs/<category>/<method>/seed<k>/`` (nerfstudio's layout); a killed run
@@ -52,7 +52,7 @@ class _Study:
     categories: Tuple[str, ...] = ("chair", "airplane")
     methods: Tuple[str, ...] = DEFAULT_METHODS
     seeds: Tuple[int, ...] = (0,)
-    steps: int = 6000
+    steps: int = 5000
     """Training steps per run (the same for every method)."""
     image_size: int = 64
     curve_every: int = 500
@@ -99,7 +99,7 @@ class _Study:
                 raise StudyError(f"{path}: this study was made with {k}={stored[k]!r}, not {mine[k]!r}; pass the same "
                                  f"settings to continue it, or use another --out")
         atomic_write_json(path, {"spec": mine, "categories": list(self.categories), "methods": list(self.methods),
-                                 "seeds": list(self.seeds), "data": str(self.data)})
+                                 "seeds": list(self.seeds), "data": str(self.data), "eval_pairs": self.eval_pairs})
 
 
 def latest_checkpoint(run: Path) -> Optional[Tuple[int, Path]]:
@@ -155,7 +155,8 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
         raise StudyError(f"{run}: ns-train stopped at step {last[0] + 1 if last else 0} of {st.steps}; re-run to resume")
     curve = read_jsonl(run / "learning_curve.jsonl") if (run / "learning_curve.jsonl").is_file() else []
     rec = {"category": cat, "method": method, "seed": seed, "steps": last[0] + 1, "checkpoint": str(last[1]),
-           "train_s": curve[-1]["train_s"] if curve else None, "last_wall_s": round(wall, 1), "command": shown}
+           "train_s": curve[-1]["train_s"] if curve else None,
+           "train_cpu_s": curve[-1].get("train_cpu_s") if curve else None, "last_wall_s": round(wall, 1), "command": shown}
     atomic_write_json(done, rec)
     return rec
 
@@ -206,7 +207,7 @@ def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dic
     m, _ = pipeline.correspondence_metrics(st.eval_pairs, features=("nerf_feature", "feature"), teacher=False)
     results.update(m)
     d = {"experiment_name": cat, "method_name": method, "seed": seed, "checkpoint": rec["checkpoint"], "step": step + 1,
-         "train_s": rec.get("train_s"), "eval_pairs": st.eval_pairs, "eval_s": round(time.perf_counter() - t0, 1),
+         "train_s": rec.get("train_s"), "train_cpu_s": rec.get("train_cpu_s"), "eval_pairs": st.eval_pairs, "eval_s": round(time.perf_counter() - t0, 1),
          "results": results}
     atomic_write_json(path, d)
     CONSOLE.print(f"{path}: PSNR {results.get('psnr', float('nan')):.2f} in {d['eval_s']:.0f} s")
@@ -227,8 +228,7 @@ def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     t0 = time.perf_counter()
     run = st.run_dir(cat, rec["method"], rec["seed"])
     pipeline, _, _ = _load_pipeline(run / "config.yml")
-    m_teacher, _ = pipeline.correspondence_metrics(st.eval_pairs, features=("nerf_feature",), teacher=True, priors=True)
-    results = {k: v for k, v in m_teacher.items() if "/nerf_feature/" not in k}
+    results, _ = pipeline.correspondence_metrics(st.eval_pairs, teacher=True, priors=True, model=False)
     # the untrained network: same config, fresh weights (seed 0), the same pairs
     from featurenerf_ns.scripts.report import untrained_pipeline
 

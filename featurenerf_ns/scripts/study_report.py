@@ -103,6 +103,7 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
                 e = entries.setdefault((cat, fam), Entry(cat, fam, METHOD_LABELS.get(fam, method), {}))
                 e.values.setdefault("steps", []).append(d.get("step"))
                 e.values.setdefault("train_min", []).append((d.get("train_s") or float("nan")) / 60)
+                e.values.setdefault("train_cpu_min", []).append((d.get("train_cpu_s") or float("nan")) / 60)
     if not entries:
         raise StudyError(f"{st.out / 'eval'}: no evaluations yet; run `featurenerf-study run --out {st.out}` first")
     return list(entries.values()), baselines, runs
@@ -147,7 +148,7 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
               ("kp2d_xview", "2D, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
               ("kp3d_cross", "3D, same view", PCK_THRESHOLDS_3D, "object units"),
               ("kp3d_xview", "3D, cross-view", PCK_THRESHOLDS_3D, "object units")]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.9))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
     for ax, (task, title, thr, unit) in zip(axes, panels):
         for e in _sorted([x for x in entries if x.category == cat]):
             ys = [e.mean(f"{task}/pck@{t:g}") for t in thr]
@@ -160,8 +161,9 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
         ax.set_ylabel("PCK (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 4))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     _save_fig(fig, path)
     plt.close(fig)
 
@@ -222,22 +224,24 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
         e = next((x for x in entries if x.category == cat and x.key == key), None)
         return e.mean(k) if e else float("nan")
 
+    def verdict(ok: bool, *vals: float) -> str:
+        return "not measured yet" if any(math.isnan(v) for v in vals) else ("met" if ok else "NOT met")
+
     lines = []
     for task, name in (("part3d_xview/miou", "3D part mIoU"), ("kp3d_xview/pck@0.1", "3D kp PCK@0.1")):
         fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
-        un, vf = get("untrained", task), get("view_frame_prior", task)
-        best = max(fn, get("featurenerf:feature", task))
-        lines.append(f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: "
-                     f"{fn - nd:+.1f} (target ≥ +5: {'met' if fn - nd >= 5 else 'NOT met'}); vs teacher-2D {te:.1f}: "
-                     f"{fn - te:+.1f} ({'met' if fn > te else 'NOT met'}); untrained {un:.1f}, view-frame prior {vf:.1f} "
-                     f"({'both below both trained models' if max(un, vf) < min(fn, nd) else 'NOT clearly below both trained models'}); "
-                     f"distilled head {get('featurenerf:feature', task):.1f} "
-                     f"({'internal' if fn >= best else 'distilled head'} is better)")
+        un, vf, head = get("untrained", task), get("view_frame_prior", task), get("featurenerf:feature", task)
+        below = max(un, vf) < min(fn, nd)
+        lines.append(f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
+                     f"(target ≥ +5: {verdict(fn - nd >= 5, fn, nd)}); vs teacher-2D {te:.1f}: {fn - te:+.1f} "
+                     f"({verdict(fn > te, fn, te)}); untrained {un:.1f} and view-frame prior {vf:.1f} below both trained "
+                     f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
+                     f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})")
     black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
     p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")
     lines.append(f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
-                 f"{p_fn - black:+.2f} dB above black (target ≥ +5: {'met' if p_fn - black >= 5 else 'NOT met'}); "
-                 f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {'met' if abs(p_fn - p_nd) <= 0.5 else 'NOT met'})")
+                 f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
+                 f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})")
     return lines
 
 
@@ -250,9 +254,21 @@ class Report(_Study):
     figures: str = "results"
     """Sub-folder of the Markdown file's folder for the figures."""
 
+    def adopt_stored_settings(self) -> None:
+        """The study's own settings from ``<out>/study.json`` (so ``--out`` alone names a study to report)."""
+        path = self.out / "study.json"
+        if not path.is_file():
+            raise StudyError(f"{path}: not a study folder (no study.json); run `featurenerf-study run --out {self.out}` first")
+        d = json.loads(path.read_text())
+        for k, v in d.get("spec", {}).items():
+            setattr(self, k, v)
+        self.categories, self.methods, self.seeds = tuple(d["categories"]), tuple(d["methods"]), tuple(d["seeds"])
+        self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
+
     def main(self) -> None:
         from featurenerf_ns.data_layout import atomic_write_bytes
 
+        self.adopt_stored_settings()
         entries, baselines, runs = collect(self)
         md_path = self.md or (self.out / "results.md")
         fig_dir = md_path.parent / self.figures
@@ -284,7 +300,8 @@ class Report(_Study):
                     if p.is_file():
                         r = json.loads(p.read_text())
                         w(f"- {cat} / {method} / seed {seed}: {r['steps']} steps, "
-                          f"{(r.get('train_s') or float('nan')) / 60:.1f} training minutes: `{r['command']}`\n")
+                          f"{(r.get('train_s') or float('nan')) / 60:.1f} training minutes (wall; "
+                          f"{(r.get('train_cpu_s') or float('nan')) / 60:.1f} CPU minutes): `{r['command']}`\n")
         w("\n## Acceptance checks (cross-view protocol)\n\n")
         for cat in cats:
             w(f"**{cat}**\n\n" + "\n".join(acceptance(entries, baselines, cat)) + "\n\n")
@@ -310,7 +327,8 @@ class Report(_Study):
         w("\n## Tab. 4: novel-view synthesis\n\n")
         w("| | " + " | ".join(cats) + " |\n|---|" + "---:|" * len(cats) + "\n")
         fams = [k for k in ORDER if ":" not in k and k.startswith("featurenerf")]
-        for key, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("steps", "steps", 0), ("train_min", "training minutes", 1)):
+        for key, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("steps", "steps", 0), ("train_min", "training minutes (wall)", 1),
+                                         ("train_cpu_min", "training CPU minutes (all threads)", 1)):
             for fam in fams:
                 cells = []
                 label = METHOD_LABELS.get(fam, fam).replace(", internal feature", "")
