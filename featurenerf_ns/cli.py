@@ -8,7 +8,15 @@ from typing import Dict, Tuple, Type
 import tyro
 from rich.console import Console
 
-CONSOLE = Console()
+def make_console(**kwargs) -> Console:
+    """A rich console that keeps tables whole in log files: rich draws 80 columns when stdout is not a terminal,
+    which cut the main job's tables; then it draws 200 (a terminal keeps its own width)."""
+    if not sys.stdout.isatty():
+        kwargs.setdefault("width", 200)
+    return Console(**kwargs)
+
+
+CONSOLE = make_console()
 
 
 def run_subcommands(commands: Dict[str, type], description: str, errors: Tuple[Type[BaseException], ...]) -> None:

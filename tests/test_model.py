@@ -300,3 +300,24 @@ def test_foreground_ray_fraction(chair_root):
             assert (alpha[:32] > 127).all()  # the first half: foreground pixels only
             fg_frac.append(float((alpha[32:] > 127).float().mean()))
     assert np.mean(fg_frac) < 0.5  # the rest uniform over the image: mostly background
+
+
+def test_eta_follows_resume_and_time_budget():
+    """nerfstudio's ETA = (writer max_iter - step) x mean step time; the pipeline points max_iter at the real end."""
+    from types import SimpleNamespace
+
+    from nerfstudio.utils import writer
+
+    from featurenerf_ns.pipeline import _fix_eta
+
+    trainer = SimpleNamespace(_start_step=1000, config=SimpleNamespace(max_num_iterations=500))
+    saved = dict(writer.GLOBAL_BUFFER)
+    try:
+        writer.GLOBAL_BUFFER["events"] = {writer.EventName.ITER_TRAIN_TIME.value: {"avg": 0.5}}
+        _fix_eta(trainer, 1200, None)  # resumed at 1000 for 500 more: ends at 1500, not at 500
+        assert writer.GLOBAL_BUFFER["max_iter"] == 1500
+        _fix_eta(trainer, 1200, 30.0)  # 30 s of budget left at 0.5 s per step: 60 more steps
+        assert writer.GLOBAL_BUFFER["max_iter"] == 1260
+    finally:
+        writer.GLOBAL_BUFFER.clear()
+        writer.GLOBAL_BUFFER.update(saved)

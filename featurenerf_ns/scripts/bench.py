@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import tyro
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 from rich.table import Table
 
-CONSOLE = Console(soft_wrap=True)
+CONSOLE = make_console(soft_wrap=True)
 PARTS = ("matmul", "field", "encoder", "step", "inference")
 PRESETS = {  # (hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size)
     "tiny": (128, 3, 2, 2, 32, 16, 8, 64),

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from featurenerf_ns.cli import run_subcommands
 from featurenerf_ns.data_layout import FeatureNeRFDataError
 
-CONSOLE = Console()
+CONSOLE = make_console()
 
 
 @dataclass

@@ -17,12 +17,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.procedural.categories import CATEGORY_NAMES
 
-CONSOLE = Console()
+CONSOLE = make_console()
 
 
 def dataset_summary(data: Path, category: str) -> Dict[str, object]:

@@ -26,13 +26,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.correspondence import PRIOR_LABELS
 from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 
-CONSOLE = Console(soft_wrap=True)
+CONSOLE = make_console(soft_wrap=True)
 
 HEADLINE: List[Tuple[str, str, str]] = [
     # (column title, task, metric)

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 
-CONSOLE = Console(soft_wrap=True)
+CONSOLE = make_console(soft_wrap=True)
 DEFAULT_METHODS = ("featurenerf-tiny", "featurenerf-nodistill-tiny", "featurenerf-nocoord-tiny")
 SPEC_KEYS = ("steps", "train_args", "curve_every", "curve_pairs", "image_size")
 """Settings that change what a run trains: a study folder refuses a second value (other runs were made with the first)."""

@@ -10,7 +10,8 @@ Tables (means over seeds, ± the spread over seeds when there are several):
 * Tab. 4: novel-view synthesis PSNR/SSIM with the all-black floor and the untrained network;
 * learning curves (``curves_<category>.png``): PSNR and cross-view 3D part mIoU / keypoint PCK vs training step,
   from each run's ``learning_curve.jsonl`` (the training callback);
-* the issue's acceptance checks, each printed as met / NOT met with the measured margin.
+* the issue's acceptance checks, each printed as met / NOT met with the measured margin;
+* ``<out>/notes.md``, when present, appended as written (the study's reading, kept next to its data).
 """
 
 from __future__ import annotations
@@ -346,6 +347,9 @@ class Report(_Study):
             name = f"curves_{cat}.png"
             if curves_figure(self, cat, fig_dir / name):
                 w(f"![curves {cat}]({self.figures}/{name})\n\n")
+        notes = self.out / "notes.md"
+        if notes.is_file():  # the study's own reading (hand-written, kept in the study folder)
+            w("\n" + notes.read_text())
         atomic_write_bytes(md_path, buf.getvalue().encode())
         CONSOLE.print(buf.getvalue())
         CONSOLE.print(f"[green]wrote[/green] {md_path} and {fig_dir}/")

@@ -18,12 +18,12 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from rich.console import Console
+from featurenerf_ns.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.teachers import TeacherSpec
 
-CONSOLE = Console(soft_wrap=True)
+CONSOLE = make_console(soft_wrap=True)
 
 
 @dataclass
