@@ -189,12 +189,14 @@ class FeatureViewerPanel(nn.Module):
         CONSOLE.print(f"[{style}]viewer: {text}[/{style}]")
 
     def _with_conditioning(self, cond: Conditioning, fn: Callable):
-        """Run fn with the model conditioned on ``cond``; the previous conditioning (e.g. training's) is restored."""
+        """Run fn with the model conditioned on ``cond`` in the panel's render precision; the previous conditioning
+        (e.g. training's) is restored."""
         m = self._model
         saved = (m._sources, m._maps)
         m._sources, m._maps = cond.sources, cond.maps
         try:
-            return fn()
+            with m.precision_override(self.e2_precision.value):
+                return fn()
         finally:
             m._sources, m._maps = saved
 
