@@ -46,7 +46,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
         self.local_rank = local_rank
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
-        self._curve_clock: Optional[list] = None
+        self._curve_clock: Optional[_CurveClock] = None
         from featurenerf_ns.viewer import FeatureViewerPanel, prefer_localhost_for_ns_viewer
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
@@ -88,12 +88,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
         ``<run>/learning_curve.jsonl`` (step, training seconds without these evaluations, metrics), which a study
         reads back for learning curves. A resumed run appends to the same file and continues its clock."""
         c = self.correspondence_config
-        now = time.perf_counter()
-        if self._curve_clock is None:  # [start, callback time, resumed offset, start CPU, callback CPU, resumed CPU]
-            wall0, cpu0 = self._curve_resume_offset(attrs)
-            self._curve_clock = [now, 0.0, wall0, time.process_time(), 0.0, cpu0]
-        cpu_start = time.process_time()
-        t_start = now
+        path = _curve_path(attrs)
+        if self._curve_clock is None:
+            self._curve_clock = _CurveClock.resuming(path)
+        clock = self._curve_clock
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature", "feature"), teacher=False,
                                                  progress=False)
         if getattr(c, "callback_images", True):
@@ -104,53 +103,36 @@ class FeatureNeRFPipeline(VanillaPipeline):
         for k, v in metrics.items():
             if "/num_" not in k and "/" in k:
                 writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
-        clock = self._curve_clock
-        clock[1] += time.perf_counter() - t_start
-        clock[4] += time.process_time() - cpu_start
-        train_s = clock[2] + (time.perf_counter() - clock[0]) - clock[1]
-        # CPU seconds of this process (all threads) spent training: unlike wall time, not inflated by other work
-        # on the machine or by a paused process
-        train_cpu_s = clock[5] + (time.process_time() - clock[3]) - clock[4]
+        clock.exclude(time.perf_counter() - t_start, time.process_time() - cpu_start)
         if metrics:
             short = {k.split("/", 1)[-1]: v for k, v in metrics.items()
                      if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)}
             CONSOLE.print(f"step {step} eval ({c.callback_pairs} pairs/kind): "
                           + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items()))
-        base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
-        if base is not None:
+        if path is not None:
             from featurenerf_ns.data_layout import append_jsonl
 
-            append_jsonl(Path(base) / "learning_curve.jsonl",
-                         {"step": int(step), "train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
-                          "eval_s": round(time.perf_counter() - t_start, 2),
-                          "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
-
-    @staticmethod
-    def _curve_resume_offset(attrs: TrainingCallbackAttributes) -> Tuple[float, float]:
-        """(wall, CPU) training seconds already spent by the run this one resumes (its learning curve's last line)."""
-        from featurenerf_ns.data_layout import read_jsonl
-
-        base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
-        path = Path(base) / "learning_curve.jsonl" if base is not None else None
-        if path is None or not path.is_file():
-            return 0.0, 0.0
-        rows = read_jsonl(path)
-        return (float(rows[-1].get("train_s", 0.0)), float(rows[-1].get("train_cpu_s", 0.0))) if rows else (0.0, 0.0)
+            train_s, train_cpu_s = clock.training_seconds()
+            append_jsonl(path, {"step": int(step), "train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+                                "eval_s": round(time.perf_counter() - t_start, 2),
+                                "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
 
     @torch.no_grad()
-    def novel_view_metrics(self, max_images: Optional[int] = None) -> Dict[str, float]:
-        """Mean PSNR/SSIM of the fixed eval images (held-out instances, novel views from one input view), without
-        the correspondence metrics (ns-eval's loop adds those)."""
+    def novel_view_metrics(self, instances: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Mean PSNR/SSIM over the fixed eval images (or every eval target view of ``instances``), each a novel view
+        of a held-out instance from its one input view, without the correspondence metrics (ns-eval adds those)."""
         import numpy as np
 
+        from featurenerf_ns.datamanager import FixedEvalImages
+
+        dm = self.datamanager
+        images = dm.fixed_indices_eval_dataloader if instances is None else FixedEvalImages(dm, list(instances))
         was_training = self.model.training
         conditioning = (self.model._sources, self.model._maps)
         self.model.eval()
         vals: Dict[str, list] = {}
         try:
-            for k, (camera, batch) in enumerate(self.datamanager.fixed_indices_eval_dataloader):
-                if max_images is not None and k >= max_images:
-                    break
+            for camera, batch in images:
                 out = self.model.get_outputs_for_camera(camera)
                 m, _ = self.model.get_image_metrics_and_images(out, batch)
                 for key in ("psnr", "ssim"):
@@ -218,6 +200,41 @@ class FeatureNeRFPipeline(VanillaPipeline):
             self.model.train(was_training)
             self.model._sources, self.model._maps = conditioning
         return metrics, _merge_examples(examples)
+
+
+def _curve_path(attrs: TrainingCallbackAttributes) -> Optional[Path]:
+    """``<run>/learning_curve.jsonl`` of the trainer's run (None without a trainer)."""
+    base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
+    return Path(base) / "learning_curve.jsonl" if base is not None else None
+
+
+@dataclass
+class _CurveClock:
+    """Training time of a run without its learning-curve evaluations, wall and CPU (this process, all threads: not
+    inflated by other work on the machine or a paused process), continued from the run it resumes."""
+
+    wall0: float
+    cpu0: float
+    wall_offset: float = 0.0
+    cpu_offset: float = 0.0
+    wall_excluded: float = 0.0
+    cpu_excluded: float = 0.0
+
+    @classmethod
+    def resuming(cls, path: Optional[Path]) -> "_CurveClock":
+        from featurenerf_ns.data_layout import read_jsonl
+
+        last = read_jsonl(path)[-1:] if path is not None and path.is_file() else []
+        return cls(time.perf_counter(), time.process_time(),
+                   float(last[0].get("train_s", 0.0)) if last else 0.0, float(last[0].get("train_cpu_s", 0.0)) if last else 0.0)
+
+    def exclude(self, wall_s: float, cpu_s: float) -> None:
+        self.wall_excluded += wall_s
+        self.cpu_excluded += cpu_s
+
+    def training_seconds(self) -> Tuple[float, float]:
+        return (self.wall_offset + time.perf_counter() - self.wall0 - self.wall_excluded,
+                self.cpu_offset + time.process_time() - self.cpu0 - self.cpu_excluded)
 
 
 def _fix_eta(trainer, step: int, remaining_s: Optional[float]) -> None:

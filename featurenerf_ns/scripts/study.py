@@ -176,16 +176,8 @@ def _load_pipeline(config_path: Path):
 
 def _novel_view(pipeline, ids: List[str]) -> Dict[str, float]:
     """PSNR/SSIM over every (instance, target view) of ``ids`` (each from its one input view)."""
-    from featurenerf_ns.datamanager import FixedEvalImages
-
-    dm = pipeline.datamanager
-    saved = dm.fixed_indices_eval_dataloader
-    dm.fixed_indices_eval_dataloader = FixedEvalImages(dm, ids)
-    try:
-        m = pipeline.novel_view_metrics()
-    finally:
-        dm.fixed_indices_eval_dataloader = saved
-    m["eval_images"] = float(len(ids) * len(dm.config.eval_target_views))
+    m = pipeline.novel_view_metrics(ids)
+    m["eval_images"] = float(len(ids) * len(pipeline.datamanager.config.eval_target_views))
     return m
 
 
