@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The issue-13 long CPU study (resumable: re-run this script to continue).
-cd /work/main
-exec .venv/bin/featurenerf-study run --out studies/cpu30 --categories chair airplane \
+# The issue-13 long CPU study (resumable: re-run this script to continue a run whose checkpoints are still on disk;
+# finished runs are kept as files under studies/cpu30 and are never retrained).
+# OUT=<dir> writes the study elsewhere (e.g. into another checkout while this one is being edited).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${VENV:-.venv}/bin/featurenerf-study" run --out "${OUT:-studies/cpu30}" --categories chair airplane \
   --methods featurenerf-tiny featurenerf-nodistill-tiny featurenerf-nocoord-tiny --seeds 0 \
-  --steps 4500 --curve-every 500 --curve-pairs 6 --eval-pairs 200
+  --steps 4500 --curve-every 500 --curve-pairs 6 --eval-pairs 200 "$@"
