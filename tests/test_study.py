@@ -63,3 +63,17 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
     # ... and a different budget on the same folder is refused with the fix
     with pytest.raises(StudyError, match="steps=3, not 5.*another --out"):
         Run(**_study(chair_root, out, steps=5)).main()
+
+
+def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):
+    from featurenerf_ns.data_layout import append_jsonl, read_jsonl
+    from featurenerf_ns.scripts.study import drop_stale_curve
+
+    path = tmp_path / "learning_curve.jsonl"
+    assert drop_stale_curve(path, 0) == 0  # no file: nothing to do
+    for step in (0, 500, 1000):
+        append_jsonl(path, {"step": step, "train_s": step / 10, "metrics": {}})
+    assert drop_stale_curve(path, 501) == 1  # the checkpoint at 500 survives; the point at 1000 came after it
+    assert [p["step"] for p in read_jsonl(path)] == [0, 500]
+    assert drop_stale_curve(path, 0) == 2  # checkpoints lost: the run restarts from 0 and so does its curve
+    assert read_jsonl(path) == []

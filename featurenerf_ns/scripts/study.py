@@ -110,6 +110,23 @@ def latest_checkpoint(run: Path) -> Optional[Tuple[int, Path]]:
     return int(ckpts[-1].stem.split("-")[1]), ckpts[-1]
 
 
+def drop_stale_curve(path: Path, start: int) -> int:
+    """Removes learning-curve points at or after ``start`` (the step training resumes from): points an earlier
+    attempt wrote after its last checkpoint, or all of them when its checkpoints are gone, would otherwise appear
+    twice and carry a clock the resumed run does not continue. Returns how many were dropped (atomic rewrite)."""
+    from featurenerf_ns.data_layout import atomic_write_bytes, read_jsonl
+
+    if not path.is_file():
+        return 0
+    points = read_jsonl(path)
+    keep = [p for p in points if int(p["step"]) < start]
+    if len(keep) < len(points):
+        atomic_write_bytes(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in keep).encode())
+        CONSOLE.print(f"{path}: dropped {len(points) - len(keep)} learning-curve points at or after step {start} "
+                      "(written after the last checkpoint this run resumes from)")
+    return len(points) - len(keep)
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -136,6 +153,7 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
         return json.loads(done.read_text())
     last = latest_checkpoint(run)
     start = last[0] + 1 if last else 0
+    drop_stale_curve(run / "learning_curve.jsonl", start)
     if start < st.steps:
         cmd = train_command(st, cat, method, seed, st.steps - start, run / "nerfstudio_models" if last else None)
         shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
