@@ -77,3 +77,37 @@ def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):
     assert [p["step"] for p in read_jsonl(path)] == [0, 500]
     assert drop_stale_curve(path, 0) == 2  # checkpoints lost: the run restarts from 0 and so does its curve
     assert read_jsonl(path) == []
+
+
+def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
+    """The bf16-vs-fp32 report on synthetic finished runs: verdict per metric against the fp32 seed spread, the
+    loss read back from tensorboard events, the speed-up from the training seconds."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from featurenerf_ns.data_layout import atomic_write_json
+    from featurenerf_ns.scripts.study_precision import RUNS, Precision, verdict
+
+    pr = Precision(out=tmp_path / "prec", data=tmp_path, steps=100)
+    assert "--pipeline.model.precision bfloat16" in pr._study("bfloat16", 0).train_args
+    values = {("float32", 0): (25.0, 40.0, 10.0, 1.0), ("float32", 1): (25.4, 44.0, 11.0, 1.2),
+              ("bfloat16", 0): (25.1, 49.0, 10.5, 1.1)}  # psnr, part3d xview, kp3d xview, loss level
+    for (precision, seed), (psnr, part, kp, loss) in values.items():
+        st = pr._study(precision, seed)
+        atomic_write_json(st.eval_path("chair", "featurenerf-tiny", seed), {
+            "step": 100, "train_s": 40.0 if precision == "float32" else 20.0,
+            "results": {"psnr": psnr, "chair/nerf_feature/part3d_xview/miou": part,
+                        "chair/nerf_feature/kp3d_xview/pck@0.1": kp}})
+        w = SummaryWriter(str(st.run_dir("chair", "featurenerf-tiny", seed)))
+        for step in range(0, 100, 10):
+            w.add_scalar("Train Loss", loss * (1 + 9 * (step < 50)), step)
+        w.close()
+    s = pr.report()
+    rows = {r["key"]: r for r in s["rows"]}
+    assert rows["psnr"]["within_noise"] and abs(rows["psnr"]["noise"] - 0.4) < 1e-9
+    assert not rows["nerf_feature/part3d_xview/miou"]["within_noise"]  # +9 against a spread of 4
+    assert rows["nerf_feature/kp3d_xview/pck@0.1"]["within_noise"]
+    assert abs(rows["loss_tail"]["bf16_s0"] - 1.1) < 1e-6 and rows["loss_tail"]["within_noise"]
+    assert s["seconds_per_step"]["bfloat16/seed0"] == 0.2 and not s["all_within_noise"]
+    assert (pr.out / "loss_curves.png").stat().st_size > 5000 and "**no**" in (pr.out / "precision.md").read_text()
+    assert verdict(1.0, (1.0, 1.0), 0.5) == (0.0, 0.0, True)
+    assert [p for p, _ in RUNS].count("float32") == 2

@@ -5,6 +5,7 @@ teacher-2D baseline, the position priors and the untrained network, and write th
     featurenerf-study run --out studies/cpu30 --categories chair airplane --steps 5000     # train + evaluate
     featurenerf-study report --out studies/cpu30 --md docs/results.md    # tables, figures (settings from study.json)
     featurenerf-study status --out studies/cpu30
+    featurenerf-study precision --out studies/precision   # bf16 vs fp32 at equal steps, with fp32 seed noise
 
 Resumable: every run lives in ``<out>/runs/<category>/<method>/seed<k>/`` (nerfstudio's layout); a killed run
 continues from its last checkpoint (``--load-dir``, to the same step budget), a finished one is marked by
@@ -274,6 +275,8 @@ class Run(_Study):
     """Train every (category, method, seed) of the study to the step budget, evaluating each when it is done."""
 
     evaluate: bool = True
+    baselines: bool = True
+    """Also evaluate the baselines (teacher 2D, priors, untrained network) once per category."""
 
     def main(self) -> None:
         self.check_spec()
@@ -289,7 +292,7 @@ class Run(_Study):
             rec = train_run(self, cat, method, seed)
             if self.evaluate:
                 evaluate_run(self, cat, method, seed, rec)
-                if cat not in first_of_cat:
+                if self.baselines and cat not in first_of_cat:
                     first_of_cat[cat] = rec
                     evaluate_baselines(self, cat, rec)
         CONSOLE.print(f"[green]study {self.out}: all {len(plan)} runs trained[/green]; "
@@ -310,9 +313,10 @@ class Status(_Study):
 
 
 def _entry_commands() -> dict:
+    from featurenerf_ns.scripts.study_precision import Precision
     from featurenerf_ns.scripts.study_report import Report
 
-    return {"run": Run, "report": Report, "status": Status}
+    return {"run": Run, "report": Report, "status": Status, "precision": Precision}
 
 
 def entrypoint() -> None:
