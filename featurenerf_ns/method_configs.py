@@ -17,14 +17,14 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from featurenerf_ns.correspondence import CorrespondenceConfig
-from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.eval.correspondence import CorrespondenceConfig
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.teachers import TeacherSpec
-from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
-from featurenerf_ns.encoder import EncoderConfig
-from featurenerf_ns.field import FieldConfig
-from featurenerf_ns.model import FeatureNeRFModelConfig
-from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.encoders.image_encoder import EncoderConfig
+from featurenerf_ns.fields.featurenerf_field import FieldConfig
+from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

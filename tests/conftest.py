@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from featurenerf_ns.procedural.generate import GeneratorSettings, generate_category  # noqa: E402
+from featurenerf_ns.data.procedural.generate import GeneratorSettings, generate_category  # noqa: E402
 
 SMALL = dict(num_instances=6, seed=3, resolution=128, train_views=6, eval_views=8, num_points=1024)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
-from featurenerf_ns.instances import CategoryData
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.data.instances import CategoryData
 
 
 def _outputs(root, split):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.correspondence import FeatureProvider, evaluate, view_camera, view_gt
-from featurenerf_ns.data_layout import FeatureNeRFDataError
-from featurenerf_ns.instances import CategoryData
-from featurenerf_ns.protocols import load_protocol, make_protocol, resolve_protocol
+from featurenerf_ns.eval.correspondence import FeatureProvider, evaluate, view_camera, view_gt
+from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.eval.protocols import load_protocol, make_protocol, resolve_protocol
 
 SPLIT = "train"  # the small fixture has 4 train instances (1 test)
 
@@ -176,7 +176,7 @@ def test_examples_and_determinism(cat, proto):
 
 
 def test_protocol_v2_keeps_v1_pairs_and_adds_cross_view(cat, proto, tmp_path):
-    from featurenerf_ns.protocols import view_angle, view_axes
+    from featurenerf_ns.eval.protocols import view_angle, view_axes
 
     v1 = make_protocol(cat, SPLIT, num_pairs=12, seed=0, version=1)
     assert proto.version == 2 and v1.version == 1 and not v1.cross_view
@@ -201,7 +201,7 @@ def test_protocol_v2_keeps_v1_pairs_and_adds_cross_view(cat, proto, tmp_path):
 
 
 def test_committed_v2_protocols_extend_v1():
-    from featurenerf_ns.protocols import PROTOCOL_DIR
+    from featurenerf_ns.eval.protocols import PROTOCOL_DIR
 
     files = sorted(PROTOCOL_DIR.glob("*_test_v2.json"))
     assert len(files) == 6, files
@@ -220,7 +220,7 @@ def test_oracle_scores_near_100_on_cross_view(cat, proto):
 
 
 def test_nn_match_euclidean_matches_brute_force():
-    from featurenerf_ns.metrics import nn_match
+    from featurenerf_ns.eval.metrics import nn_match
 
     g = torch.Generator().manual_seed(0)
     q, c = torch.randn(50, 3, generator=g), torch.randn(700, 3, generator=g)
@@ -233,7 +233,7 @@ def test_nn_match_euclidean_matches_brute_force():
 
 
 def test_position_priors(cat, proto):
-    from featurenerf_ns.correspondence import PositionPrior
+    from featurenerf_ns.eval.correspondence import PositionPrior
 
     inst = cat.ids(SPLIT)[0]
     prior = PositionPrior(cat, "object")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from featurenerf_ns.data_layout import FeatureNeRFDataError
-from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
 
 from conftest import SMALL
 
@@ -120,7 +120,7 @@ def test_incomplete_category(broken_root):
 
 
 def test_corrupt_annotation_names_file(broken_root):
-    from featurenerf_ns.instances import CategoryData
+    from featurenerf_ns.data.instances import CategoryData
 
     inst, _ = _first_camera(broken_root)
     f = broken_root / "annotations" / "chair" / inst / "views.npz"

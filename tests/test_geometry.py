@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from featurenerf_ns.procedural import geometry as g
+from featurenerf_ns.data.procedural import geometry as g
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, bilinear_gather, camera_rays
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, bilinear_gather, camera_rays
 from featurenerf_ns.teachers import TeacherSpec
-from featurenerf_ns.dataparser import FeatureNeRFDataParserConfig
-from featurenerf_ns.encoder import EncoderConfig
-from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews, project, world_to_source
-from featurenerf_ns.teachers.base import sample_map
-from featurenerf_ns.instances import CategoryData
-from featurenerf_ns.model import FeatureNeRFModelConfig
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.encoders.image_encoder import EncoderConfig
+from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews, project, world_to_source
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import sample_map
 
 SMALL_FIELD = FieldConfig(hidden_dim=32, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
@@ -51,7 +50,7 @@ def test_projection_matches_dataparser_cameras_on_the_object_surface(chair_root)
     """Back-project a foreground pixel with its rendered depth through nerfstudio's camera rays (dataparser
     convention), then project the 3D point with the field's code: it must land on the same pixel centre, and
     sampling the image there returns that pixel's colour."""
-    from featurenerf_ns.dataparser import FeatureNeRFDataParser
+    from featurenerf_ns.data.dataparser import FeatureNeRFDataParser
 
     dp = FeatureNeRFDataParser(FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=1))
     outs = dp.get_dataparser_outputs("train")
@@ -77,7 +76,7 @@ def test_projection_matches_dataparser_cameras_on_the_object_surface(chair_root)
     o, d = camera_rays(full[None].repeat(len(u), 1, 1), float(cams.fx[view]), (int(cams.height[view]), int(cams.width[view])),
                        torch.from_numpy(u).float(), torch.from_numpy(v).float())
     assert torch.allclose(d, rays.directions, atol=1e-5) and torch.allclose(o, rays.origins, atol=1e-6)
-    from featurenerf_ns.instances import load_rgba
+    from featurenerf_ns.data.instances import load_rgba
 
     img = torch.from_numpy(load_rgba(cat.instance(inst).image_paths[view])).permute(2, 0, 1)[None]
     sampled = sample_map(img, uv[None], img.shape[-2:])[0]
@@ -96,7 +95,7 @@ def test_bilinear_gather_equals_grid_sample():
 @pytest.fixture(scope="module")
 def pipeline_parts(chair_root, tmp_path_factory):
     """A tiny data manager (random-weight teacher, cache in a temp dir) and model."""
-    from featurenerf_ns.datamanager import FeatureNeRFDataManager
+    from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 
     cache = tmp_path_factory.mktemp("tcache")
     dm_cfg = FeatureNeRFDataManagerConfig(
@@ -128,7 +127,7 @@ def test_datamanager_batches(pipeline_parts):
 
 
 def test_rank_sharding_is_disjoint(chair_root, tmp_path):
-    from featurenerf_ns.datamanager import FeatureNeRFDataManager
+    from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 
     shards = []
     for rank in range(2):
@@ -247,7 +246,7 @@ def test_precision_resolution_and_bf16_forward(pipeline_parts):
     float32) close to the float32 forward; the thread-local override (the viewer's) wins over the config."""
     import copy
 
-    from featurenerf_ns.precision import cpu_has_fast_bf16, resolve_precision
+    from featurenerf_ns.utils.precision import cpu_has_fast_bf16, resolve_precision
 
     assert resolve_precision("auto", "cpu") == ("bfloat16" if cpu_has_fast_bf16() else "float32")
     assert resolve_precision("float32", "cpu") == "float32"
@@ -275,13 +274,12 @@ def test_precision_resolution_and_bf16_forward(pipeline_parts):
 
 
 def test_foreground_ray_fraction(chair_root):
-    from featurenerf_ns.datamanager import FeatureNeRFDataManager
+    from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 
     cfg = FeatureNeRFDataManagerConfig(dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=2),
                                        distill=False, objects_per_batch=2, rays_per_object=64, image_size=32,
                                        bbox_sampling_steps=0, foreground_ray_fraction=0.5)
     dm = FeatureNeRFDataManager(cfg)
-    ids = dm.rank_ids
     fg_frac = []
     for step in range(4):
         bundle, batch = dm.next_train(step)
@@ -308,7 +306,7 @@ def test_eta_follows_resume_and_time_budget():
 
     from nerfstudio.utils import writer
 
-    from featurenerf_ns.pipeline import _fix_eta
+    from featurenerf_ns.pipelines.featurenerf_pipeline import _fix_eta
 
     trainer = SimpleNamespace(_start_step=1000, config=SimpleNamespace(max_num_iterations=500))
     saved = dict(writer.GLOBAL_BUFFER)

@@ -66,7 +66,7 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
 
 
 def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):
-    from featurenerf_ns.data_layout import append_jsonl, read_jsonl
+    from featurenerf_ns.data.layout import append_jsonl, read_jsonl
     from featurenerf_ns.scripts.study import drop_stale_curve
 
     path = tmp_path / "learning_curve.jsonl"
@@ -84,7 +84,7 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     loss read back from tensorboard events, the speed-up from the training seconds."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from featurenerf_ns.data_layout import atomic_write_json
+    from featurenerf_ns.data.layout import atomic_write_json
     from featurenerf_ns.scripts.study_precision import RUNS, Precision, verdict
 
     pr = Precision(out=tmp_path / "prec", data=tmp_path, steps=100)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.instances import CategoryData
-from featurenerf_ns.teacher_cache import TeacherCache, TeacherCacheError, build_cache, open_cache
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.teachers.cache import TeacherCache, TeacherCacheError, build_cache, open_cache
 from featurenerf_ns.teachers import make_teacher_config
 
 
@@ -49,7 +49,7 @@ def test_build_then_noop_then_layer_change_rebuilds(cat):
 
 
 def _views(cat, inst):
-    from featurenerf_ns.teacher_cache import load_views
+    from featurenerf_ns.teachers.cache import load_views
 
     return load_views(cat.instance(inst))
 

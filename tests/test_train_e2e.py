@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 BIN = Path(sys.executable).parent
 
@@ -64,7 +63,7 @@ def test_train_eval_and_resume(chair_root, tmp_path):
     assert tags["Correspondence/chair/nerf_feature/kp3d_cross/pck@0.1"] == [0, 2]
     assert tags["Correspondence/chair/feature/kp3d_xview/pck@0.1"] == [0, 2]
     assert "Correspondence/chair/nerf_feature/part2d_novel/miou" in tags and "Eval Curve/psnr" in tags
-    from featurenerf_ns.data_layout import read_jsonl
+    from featurenerf_ns.data.layout import read_jsonl
 
     curve = read_jsonl(run / "learning_curve.jsonl")
     assert [r["step"] for r in curve] == [0, 2] and curve[1]["train_s"] > curve[0]["train_s"] >= 0

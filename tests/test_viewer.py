@@ -29,8 +29,8 @@ def pipeline(run_dir):
 
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
-    from featurenerf_ns.correspondence import view_camera
-    from featurenerf_ns.datamanager import pinhole_camera
+    from featurenerf_ns.eval.correspondence import view_camera
+    from featurenerf_ns.data.datamanager import pinhole_camera
 
     c2w, f = view_camera(pipe.datamanager.cat, inst, view, res)
     return pinhole_camera(c2w, f, (res, res))
@@ -81,7 +81,7 @@ def test_queries_parts_and_cross_instance(pipeline):
     other = panel.render(_camera(pipeline, ids[1], 3))["similarity"]
     assert float(same.max()) > 0 and float(other.max()) > 0 and not torch.equal(same, other)
     # the query feature equals the field's feature at the keypoint
-    from featurenerf_ns.correspondence import field_point_features
+    from featurenerf_ns.eval.correspondence import field_point_features
 
     cond = panel.conditioning(ids[0])
     f = panel._with_conditioning(cond, lambda: field_point_features(pipeline.model, torch.from_numpy(ann["keypoints"][k]).float()[None], ["nerf_feature"]))
@@ -100,7 +100,7 @@ def test_queries_parts_and_cross_instance(pipeline):
 
 
 def test_bad_inputs_are_one_line_and_ignored(pipeline, tmp_path, capsys):
-    from featurenerf_ns.viewer import ViewerInputError, load_user_image, parse_views
+    from featurenerf_ns.viewer.panel import ViewerInputError, load_user_image, parse_views
 
     with pytest.raises(ViewerInputError, match="0..9"):
         parse_views("12", 10)
@@ -156,7 +156,7 @@ def test_ns_viewer_defaults_to_localhost(monkeypatch):
     import sys
     import types
 
-    from featurenerf_ns import viewer
+    from featurenerf_ns.viewer import panel as viewer
 
     seen = {}
     mod = types.ModuleType("nerfstudio.scripts.viewer.run_viewer")
@@ -181,7 +181,7 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
     """ns-viewer headless + Debian Chromium: feature_pca non-constant and identical across two renders of the same
     camera, a clicked query and a keypoint query set, screenshots written."""
     from featurenerf_ns.scripts.viewer_shots import ViewerShotsError, check_browser, run_category, run_check
-    from featurenerf_ns.viewer import viewer_instances
+    from featurenerf_ns.viewer.panel import viewer_instances
 
     try:
         check_browser()

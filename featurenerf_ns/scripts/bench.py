@@ -24,7 +24,6 @@ Random weights are used where only speed matters (it does not depend on the valu
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import tyro
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
 CONSOLE = make_console(soft_wrap=True)
@@ -91,7 +90,7 @@ def part_matmul(device: str) -> dict:
 def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
     import torch
 
-    from featurenerf_ns.field import FeatureNeRFField, FieldConfig, SourceViews
+    from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
 
     w, blocks, cond, comb, *_, size = PRESETS[preset]
     cfg = FieldConfig(hidden_dim=w, num_blocks=blocks, num_conditioned_blocks=cond, combine_layer=comb)
@@ -117,9 +116,8 @@ def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
 
 def part_field(device: str, peak: Dict[str, float]) -> dict:
     """Field forward + backward samples/s per preset and precision, as a fraction of the same-precision peak."""
-    import torch
 
-    from featurenerf_ns.precision import autocast_context
+    from featurenerf_ns.utils.precision import autocast_context
 
     out = {}
     for preset in PRESETS:
@@ -148,7 +146,7 @@ def part_field(device: str, peak: Dict[str, float]) -> dict:
 def part_encoder(device: str) -> dict:
     import torch
 
-    from featurenerf_ns.encoder import EncoderConfig
+    from featurenerf_ns.encoders.image_encoder import EncoderConfig
 
     enc = EncoderConfig(backbone="resnet34", weights="random").setup().to(device)
     out = {}
@@ -167,7 +165,7 @@ def part_encoder(device: str) -> dict:
 
 def precisions(device: str) -> Tuple[str, ...]:
     """float32, plus bfloat16 where the device runs it fast (CPUs with AMX / AVX512-BF16, CUDA)."""
-    from featurenerf_ns.precision import cpu_has_fast_bf16
+    from featurenerf_ns.utils.precision import cpu_has_fast_bf16
 
     return ("float32", "bfloat16") if device != "cpu" or cpu_has_fast_bf16() else ("float32",)
 
@@ -249,7 +247,7 @@ def part_inference(device: str) -> dict:
 
     import torch
 
-    from featurenerf_ns.metrics import nn_match
+    from featurenerf_ns.eval.metrics import nn_match
 
     out = {}
     field, _, _, maps, src, hw, _ = _field_and_inputs("tiny", device)
@@ -274,7 +272,7 @@ def part_inference(device: str) -> dict:
 
     # the paper preset's query: encode one 128² view, then the 512-d internal feature at 10,000 points
     import featurenerf_ns.method_configs as mc0
-    from featurenerf_ns.correspondence import field_point_features
+    from featurenerf_ns.eval.correspondence import field_point_features
 
     pcfg = copy.deepcopy(mc0.featurenerf.config.pipeline.model)
     pcfg.encoder.weights = "random"
@@ -297,7 +295,7 @@ def part_inference(device: str) -> dict:
     # one 128^2 feature render with the tiny-preset model (coarse + importance + depth samples, all pixels)
 
     import featurenerf_ns.method_configs as mc
-    from featurenerf_ns.datamanager import camera_rays
+    from featurenerf_ns.data.datamanager import camera_rays
     from nerfstudio.cameras.rays import RayBundle
 
     cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
@@ -440,7 +438,7 @@ class BenchCommand:
         results["targets"] = targets(results)
         for name, (value, limit, met) in results["targets"].items():
             CONSOLE.print(f"target {name}: {value:.3g} (limit {limit}) -> " + ("[green]met[/green]" if met else "[red]NOT met[/red]"))
-        from featurenerf_ns.data_layout import atomic_write_json
+        from featurenerf_ns.data.layout import atomic_write_json
 
         atomic_write_json(self.out, results)
         CONSOLE.print(f"wrote {self.out}")

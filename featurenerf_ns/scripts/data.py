@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from featurenerf_ns.cli import run_subcommands
-from featurenerf_ns.data_layout import FeatureNeRFDataError
+from featurenerf_ns.utils.cli import run_subcommands
+from featurenerf_ns.data.layout import FeatureNeRFDataError
 
 CONSOLE = make_console()
 
@@ -49,8 +49,8 @@ class Procedural:
     """Delete existing data of the category first (needed when settings change)."""
 
     def main(self) -> None:
-        from featurenerf_ns.procedural.categories import CATEGORY_NAMES
-        from featurenerf_ns.procedural.generate import GeneratorSettings, check_settings, generate_category
+        from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
+        from featurenerf_ns.data.procedural.generate import GeneratorSettings, check_settings, generate_category
 
         cats = CATEGORY_NAMES if self.category == "all" else [self.category]
         for cat in cats:
@@ -101,7 +101,7 @@ class ContactSheet:
     instances: int = 4
 
     def main(self) -> None:
-        from featurenerf_ns.procedural.contact_sheet import make_contact_sheet
+        from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
 
         path = make_contact_sheet(self.data, self.out, self.categories, self.instances)
         CONSOLE.print(f"[green]wrote[/green] {path}")

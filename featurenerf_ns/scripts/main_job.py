@@ -17,17 +17,17 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
-from featurenerf_ns.procedural.categories import CATEGORY_NAMES
+from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
 
 CONSOLE = make_console()
 
 
 def dataset_summary(data: Path, category: str) -> Dict[str, object]:
     """Counts and annotation statistics of one generated category (read back from disk)."""
-    from featurenerf_ns.instances import CategoryData
+    from featurenerf_ns.data.instances import CategoryData
 
     d = CategoryData(data, category)
     n_views, vis, fg, parts_seen = 0, [], [], set()
@@ -81,7 +81,7 @@ class MainJob:
     skip_training: bool = False
 
     def main(self) -> None:
-        from featurenerf_ns.procedural.contact_sheet import make_contact_sheet
+        from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
         from featurenerf_ns.scripts.data import Procedural
 
         timings: Dict[str, float] = {}
@@ -152,15 +152,15 @@ class MainJob:
 
     # ------------------------------------------------------------------ stages
     def teacher_stage(self, timings: Dict[str, float]) -> dict:
-        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.data.instances import CategoryData
         from featurenerf_ns.scripts.teacher import EvalPck, PcaImages
         from featurenerf_ns.teachers import TeacherSpec
-        from featurenerf_ns.teacher_cache import build_cache
+        from featurenerf_ns.teachers.cache import build_cache
 
         t = time.perf_counter()
         CONSOLE.rule("[bold]teacher weights")
         if self.teacher_weights is None:
-            from featurenerf_ns.weights import convert_imgfocus
+            from featurenerf_ns.weights.dinov2 import convert_imgfocus
 
             convert_imgfocus()  # no-op when verified weights are cached
         timings["weights"] = time.perf_counter() - t
@@ -247,8 +247,8 @@ class MainJob:
         return {"folder": str(folder), "files": files, "summary_md": (folder / "summary.md").read_text().split("\n", 2)[2]}
 
     def _eval_images(self) -> int:
-        from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig
-        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+        from featurenerf_ns.data.instances import CategoryData
 
         c = FeatureNeRFDataManagerConfig()
         ids = CategoryData(self.data, self.train_category).ids(c.eval_split)
@@ -258,8 +258,8 @@ class MainJob:
         """PSNR of predicting black everywhere on the same eval images (the floor any model must beat)."""
         import torch
 
-        from featurenerf_ns.datamanager import FeatureNeRFDataManagerConfig, _Instance
-        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, _Instance
+        from featurenerf_ns.data.instances import CategoryData
 
         c = FeatureNeRFDataManagerConfig()
         cat = CategoryData(self.data, self.train_category)

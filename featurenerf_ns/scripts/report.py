@@ -26,11 +26,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
-from featurenerf_ns.correspondence import PRIOR_LABELS
-from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.eval.correspondence import PRIOR_LABELS
+from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -238,7 +238,7 @@ def pck_plot(rows: List[Row], category: str, path: Path) -> None:
 
 
 def _save_fig(fig, path: Path) -> None:
-    from featurenerf_ns.data_layout import atomic_write_bytes
+    from featurenerf_ns.data.layout import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -331,7 +331,7 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from featurenerf_ns.instances import load_rgba
+    from featurenerf_ns.data.instances import load_rgba
 
     base = per_run[0][1][k]
     s, t, v, res = base["source"], base["target"], base["view"], base["resolution"]
@@ -397,7 +397,7 @@ class ReportCommand:
         if self.untrained:
             rows += untrained_rows(evals)
         self.out.mkdir(parents=True, exist_ok=True)
-        from featurenerf_ns.data_layout import atomic_write_bytes, atomic_write_json
+        from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json
 
         md, csv_text, tables = summary_tables(rows)
         for t in tables:
@@ -426,7 +426,7 @@ class ReportCommand:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.data_layout import FeatureNeRFDataError
+    from featurenerf_ns.data.layout import FeatureNeRFDataError
 
     cmd = tyro.cli(ReportCommand, description=__doc__)
     try:

@@ -25,12 +25,12 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
 DEFAULT_METHODS = ("featurenerf-tiny", "featurenerf-nodistill-tiny", "featurenerf-nocoord-tiny")
@@ -88,7 +88,7 @@ class _Study:
 
     def check_spec(self) -> None:
         """Writes ``<out>/study.json`` on first use; refuses settings that differ from the stored ones."""
-        from featurenerf_ns.data_layout import atomic_write_json
+        from featurenerf_ns.data.layout import atomic_write_json
 
         path = self.out / "study.json"
         mine = self.spec()
@@ -115,7 +115,7 @@ def drop_stale_curve(path: Path, start: int) -> int:
     """Removes learning-curve points at or after ``start`` (the step training resumes from): points an earlier
     attempt wrote after its last checkpoint, or all of them when its checkpoints are gone, would otherwise appear
     twice and carry a clock the resumed run does not continue. Returns how many were dropped (atomic rewrite)."""
-    from featurenerf_ns.data_layout import atomic_write_bytes, read_jsonl
+    from featurenerf_ns.data.layout import atomic_write_bytes, read_jsonl
 
     if not path.is_file():
         return 0
@@ -146,7 +146,7 @@ def train_command(st: _Study, cat: str, method: str, seed: int, remaining: int, 
 
 def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
     """Trains one run to ``st.steps`` (resuming from its last checkpoint); returns its train_done record."""
-    from featurenerf_ns.data_layout import atomic_write_json, read_jsonl
+    from featurenerf_ns.data.layout import atomic_write_json, read_jsonl
 
     run = st.run_dir(cat, method, seed)
     done = run / "train_done.json"
@@ -187,7 +187,7 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
 def _load_pipeline(config_path: Path):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from featurenerf_ns import compat  # noqa: F401
+    from featurenerf_ns.utils import compat  # noqa: F401
 
     _, pipeline, ckpt, step = eval_setup(config_path, test_mode="test")
     return pipeline, ckpt, step
@@ -202,7 +202,7 @@ def _novel_view(pipeline, ids: List[str]) -> Dict[str, float]:
 
 def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dict:
     """Protocol-v2 correspondence (internal + distilled features) and novel-view PSNR/SSIM of one trained run."""
-    from featurenerf_ns.data_layout import atomic_write_json
+    from featurenerf_ns.data.layout import atomic_write_json
 
     path = st.eval_path(cat, method, seed)
     if path.is_file():
@@ -228,7 +228,7 @@ def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dic
 def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     """Once per category: the teacher-2D baseline, the position priors, the untrained network (the architecture
     of the first method at its seeded initialisation) and the all-black PSNR floor, on the same pairs/images."""
-    from featurenerf_ns.data_layout import atomic_write_json
+    from featurenerf_ns.data.layout import atomic_write_json
 
     path = st.baseline_path(cat)
     if path.is_file():
@@ -320,8 +320,8 @@ def _entry_commands() -> dict:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.cli import run_subcommands
-    from featurenerf_ns.data_layout import FeatureNeRFDataError
+    from featurenerf_ns.utils.cli import run_subcommands
+    from featurenerf_ns.data.layout import FeatureNeRFDataError
 
     run_subcommands(_entry_commands(), __doc__, (StudyError, FeatureNeRFDataError))
 

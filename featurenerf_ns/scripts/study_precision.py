@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class Precision(Run):
         self.report()
 
     def report(self) -> dict:
-        from featurenerf_ns.data_layout import atomic_write_bytes, atomic_write_json
+        from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json
 
         cat, method = self.categories[0], self.methods[0]
         runs: Dict[str, dict] = {}

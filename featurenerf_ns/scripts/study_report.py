@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from featurenerf_ns.correspondence import PRIOR_LABELS
-from featurenerf_ns.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.eval.correspondence import PRIOR_LABELS
+from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 from featurenerf_ns.scripts.study import CONSOLE, StudyError, _Study
 
 METHOD_LABELS = {
@@ -176,7 +176,7 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from featurenerf_ns.data_layout import read_jsonl
+    from featurenerf_ns.data.layout import read_jsonl
     from featurenerf_ns.scripts.report import _save_fig
 
     panels = [("psnr", "novel-view PSNR (dB)"), (f"{cat}/{{f}}/part3d_xview/miou", "cross-view 3D part mIoU"),
@@ -267,7 +267,7 @@ class Report(_Study):
         self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
 
     def main(self) -> None:
-        from featurenerf_ns.data_layout import atomic_write_bytes
+        from featurenerf_ns.data.layout import atomic_write_bytes
 
         self.adopt_stored_settings()
         entries, baselines, runs = collect(self)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
-from featurenerf_ns.cli import make_console
+from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.teachers import TeacherSpec
@@ -35,7 +35,7 @@ class _TeacherOnData:
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
 
     def category_data(self):
-        from featurenerf_ns.instances import CategoryData
+        from featurenerf_ns.data.instances import CategoryData
 
         return CategoryData(self.data, self.category)
 
@@ -59,7 +59,7 @@ class Cache(_TeacherOnSplit):
     """Extract and cache teacher features of every view of a split (resumes; rebuilds when settings change)."""
 
     def main(self) -> None:
-        from featurenerf_ns.teacher_cache import build_cache
+        from featurenerf_ns.teachers.cache import build_cache
 
         cat, ids = self.instances()
         t = self.teacher.setup()
@@ -84,8 +84,8 @@ class EvalPck(_TeacherOnSplit):
     """Write the results as JSON here."""
 
     def main(self) -> None:
-        from featurenerf_ns.correspondence import TeacherProvider, evaluate
-        from featurenerf_ns.protocols import make_protocol
+        from featurenerf_ns.eval.correspondence import TeacherProvider, evaluate
+        from featurenerf_ns.eval.protocols import make_protocol
 
         cat, ids = self.instances()
         proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)
@@ -112,7 +112,7 @@ class EvalPck(_TeacherOnSplit):
             table.add_row(r["label"], *[f"{r[k]:.1f}" for k in keys])
         CONSOLE.print(table)
         if self.out:
-            from featurenerf_ns.data_layout import atomic_write_json
+            from featurenerf_ns.data.layout import atomic_write_json
 
             atomic_write_json(self.out, results)
             CONSOLE.print(f"wrote {self.out}")
@@ -120,7 +120,7 @@ class EvalPck(_TeacherOnSplit):
 
 def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """(B, D, h, w) maps -> (B, h, w, 3) uint8: joint PCA-3 over the foreground cells of all maps, background black."""
-    from featurenerf_ns.teacher_cache import PcaColors, cell_alpha
+    from featurenerf_ns.teachers.cache import PcaColors, cell_alpha
 
     a = cell_alpha(alpha, maps.shape[-2:])[:, 0]
     feats = maps.permute(0, 2, 3, 1)
@@ -141,7 +141,7 @@ class PcaImages(_TeacherOnData):
     def main(self) -> None:
         from PIL import Image
 
-        from featurenerf_ns.teacher_cache import load_views
+        from featurenerf_ns.teachers.cache import load_views
 
         cat = self.category_data()
         ids = list(self.instances) or cat.ids("train")[:3]
@@ -189,8 +189,8 @@ class Info:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.cli import run_subcommands
-    from featurenerf_ns.data_layout import FeatureNeRFDataError
+    from featurenerf_ns.utils.cli import run_subcommands
+    from featurenerf_ns.data.layout import FeatureNeRFDataError
     from featurenerf_ns.teachers import TeacherError
 
     run_subcommands({"cache": Cache, "eval-pck": EvalPck, "pca-images": PcaImages, "info": Info}, __doc__,

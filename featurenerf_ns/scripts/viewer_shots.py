@@ -269,8 +269,8 @@ def run_category(config: Path):
     """The CategoryData a featurenerf run (its config.yml) was trained on."""
     import yaml
 
-    from featurenerf_ns.instances import CategoryData
-    from featurenerf_ns.pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
+    from featurenerf_ns.data.instances import CategoryData
+    from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
 
     if not config.is_file():
         raise ViewerShotsError(f"{config}: no such config; pass the config.yml of a featurenerf run")
@@ -296,7 +296,7 @@ class ViewerShots:
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        from featurenerf_ns.viewer import viewer_instances
+        from featurenerf_ns.viewer.panel import viewer_instances
 
         cat = run_category(self.load_config)
         ids = viewer_instances(cat)
@@ -324,7 +324,7 @@ class ViewerShots:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.cli import run_command
+    from featurenerf_ns.utils.cli import run_command
 
     run_command(ViewerShots, (ViewerShotsError,))
 

@@ -9,7 +9,7 @@ centre (u, v) samples the map at normalised coordinates ``(2u / W - 1, 2v / H - 
 ``grid_sample(align_corners=False)``.
 
 :meth:`Teacher.identity` is what a feature cache records and compares: teacher id, weights hash, layer,
-facet, input size, normalisation, masking (see :mod:`featurenerf_ns.teacher_cache`).
+facet, input size, normalisation, masking (see :mod:`featurenerf_ns.teachers.cache`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featurenerf_ns.teachers.dinov2 import IMAGENET_MEAN, IMAGENET_STD
+from featurenerf_ns.utils.images import imagenet_normalize
 
 
 class TeacherError(RuntimeError):
@@ -122,9 +122,7 @@ class Teacher(nn.Module):
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         if self.config.imagenet_norm:
-            mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-            std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-            return (x - mean) / std
+            return imagenet_normalize(x)
         return x * 2.0 - 1.0
 
     @torch.inference_mode()

@@ -271,7 +271,7 @@ class DiffusionTeacher(Teacher):
         if unet_file is None:
             unet_file = next(iter(sorted((path / "unet").glob("*.safetensors"))), None)
         if unet_file is not None:
-            from featurenerf_ns.weights import sha256_file
+            from featurenerf_ns.weights.cache import sha256_file
 
             self.weights_sha256 = sha256_file(unet_file)
         return comps, path.name, self._tok_kind, self._sched_src

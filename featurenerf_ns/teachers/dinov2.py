@@ -22,8 +22,6 @@ from torch import nn
 
 Facet = Literal["token", "query", "key", "value"]
 FACETS = ("token", "query", "key", "value")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -242,13 +240,6 @@ def build_dinov2(name: str = "vits14", **overrides) -> DinoV2ViT:
     if name not in CONFIGS:
         raise ValueError(f"unknown DINOv2 variant {name!r}; choose one of {', '.join(CONFIGS)}")
     return DinoV2ViT(replace(CONFIGS[name], **overrides))
-
-
-def normalize_image(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> ImageNet-normalised input."""
-    mean = rgb.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = rgb.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (rgb - mean) / std
 
 
 def config_from_state_dict(sd: Dict[str, torch.Tensor], **overrides) -> DinoV2Config:

@@ -72,7 +72,8 @@ class ViTTeacher(Teacher):
             self.label, self.weights_sha256 = f"{base} (random weights, seed {cfg.seed})", f"random-seed{cfg.seed}"
             return DinoV2ViT(CONFIGS[cfg.arch])
         if cfg.arch == "vits14" and (w is None or w == "cache"):
-            from featurenerf_ns.weights import WEIGHTS_NAME, WeightsError, cache_dir, load_dinov2
+            from featurenerf_ns.weights.cache import WeightsError, cache_dir
+            from featurenerf_ns.weights.dinov2 import WEIGHTS_NAME, load_dinov2
 
             try:
                 net, self.label = load_dinov2(None)
@@ -96,7 +97,8 @@ class ViTTeacher(Teacher):
             self.label, self.weights_sha256 = f"{base} (official, torch.hub)", f"url:{Path(url).name}"
             return self._build(sd, url)
         path = Path(w).expanduser()
-        from featurenerf_ns.weights import WeightsError, read_backbone_state_dict, sha256_file
+        from featurenerf_ns.weights.cache import WeightsError, sha256_file
+        from featurenerf_ns.weights.dinov2 import read_backbone_state_dict
 
         try:
             sd = read_backbone_state_dict(path, f"teacher {cfg.name}: pass an existing checkpoint path, hub or random")
@@ -106,7 +108,7 @@ class ViTTeacher(Teacher):
         return self._build(sd, str(path))
 
     def _build(self, sd: Dict[str, torch.Tensor], where: str) -> DinoV2ViT:
-        from featurenerf_ns.weights import backbone_state_dict
+        from featurenerf_ns.weights.dinov2 import backbone_state_dict
 
         sd = backbone_state_dict(sd)
         try:

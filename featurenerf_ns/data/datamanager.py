@@ -1,0 +1,320 @@
+"""Multi-instance DataManager: per step, B objects x (N source views, R target rays with teacher features).
+
+Streams from disk with bounded memory: decoded instances live in an LRU of ``max_cached_instances`` (uint8
+RGBA at the training resolution), teacher maps are memory-mapped fp16 files from the teacher cache (built on
+first use). Object sampling is seeded by (seed, rank, step), so runs are reproducible, resume continues the
+same stream, and each rank of a multi-device launch draws from its own shard of the instances.
+
+What nerfstudio's trainer, viewer and ns-eval need is provided too: ``train_dataset`` (all train images as one
+camera set, for the viewer), ``eval_dataset``, ``next_eval_image`` and ``fixed_indices_eval_dataloader`` (novel
+views of held-out instances rendered from one input view).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch.nn import Parameter
+
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.fields.featurenerf_field import SourceViews
+from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
+from featurenerf_ns.teachers import TeacherSpec
+
+
+@dataclass
+class FeatureNeRFDataManagerConfig(DataManagerConfig):
+    _target: Type = field(default_factory=lambda: FeatureNeRFDataManager)
+    dataparser: FeatureNeRFDataParserConfig = field(default_factory=FeatureNeRFDataParserConfig)
+    objects_per_batch: int = 4
+    """B: objects per step (official 4)."""
+    rays_per_object: int = 128
+    """R: target rays per object (official 128; paper 1024)."""
+    num_source_views: int = 1
+    """N: source views per object (official 1)."""
+    image_size: Optional[int] = None
+    """Train/eval at this square resolution (area-resized; None = as stored, 128 for the benchmark)."""
+    bbox_sampling_steps: int = 100_000
+    """Draw target rays inside the foreground bounding box for the first steps (official: 100k)."""
+    foreground_ray_fraction: float = 0.0
+    """Fraction of each object's target rays drawn uniformly from its foreground (alpha) pixels; the rest follow
+    the bbox / whole-image rule. 4-13% of a benchmark image is object, so uniform rays spend most of the batch
+    on empty background. Official: 0 (bbox only)."""
+    distill: bool = True
+    """Load teacher features (False for the no-distill baseline: no teacher, no cache)."""
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    max_cached_instances: int = 256
+    """LRU size of decoded instances kept in memory (3.3 MB each at 128^2 x 50 views)."""
+    eval_split: Literal["val", "test"] = "test"
+    eval_num_instances: Optional[int] = 4
+    """Held-out instances rendered by ns-eval / the eval callback (None = all of the split)."""
+    eval_source_view: int = 0
+    """The one input view of an eval instance."""
+    eval_target_views: Tuple[int, ...] = (10, 20, 30, 40)
+    """Novel views rendered per eval instance (indices modulo the number of views)."""
+    seed: int = 0
+
+
+class _Instance:
+    """Decoded views of one instance at the training resolution."""
+
+    def __init__(self, rec: InstanceRecord, size: Optional[int]):
+        rgba = torch.from_numpy(np.stack([load_rgba(p) for p in rec.image_paths])).permute(0, 3, 1, 2)  # (V, 4, H, W)
+        if size is not None and tuple(rgba.shape[-2:]) != (size, size):
+            rgba = F.interpolate(rgba, size=(size, size), mode="area")
+        self.rgba = (rgba.clamp(0, 1) * 255).round().to(torch.uint8)
+        V, _, H, W = self.rgba.shape
+        self.hw = (H, W)
+        scale = W / rec.width
+        self.focal = rec.focal * scale
+        self.c2w = torch.as_tensor(rec.poses, dtype=torch.float32)
+        fg = self.rgba[:, 3] > 127
+        ys, xs = fg.any(2), fg.any(1)
+        bbox = []
+        for v in range(V):
+            yy, xx = torch.nonzero(ys[v])[:, 0], torch.nonzero(xs[v])[:, 0]
+            bbox.append([int(xx.min()), int(yy.min()), int(xx.max()), int(yy.max())] if len(yy) else [0, 0, W - 1, H - 1])
+        self.bbox = torch.tensor(bbox)  # (V, 4) x0, y0, x1, y1 inclusive
+        counts = fg.flatten(1).sum(1)
+        self.fg_flat = torch.nonzero(fg.flatten(1))[:, 1]  # foreground pixel indices (y * W + x), view after view
+        self.fg_start = torch.cumsum(counts, 0) - counts  # (V,) where each view's indices begin
+        self.fg_count = counts  # (V,)
+
+    def rgb(self, views) -> torch.Tensor:
+        return self.rgba[views, :3].float() / 255.0
+
+
+def bilinear_gather(maps, view: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
+    """maps (V, D, h, w) (tensor, array or memory-mapped array), per-ray view index (R,), pixel coordinates (R, 2)
+    -> (R, D) float32; same convention as ``grid_sample(align_corners=False, padding_mode='border')`` with the map
+    covering the whole image. Only the 4 cells around each ray are read (not whole maps of a memory-mapped cache)."""
+    V, D, h, w = maps.shape
+    H, W = image_hw
+    x = (uv[:, 0] * (w / W) - 0.5).clamp(0, w - 1)
+    y = (uv[:, 1] * (h / H) - 0.5).clamp(0, h - 1)
+    x0, y0 = x.floor().long().clamp(max=w - 1), y.floor().long().clamp(max=h - 1)
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    arr = maps.numpy() if isinstance(maps, torch.Tensor) else maps
+    vi = np.asarray(view, dtype=np.int64)
+    ys, xs = torch.stack([y0, y0, y1, y1]).numpy(), torch.stack([x0, x1, x0, x1]).numpy()
+    # advanced indices around a slice: the result is (4, R, D)
+    corners = torch.from_numpy(np.asarray(arr[np.broadcast_to(vi, ys.shape), :, ys, xs], dtype=np.float32))
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+    return (corners * wts).sum(0)
+
+
+def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.Tensor, v: torch.Tensor):
+    """Rays through pixel centres (u + 0.5, v + 0.5) of OpenGL cameras c2w (R, 4, 4): origins, unit directions."""
+    H, W = hw
+    d = torch.stack([(u + 0.5 - W / 2) / focal, -(v + 0.5 - H / 2) / focal, -torch.ones_like(u, dtype=torch.float32)], -1)
+    d = torch.einsum("rij,rj->ri", c2w[:, :3, :3], d)
+    return c2w[:, :3, 3], F.normalize(d, dim=-1)
+
+
+def pinhole_camera(c2w: torch.Tensor, focal: float, hw: Tuple[int, int]) -> Cameras:
+    """A nerfstudio camera: OpenGL c2w (4, 4) (or (3, 4)), focal in pixels, principal point at the image centre."""
+    H, W = hw
+    return Cameras(camera_to_worlds=c2w[None, :3, :4].float(), fx=focal, fy=focal, cx=W / 2.0, cy=H / 2.0, width=W,
+                   height=H, camera_type=CameraType.PERSPECTIVE)
+
+
+class FeatureNeRFDataManager(DataManager):
+    config: FeatureNeRFDataManagerConfig
+
+    def __init__(self, config: FeatureNeRFDataManagerConfig, device: Union[torch.device, str] = "cpu",
+                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0, **kwargs):
+        self.config = config
+        self.device = device
+        self.world_size, self.local_rank = world_size, local_rank
+        self.test_mode = test_mode
+        if config.data is not None:
+            config.dataparser.data = Path(config.data)
+        self.dataparser = config.dataparser.setup()
+        self.cat: CategoryData = self.dataparser.category_data
+        self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs(split="train")
+        self.train_dataset = InputDataset(self.train_dataparser_outputs)
+        eval_outputs = self.dataparser.get_dataparser_outputs(split=config.eval_split)
+        self.eval_dataset = InputDataset(eval_outputs)
+        self.train_ids: List[str] = list(self.train_dataparser_outputs.metadata["instance_ids"])
+        ids = list(eval_outputs.metadata["instance_ids"])
+        self.eval_ids: List[str] = ids[: config.eval_num_instances] if config.eval_num_instances else ids
+        if len(self.train_ids) < world_size:
+            raise ValueError(f"{self.cat.layout.split_file}: {len(self.train_ids)} train instances for {world_size} devices; use fewer devices or more data")
+        self.rank_ids = self.train_ids[local_rank::world_size]
+        self._lru: "OrderedDict[str, _Instance]" = OrderedDict()
+        self.teacher_cache = None
+        if config.distill and test_mode != "inference":
+            self.teacher_cache = self._open_teacher_cache()
+            self.train_dataparser_outputs.metadata["teacher_feature_dim"] = self.teacher_cache.dim
+        self.on_sources = None
+        """Called with the SourceViews of every batch it hands out (the pipeline points it at model.set_sources)."""
+        super().__init__()
+        self.fixed_indices_eval_dataloader = FixedEvalImages(self, self.eval_ids)
+
+    # ------------------------------------------------------------------ data
+    def _open_teacher_cache(self):
+        from featurenerf_ns.teachers.cache import open_cache
+
+        spec = self.config.teacher
+        teacher = spec.config().setup(device="cpu")
+        CONSOLE.print(f"teacher: {teacher.label} ({teacher.dim} x {teacher.map_size()[0]} x {teacher.map_size()[1]})")
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and self.world_size > 1
+        if distributed:  # rank 0 builds/validates the cache, the others wait for it, then everyone opens it
+            if self.local_rank == 0:
+                open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=True)
+            dist.barrier()
+        cache = open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=not distributed)
+        del teacher
+        return cache
+
+    @property
+    def feature_dim(self) -> int:
+        return self.teacher_cache.dim if self.teacher_cache is not None else 0
+
+    def instance(self, inst: str) -> _Instance:
+        if inst in self._lru:
+            self._lru.move_to_end(inst)
+            return self._lru[inst]
+        item = _Instance(self.cat.instance(inst), self.config.image_size)
+        self._lru[inst] = item
+        while len(self._lru) > max(1, self.config.max_cached_instances):
+            self._lru.popitem(last=False)
+        return item
+
+    def sources(self, insts: List[_Instance], views: torch.Tensor) -> SourceViews:
+        """views (B, N) -> SourceViews on the data manager's device."""
+        images = torch.stack([it.rgb(v) for it, v in zip(insts, views)])
+        c2w = torch.stack([it.c2w[v] for it, v in zip(insts, views)])
+        focal = torch.tensor([[it.focal] * views.shape[1] for it in insts], dtype=torch.float32)
+        center = torch.tensor([[[it.hw[1] / 2, it.hw[0] / 2]] * views.shape[1] for it in insts], dtype=torch.float32)
+        return SourceViews(images, c2w, focal, center).to(self.device)
+
+    def _ray_batch(self, ids: List[str], step: int, rng: np.random.Generator, bbox: bool, with_teacher: bool):
+        c = self.config
+        R = c.rays_per_object
+        insts = [self.instance(i) for i in ids]
+        origins, dirs, rgbs, feats, src_views = [], [], [], [], []
+        for b, (inst_id, it) in enumerate(zip(ids, insts)):
+            V = it.rgba.shape[0]
+            src_views.append(torch.from_numpy(rng.choice(V, size=c.num_source_views, replace=V < c.num_source_views)))
+            view = torch.from_numpy(rng.integers(0, V, size=R))
+            H, W = it.hw
+            if bbox:
+                box = it.bbox[view]
+                u = box[:, 0] + (torch.from_numpy(rng.random(R)).float() * (box[:, 2] - box[:, 0] + 1)).long()
+                v = box[:, 1] + (torch.from_numpy(rng.random(R)).float() * (box[:, 3] - box[:, 1] + 1)).long()
+            else:
+                u = torch.from_numpy(rng.integers(0, W, size=R))
+                v = torch.from_numpy(rng.integers(0, H, size=R))
+            n_fg = int(round(c.foreground_ray_fraction * R))
+            if n_fg:  # the first n_fg rays: a uniform foreground pixel of their view (views without one keep theirs)
+                vf = view[:n_fg]
+                cnt = it.fg_count[vf]
+                k = (torch.from_numpy(rng.random(n_fg)).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
+                flat = it.fg_flat[(it.fg_start[vf] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
+                has = cnt > 0
+                u[:n_fg] = torch.where(has, flat % W, u[:n_fg])
+                v[:n_fg] = torch.where(has, flat // W, v[:n_fg])
+            o, d = camera_rays(it.c2w[view], it.focal, it.hw, u.float(), v.float())
+            origins.append(o)
+            dirs.append(d)
+            rgbs.append(it.rgba[view, :3, v, u].float() / 255.0)
+            if with_teacher:
+                feats.append(bilinear_gather(self.teacher_cache.features(inst_id), view,
+                                             torch.stack([u, v], -1).float() + 0.5, it.hw))
+        n = len(ids) * R
+        bundle = RayBundle(
+            origins=torch.cat(origins), directions=torch.cat(dirs), pixel_area=torch.full((n, 1), 1e-4),
+            camera_indices=torch.arange(len(ids)).repeat_interleave(R)[:, None],
+        ).to(self.device)
+        batch = {"image": torch.cat(rgbs).to(self.device), "source": self.sources(insts, torch.stack(src_views)),
+                 "instance_ids": list(ids)}
+        if with_teacher:
+            batch["teacher_feature"] = torch.cat(feats).to(self.device)
+        self._deliver(batch["source"])
+        return bundle, batch
+
+    def _deliver(self, sources: SourceViews) -> None:
+        if self.on_sources is not None:
+            self.on_sources(sources)
+
+    def _rng(self, step: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, stream, self.local_rank, step])
+
+    # ------------------------------------------------------------------ nerfstudio interface
+    def setup_train(self):
+        pass
+
+    def setup_eval(self):
+        pass
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.train_count += 1
+        rng = self._rng(step, 0)
+        k = self.config.objects_per_batch
+        ids = [self.rank_ids[i] for i in rng.choice(len(self.rank_ids), size=k, replace=len(self.rank_ids) < k)]
+        return self._ray_batch(ids, step, rng, bbox=step < self.config.bbox_sampling_steps, with_teacher=self.teacher_cache is not None)
+
+    def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.eval_count += 1
+        rng = self._rng(step, 1)
+        k = min(self.config.objects_per_batch, len(self.eval_ids))
+        ids = [self.eval_ids[i] for i in rng.choice(len(self.eval_ids), size=k, replace=False)]
+        return self._ray_batch(ids, step, rng, bbox=False, with_teacher=False)
+
+    def eval_image(self, inst_id: str, target_view: int, source_views=None) -> Tuple[Cameras, Dict]:
+        """(camera of the target view, batch with its image and the source conditioning) of one instance."""
+        it = self.instance(inst_id)
+        V = it.rgba.shape[0]
+        src = torch.tensor([source_views if source_views is not None else [self.config.eval_source_view % V]])
+        camera = pinhole_camera(it.c2w[target_view % V], it.focal, it.hw).to(self.device)
+        batch = {"image": it.rgb(target_view % V).permute(1, 2, 0).to(self.device), "source": self.sources([it], src),
+                 "instance_id": inst_id, "target_view": int(target_view % V)}
+        self._deliver(batch["source"])
+        return camera, batch
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        rng = self._rng(step, 2)
+        inst = self.eval_ids[int(rng.integers(len(self.eval_ids)))]
+        return self.eval_image(inst, int(rng.choice(self.config.eval_target_views)))
+
+    def get_train_rays_per_batch(self) -> int:
+        return self.config.objects_per_batch * self.config.rays_per_object
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.get_train_rays_per_batch()
+
+    def get_datapath(self) -> Path:
+        return self.cat.root
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {}
+
+
+class FixedEvalImages:
+    """(camera, batch) of every (eval instance, target view): what ns-eval and the eval-all-images callback average."""
+
+    def __init__(self, dm: FeatureNeRFDataManager, ids: List[str]):
+        self.dm = dm
+        self.items = [(i, v) for i in ids for v in dm.config.eval_target_views]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        for inst, view in self.items:
+            yield self.dm.eval_image(inst, view)

@@ -1,0 +1,372 @@
+"""Generates the embedded procedural benchmark ("ShapeNet-like") in the official FeatureNeRF layout.
+
+One instance = one parametric object of a category: mesh with per-face part labels, named 3D keypoints,
+a per-instance colour scheme, 50 RGBA renders with depth / part-label maps / 2D keypoints + visibility,
+and a part-labelled surface point cloud. Everything is derived from ``(seed, category, index)``, so an
+instance is identical whichever order or process renders it, and re-running reproduces the same bytes.
+
+Atomicity: an instance is staged in ``<root>/.staging/`` and moved into place directory by directory;
+its camera JSON is written last and marks it complete. ``splits/<category>.json`` is written once all
+instances are complete and marks the category complete. An interrupted run leaves nothing that reads as
+complete, and re-running resumes with the missing instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from featurenerf_ns.data.layout import (
+    FAR,
+    NEAR,
+    FeatureNeRFDataError,
+    Layout,
+    SYNSETS,
+    atomic_write_json,
+    load_json,
+    npz_bytes,
+    replace_dir,
+)
+from featurenerf_ns.data.procedural.appearance import sample_materials
+from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES, get_category
+from featurenerf_ns.data.procedural.render import (
+    CAMERA_ANGLE_X,
+    Intrinsics,
+    Raycaster,
+    fixed_poses,
+    keypoint_visibility,
+    random_hemisphere_poses,
+    render_view,
+)
+
+GENERATOR_VERSION = 1
+LONGEST_EDGE = 0.6
+"""Every object is scaled so the longest edge of its bounding box has this length."""
+MAX_RADIUS = 0.49
+"""Objects must fit within this distance of the centre so near/far 0.8/1.8 cover them from radius 1.3."""
+SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    category: str
+    num_instances: int = 60
+    seed: int = 0
+    resolution: int = 128
+    train_views: int = 50
+    eval_views: int = 50
+    supersample: int = 2
+    num_points: int = 2048
+
+    def fingerprint(self) -> str:
+        payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def instance_id(index: int) -> str:
+    return f"inst_{index:04d}"
+
+
+def split_assignment(settings: GeneratorSettings) -> Dict[str, List[str]]:
+    """70/10/20 train/val/test split of the instance ids by a fixed permutation of the seed."""
+    n = settings.num_instances
+    cat_idx = CATEGORY_NAMES.index(settings.category)
+    perm = np.random.default_rng(np.random.SeedSequence([settings.seed, cat_idx, 7919])).permutation(n)
+    n_train = int(round(SPLIT_FRACTIONS[0] * n))
+    n_val = int(round(SPLIT_FRACTIONS[1] * n))
+    if n >= 3:  # keep at least one val and one test instance
+        n_val = max(n_val, 1)
+        n_train = min(n_train, n - n_val - 1)
+    ids = [instance_id(i) for i in perm]
+    return {
+        "train": sorted(ids[:n_train]),
+        "val": sorted(ids[n_train:n_train + n_val]),
+        "test": sorted(ids[n_train + n_val:]),
+    }
+
+
+def _merge_and_normalise(spec, part_names: List[str]):
+    meshes, labels = [], []
+    for part, mesh in spec.parts:
+        if part not in part_names:
+            raise ValueError(f"generator produced unknown part {part!r}")
+        meshes.append(mesh)
+        labels.append(np.full(len(mesh.faces), part_names.index(part) + 1, dtype=np.uint8))
+    merged = trimesh.util.concatenate(meshes)
+    vertices = np.asarray(merged.vertices, dtype=np.float64)
+    lo, hi = vertices.min(0), vertices.max(0)
+    center = (lo + hi) / 2.0
+    scale = LONGEST_EDGE / float((hi - lo).max())
+    vertices = (vertices - center) * scale
+    keypoints = {k: (None if v is None else (v - center) * scale) for k, v in spec.keypoints.items()}
+    return vertices, np.asarray(merged.faces, dtype=np.int64), np.concatenate(labels), keypoints
+
+
+def _sample_surface(caster: Raycaster, vertices, faces, face_normals, face_labels, n: int, rng: np.random.Generator):
+    """Area-weighted surface samples that lie on the object's outer surface (samples buried inside another
+    part, e.g. the top of a leg inside the seat, are rejected: none of 8 rays from them escapes)."""
+    tri = vertices[faces]
+    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    prob = areas / areas.sum()
+    pts_out, lab_out, nrm_out = [], [], []
+    total = 0
+    for _ in range(20):
+        m = 4 * n
+        fid = rng.choice(len(faces), size=m, p=prob)
+        r1, r2 = rng.random(m), rng.random(m)
+        s1 = np.sqrt(r1)
+        bary = np.stack([1 - s1, s1 * (1 - r2), s1 * r2], axis=1)
+        pts = np.einsum("ij,ijk->ik", bary, tri[fid])
+        nrm = face_normals[fid]
+        k_dirs = 8
+        jitter = rng.normal(size=(m, k_dirs, 3))
+        jitter /= np.linalg.norm(jitter, axis=2, keepdims=True)
+        dirs = nrm[:, None, :] + 0.95 * jitter
+        dirs[:, 0] = nrm  # always try straight out along the normal
+        flip = np.einsum("ijk,ik->ij", dirs, nrm) < 0
+        dirs[flip] *= -1
+        origins = np.repeat(pts + 1e-4 * nrm, k_dirs, axis=0)
+        prim, _ = caster.first_hit(origins, dirs.reshape(-1, 3))
+        escaped = (prim.reshape(m, k_dirs) < 0).any(axis=1)
+        pts_out.append(pts[escaped])
+        lab_out.append(face_labels[fid][escaped])
+        nrm_out.append(nrm[escaped])
+        total += int(escaped.sum())
+        if total >= n:
+            break
+    pts, lab, nrm = (np.concatenate(a)[:n] for a in (pts_out, lab_out, nrm_out))
+    return pts.astype(np.float32), lab.astype(np.uint8), nrm.astype(np.float32)
+
+
+def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[str, object]:
+    """Builds and renders one instance entirely in memory."""
+    module = get_category(settings.category)
+    part_names = list(module.PARTS)
+    kp_names = [k for k, _ in module.KEYPOINTS]
+    cat_idx = CATEGORY_NAMES.index(settings.category)
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, cat_idx, index]))
+    for attempt in range(50):
+        spec = module.build(rng)
+        vertices, faces, face_labels, kp_dict = _merge_and_normalise(spec, part_names)
+        if np.linalg.norm(vertices, axis=1).max() <= MAX_RADIUS:
+            break
+    else:
+        raise RuntimeError(f"{settings.category} generator never fit the {MAX_RADIUS} bounding sphere")
+    missing = set(kp_names) - set(kp_dict)
+    if missing:
+        raise RuntimeError(f"{settings.category} generator did not set keypoints {sorted(missing)}")
+    keypoints = np.full((len(kp_names), 3), np.nan)
+    for i, name in enumerate(kp_names):
+        if kp_dict[name] is not None:
+            keypoints[i] = kp_dict[name]
+    materials, part_to_mat = sample_materials(rng, part_names)
+    material_of_label = np.array([part_to_mat[name] for name in part_names], dtype=np.int64)
+    face_materials = material_of_label[face_labels.astype(np.int64) - 1]
+    tri = vertices[faces]
+    face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    face_normals /= np.maximum(np.linalg.norm(face_normals, axis=1, keepdims=True), 1e-12)
+
+    if split == "train":
+        poses = random_hemisphere_poses(rng, settings.train_views)
+    else:
+        poses = fixed_poses(settings.eval_views)
+    K = Intrinsics.from_angle(CAMERA_ANGLE_X, settings.resolution, settings.resolution)
+    caster = Raycaster(vertices, faces)
+    rgba, depth, parts, kp2d, kp_vis = [], [], [], [], []
+    for c2w in poses:
+        view = render_view(caster, face_normals, face_labels, face_materials, materials, c2w, K, settings.supersample)
+        uv, vis = keypoint_visibility(caster, keypoints, c2w, K)
+        rgba.append(view.rgba)
+        depth.append(view.depth)
+        parts.append(view.parts)
+        kp2d.append(uv)
+        kp_vis.append(vis)
+    points, point_labels, point_normals = _sample_surface(caster, vertices, faces, face_normals, face_labels,
+                                                          settings.num_points, rng)
+    return {
+        "id": instance_id(index),
+        "split": split,
+        "poses": poses,
+        "rgba": np.stack(rgba),
+        "views": {
+            "depth": np.stack(depth).astype(np.float16),
+            "parts": np.stack(parts),
+            "kp2d": np.stack(kp2d).astype(np.float32),
+            "kp_visible": np.stack(kp_vis),
+        },
+        "shape": {
+            "points": points,
+            "point_labels": point_labels,
+            "point_normals": point_normals,
+            "keypoints": keypoints.astype(np.float32),
+            "keypoint_present": np.isfinite(keypoints).all(axis=1),
+            "mesh_vertices": vertices.astype(np.float32),
+            "mesh_faces": faces.astype(np.int32),
+            "face_labels": face_labels,
+        },
+        "meta": {
+            "id": instance_id(index),
+            "category": settings.category,
+            "split": split,
+            "index": index,
+            "style": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in spec.style.items()},
+            "materials": [m.to_json() for m in materials],
+            "part_materials": part_to_mat,
+            "fingerprint": settings.fingerprint(),
+        },
+    }
+
+
+def _png_bytes(rgba: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def write_instance(root: Path, settings: GeneratorSettings, data: Dict[str, object]) -> None:
+    """Stages the instance, then moves images and annotations into place and writes the camera JSON last."""
+    layout = Layout(root, settings.category)
+    inst = data["id"]
+    staging = Path(root) / ".staging" / settings.category / f"{inst}.{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "img").mkdir(parents=True)
+    (staging / "ann").mkdir(parents=True)
+    frames = []
+    for v, (rgba, pose) in enumerate(zip(data["rgba"], data["poses"])):
+        (staging / "img" / f"{v:03d}.png").write_bytes(_png_bytes(rgba))
+        frames.append({"file_path": f"{v:03d}", "transform_matrix": np.round(pose, 8).tolist()})
+    (staging / "ann" / "views.npz").write_bytes(npz_bytes(data["views"]))
+    (staging / "ann" / "shape.npz").write_bytes(npz_bytes(data["shape"]))
+    (staging / "ann" / "meta.json").write_text(json.dumps(data["meta"], indent=1, sort_keys=True) + "\n")
+    camera = {
+        "camera_angle_x": CAMERA_ANGLE_X,
+        "near": NEAR,
+        "far": FAR,
+        "width": settings.resolution,
+        "height": settings.resolution,
+        "frames": frames,
+        "generator_fingerprint": settings.fingerprint(),
+    }
+    layout.camera_file(inst).unlink(missing_ok=True)  # the instance is incomplete from here on
+    replace_dir(staging / "img", layout.img_dir(inst))
+    replace_dir(staging / "ann", layout.annotation_dir(inst))
+    atomic_write_json(layout.camera_file(inst), camera)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def instance_complete(root: Path, settings: GeneratorSettings, inst: str) -> bool:
+    layout = Layout(root, settings.category)
+    cam = layout.camera_file(inst)
+    if not cam.is_file():
+        return False
+    try:
+        camera = json.loads(cam.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if camera.get("generator_fingerprint") != settings.fingerprint():
+        return False
+    n_views = len(camera.get("frames", []))
+    img_dir = layout.img_dir(inst)
+    pngs = list(img_dir.glob("*.png")) if img_dir.is_dir() else []
+    ann = layout.annotation_dir(inst)
+    return len(pngs) == n_views > 0 and all((ann / f).is_file() for f in ("views.npz", "shape.npz", "meta.json"))
+
+
+def _generate_one(args) -> str:
+    root, settings, index, split = args
+    data = build_instance(settings, index, split)
+    write_instance(root, settings, data)
+    return data["id"]
+
+
+def category_manifest(settings: GeneratorSettings) -> Dict[str, object]:
+    module = get_category(settings.category)
+    return {
+        "category": settings.category,
+        "synset": SYNSETS[settings.category],
+        "parts": list(module.PARTS),
+        "keypoints": [{"name": k, "part": p} for k, p in module.KEYPOINTS],
+        "generator": {**asdict(settings), "version": GENERATOR_VERSION},
+        "fingerprint": settings.fingerprint(),
+        "camera": {"radius": 1.3, "camera_angle_x": CAMERA_ANGLE_X, "near": NEAR, "far": FAR,
+                   "longest_edge": LONGEST_EDGE},
+        "conventions": {
+            "object_frame": "+z up, front faces -y; left/right are the object's own (+x is its left)",
+            "depth": "views.npz depth = distance along the camera's optical axis (0 = background), float16",
+            "kp2d": "pixel coordinates (x right, y down), pixel centres at +0.5; NaN when the keypoint is absent",
+            "labels": "part label id = index in 'parts' + 1; 0 = background",
+        },
+    }
+
+
+def generate_category(root: Path, settings: GeneratorSettings, workers: int = 1, overwrite: bool = False,
+                      progress=None) -> Dict[str, List[str]]:
+    """Generates (or resumes) one category; returns its split. ``progress(n_done, n_total)`` is called."""
+    root = Path(root)
+    if settings.category not in CATEGORY_NAMES:
+        raise FeatureNeRFDataError(f"unknown category {settings.category!r}; choose one of {', '.join(CATEGORY_NAMES)}")
+    layout = Layout(root, settings.category)
+    manifest = category_manifest(settings)
+    if layout.category_file.exists() and not overwrite:
+        old = load_json(layout.category_file, "category manifest")
+        if old.get("fingerprint") != settings.fingerprint():
+            diff = {k: (old.get("generator", {}).get(k), v) for k, v in manifest["generator"].items()
+                    if old.get("generator", {}).get(k) != v}
+            raise FeatureNeRFDataError(
+                f"{layout.category_file}: existing {settings.category} data was generated with other settings "
+                f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); pass --overwrite or choose another --out")
+    if overwrite:
+        for path in (layout.root / "img" / layout.dirname, layout.root / "camera" / layout.dirname, layout.annotation_root):
+            shutil.rmtree(path, ignore_errors=True)
+        layout.split_file.unlink(missing_ok=True)
+    shutil.rmtree(root / ".staging" / settings.category, ignore_errors=True)  # leftovers of killed runs
+    atomic_write_json(layout.category_file, manifest)
+
+    split = split_assignment(settings)
+    split_of = {inst: name for name, ids in split.items() for inst in ids}
+    todo = [(root, settings, i, split_of[instance_id(i)]) for i in range(settings.num_instances)
+            if not instance_complete(root, settings, instance_id(i))]
+    done = settings.num_instances - len(todo)
+    if progress:
+        progress(done, settings.num_instances)
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            _generate_one(job)
+            done += 1
+            if progress:
+                progress(done, settings.num_instances)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(_generate_one, todo):
+                done += 1
+                if progress:
+                    progress(done, settings.num_instances)
+    atomic_write_json(layout.split_file, split)
+    for d in (root / ".staging" / settings.category, root / ".staging"):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    return split
+
+
+def check_settings(settings: GeneratorSettings) -> Optional[str]:
+    if settings.num_instances < 1:
+        return "--num-instances must be >= 1"
+    if settings.resolution < 8:
+        return "--resolution must be >= 8"
+    if settings.train_views < 1 or settings.eval_views < 1:
+        return "--train-views and --eval-views must be >= 1"
+    return None

@@ -1,0 +1,287 @@
+"""FeatureNeRF pipeline: nerfstudio's VanillaPipeline plus source-view conditioning and a wall-clock budget.
+
+The data manager hands every batch's source views straight to ``model.set_sources`` (also for the eval images
+that ns-eval iterates), so nerfstudio's own train/eval loops run unchanged. ``ns-eval`` (and the all-images eval
+callback) add the correspondence metrics of :mod:`featurenerf_ns.eval.correspondence` to PSNR/SSIM, keyed
+``<category>/<feature>/<task>/<metric>``; a training callback logs them on a small pair subset every N steps.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import writer
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+from featurenerf_ns.eval.correspondence import CorrespondenceConfig
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+
+
+@dataclass
+class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: FeatureNeRFPipeline)
+    datamanager: FeatureNeRFDataManagerConfig = field(default_factory=FeatureNeRFDataManagerConfig)
+    model: FeatureNeRFModelConfig = field(default_factory=FeatureNeRFModelConfig)
+    max_train_minutes: Optional[float] = None
+    """Stop training (and save the checkpoint) after this much wall-clock time; None = only max_num_iterations."""
+    correspondence: CorrespondenceConfig = field(default_factory=CorrespondenceConfig)
+    """Keypoint/part transfer metrics in ns-eval and the training callback."""
+
+
+class FeatureNeRFPipeline(VanillaPipeline):
+    config: FeatureNeRFPipelineConfig
+
+    def __init__(self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None):
+        if not config.model.distill:
+            config.datamanager.distill = False
+        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, grad_scaler=grad_scaler)
+        self.local_rank = local_rank
+        self.datamanager.on_sources = self.model.set_sources
+        self._t0: Optional[float] = None
+        self._curve_clock: Optional[_CurveClock] = None
+        from featurenerf_ns.viewer.panel import FeatureViewerPanel, prefer_localhost_for_ns_viewer
+
+        self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
+        prefer_localhost_for_ns_viewer()
+
+    @property
+    def correspondence_config(self) -> CorrespondenceConfig:
+        # configs saved before the field existed load without it (yaml restores attributes, not defaults)
+        c = getattr(self.config, "correspondence", None)
+        if c is None:
+            c = self.config.correspondence = CorrespondenceConfig()
+        return c
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(attrs)
+        budget = self.config.max_train_minutes * 60.0 if self.config.max_train_minutes is not None else None
+
+        def check(step: int) -> None:
+            if self._t0 is None:
+                self._t0 = time.perf_counter()
+            elif budget is not None and time.perf_counter() - self._t0 > budget and attrs.trainer is not None \
+                    and not attrs.trainer.stop_training:
+                CONSOLE.print(f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]")
+                attrs.trainer.stop_training = True
+            _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - self._t0))
+
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
+        c = self.correspondence_config
+        if c.callback_every > 0 and self.local_rank == 0:
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                              lambda step: self._learning_curve_point(step, attrs),
+                                              update_every_num_iters=c.callback_every))
+        return callbacks
+
+    def _learning_curve_point(self, step: int, attrs: TrainingCallbackAttributes) -> None:
+        """Every ``callback_every`` steps: correspondence metrics on ``callback_pairs`` pairs of each kind (internal
+        and distilled features) and novel-view PSNR/SSIM on the fixed eval images; logged to tensorboard/wandb
+        (``Correspondence/...``, ``Eval Curve/...``), one console line, and one JSON line appended to
+        ``<run>/learning_curve.jsonl`` (step, training seconds without these evaluations, metrics), which a study
+        reads back for learning curves. A resumed run appends to the same file and continues its clock."""
+        c = self.correspondence_config
+        path = _curve_path(attrs)
+        if self._curve_clock is None:
+            self._curve_clock = _CurveClock.resuming(path)
+        clock = self._curve_clock
+        t_start, cpu_start = time.perf_counter(), time.process_time()
+        metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature", "feature"), teacher=False,
+                                                 progress=False)
+        if getattr(c, "callback_images", True):
+            nvs = self.novel_view_metrics()
+            metrics.update(nvs)
+            for k, v in nvs.items():
+                writer.put_scalar(name=f"Eval Curve/{k}", scalar=v, step=step)
+        for k, v in metrics.items():
+            if "/num_" not in k and "/" in k:
+                writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
+        clock.exclude(time.perf_counter() - t_start, time.process_time() - cpu_start)
+        if metrics:
+            short = {k.split("/", 1)[-1]: v for k, v in metrics.items()
+                     if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)}
+            CONSOLE.print(f"step {step} eval ({c.callback_pairs} pairs/kind): "
+                          + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items()))
+        if path is not None:
+            from featurenerf_ns.data.layout import append_jsonl
+
+            train_s, train_cpu_s = clock.training_seconds()
+            append_jsonl(path, {"step": int(step), "train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
+                                "eval_s": round(time.perf_counter() - t_start, 2),
+                                "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
+
+    @torch.no_grad()
+    def novel_view_metrics(self, instances: Optional[Sequence[str]] = None) -> Dict[str, float]:
+        """Mean PSNR/SSIM over the fixed eval images (or every eval target view of ``instances``), each a novel view
+        of a held-out instance from its one input view, without the correspondence metrics (ns-eval adds those)."""
+        import numpy as np
+
+        from featurenerf_ns.data.datamanager import FixedEvalImages
+
+        dm = self.datamanager
+        images = dm.fixed_indices_eval_dataloader if instances is None else FixedEvalImages(dm, list(instances))
+        was_training = self.model.training
+        conditioning = (self.model._sources, self.model._maps)
+        self.model.eval()
+        vals: Dict[str, list] = {}
+        try:
+            for camera, batch in images:
+                out = self.model.get_outputs_for_camera(camera)
+                m, _ = self.model.get_image_metrics_and_images(out, batch)
+                for key in ("psnr", "ssim"):
+                    vals.setdefault(key, []).append(float(m[key]))
+        finally:
+            self.model.train(was_training)
+            self.model._sources, self.model._maps = conditioning
+        return {k: float(np.mean(v)) for k, v in vals.items()}
+
+    # ------------------------------------------------------------------ evaluation
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path=None, get_std: bool = False):
+        """PSNR/SSIM of novel views (nerfstudio's loop), plus the correspondence metrics."""
+        metrics = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
+        c = self.correspondence_config
+        if c.enabled:
+            metrics.update(self.correspondence_metrics(c.num_pairs, teacher=c.teacher_baseline,
+                                                       priors=getattr(c, "priors", False))[0])
+        return metrics
+
+    def correspondence_metrics(self, num_pairs: Optional[int], features: Optional[Sequence[str]] = None,
+                               teacher: bool = False, keep: int = 0, progress: bool = True,
+                               priors: bool = False, model: bool = True) -> Tuple[Dict[str, float], list]:
+        """Correspondence metrics of this model (and optionally the 2D teacher baseline and the position priors)
+        on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
+        whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
+        warning) when the data has no annotations."""
+        from featurenerf_ns.eval.correspondence import ModelProvider, PositionPrior, TeacherProvider, evaluate, num_steps
+        from featurenerf_ns.eval.protocols import resolve_protocol
+
+        c = self.correspondence_config
+        dm = self.datamanager
+        cat = dm.cat
+        if not cat.has_annotations:
+            CONSOLE.print(f"[yellow]correspondence metrics skipped: {cat.layout.category_file} missing (no annotations)[/yellow]")
+            return {}, []
+        proto = resolve_protocol(cat, c.split, c.protocol).subset(num_pairs)
+        if not proto.cross_instance and progress:
+            CONSOLE.print(f"[yellow]no cross-instance pairs: split {c.split!r} of {cat.layout.split_file} has "
+                          f"{len(cat.ids(c.split))} instance(s); only novel-view tasks are scored[/yellow]")
+        resolution = c.resolution or dm.config.image_size or cat.instance(cat.ids(c.split)[0]).width
+        providers = [ModelProvider(self.model, dm, features or c.features, c.chunk)] if model else []
+        if teacher:
+            from featurenerf_ns.teachers import TeacherError
+
+            try:
+                providers.append(TeacherProvider(cat, dm.config.teacher.setup(device=str(self.device))))
+            except (TeacherError, OSError) as e:
+                CONSOLE.print(f"[yellow]teacher-2D baseline skipped: {e}[/yellow]")
+        if priors:
+            providers += [PositionPrior(cat, "view"), PositionPrior(cat, "object")]
+        was_training = self.model.training
+        conditioning = (self.model._sources, self.model._maps)
+        self.model.eval()
+        metrics: Dict[str, float] = {}
+        examples: list = []
+        try:
+            for prov in providers:
+                with _progress(progress, f"correspondence ({'/'.join(prov.names)}, {len(proto.cross_instance)}+"
+                                         f"{len(proto.novel_view)}+{len(proto.cross_view)} pairs)",
+                               num_steps(proto, c.tasks)) as advance:
+                    m, ex = evaluate(prov, cat, proto, c.tasks, resolution, keep=keep, progress=advance)
+                metrics.update({f"{cat.category}/{k}": v for k, v in m.items()})
+                examples.append(ex)
+        finally:
+            self.model.train(was_training)
+            self.model._sources, self.model._maps = conditioning
+        return metrics, _merge_examples(examples)
+
+
+def _curve_path(attrs: TrainingCallbackAttributes) -> Optional[Path]:
+    """``<run>/learning_curve.jsonl`` of the trainer's run (None without a trainer)."""
+    base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
+    return Path(base) / "learning_curve.jsonl" if base is not None else None
+
+
+@dataclass
+class _CurveClock:
+    """Training time of a run without its learning-curve evaluations, wall and CPU (this process, all threads: not
+    inflated by other work on the machine or a paused process), continued from the run it resumes."""
+
+    wall0: float
+    cpu0: float
+    wall_offset: float = 0.0
+    cpu_offset: float = 0.0
+    wall_excluded: float = 0.0
+    cpu_excluded: float = 0.0
+
+    @classmethod
+    def resuming(cls, path: Optional[Path]) -> "_CurveClock":
+        from featurenerf_ns.data.layout import read_jsonl
+
+        last = read_jsonl(path)[-1:] if path is not None and path.is_file() else []
+        return cls(time.perf_counter(), time.process_time(),
+                   float(last[0].get("train_s", 0.0)) if last else 0.0, float(last[0].get("train_cpu_s", 0.0)) if last else 0.0)
+
+    def exclude(self, wall_s: float, cpu_s: float) -> None:
+        self.wall_excluded += wall_s
+        self.cpu_excluded += cpu_s
+
+    def training_seconds(self) -> Tuple[float, float]:
+        return (self.wall_offset + time.perf_counter() - self.wall0 - self.wall_excluded,
+                self.cpu_offset + time.process_time() - self.cpu0 - self.cpu_excluded)
+
+
+def _fix_eta(trainer, step: int, remaining_s: Optional[float]) -> None:
+    """Points nerfstudio's console ETA (and progress fraction) at the step where training will really end: after
+    a resume the loop ends at start + max_num_iterations (nerfstudio assumes max_num_iterations), and with a time
+    budget at about step + remaining_s / (mean step time). The trainer computes the ETA right after this callback
+    as (writer max_iter - step) x mean step time."""
+    if trainer is None:
+        return
+    end = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations
+    if remaining_s is not None:
+        avg = writer.GLOBAL_BUFFER.get("events", {}).get(writer.EventName.ITER_TRAIN_TIME.value, {}).get("avg")
+        if avg:
+            end = min(end, step + max(1, int(max(remaining_s, 0.0) / avg)))
+    writer.GLOBAL_BUFFER["max_iter"] = end
+
+
+def _merge_examples(per_provider: List[list]) -> list:
+    """Examples of several providers (same pairs) -> one list of dicts holding every provider's predictions."""
+    if not per_provider:
+        return []
+    out = [dict(e) for e in per_provider[0]]
+    for more in per_provider[1:]:
+        for base, e in zip(out, more):
+            base.update({k: v for k, v in e.items() if isinstance(v, dict)})
+    return out
+
+
+class _progress:
+    """A rich progress bar (or nothing) yielding an ``advance()`` callable."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=CONSOLE, transient=False)
+        self.bar.__enter__()
+        task = self.bar.add_task(self.description, total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

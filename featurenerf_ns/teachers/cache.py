@@ -1,0 +1,386 @@
+"""On-disk caches of teacher feature maps, one file per instance, streamed by the DataManager.
+
+Layout (default ``<data root>/teacher_cache/<teacher>/<category dir>/``)::
+
+    manifest.json      teacher identity (id, weights hash, layer, facet, input size, normalisation, masking),
+                       PCA settings + hash, dtype, format version, dataset fingerprint, images/s of the last build
+    pca.npz            mean (D,), components (k, D) when PCA-k is on (fitted on the train split)
+    <instance>.npy     float16 (V, C, h, w), all views of the instance (memory-mappable)
+    <instance>.json    sidecar written last: identity key, fingerprint of the instance's images + cameras, shape
+
+Every file is written atomically (temporary file + rename), the sidecar after the array, so an interrupted
+build leaves only complete instances and a re-run resumes after them. Whatever decides the features is in the
+identity key: when it differs from the manifest the cache is rebuilt (what changed is printed), never reused.
+An instance whose images or cameras changed since it was cached is re-extracted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write, atomic_write_bytes, atomic_write_json, npz_bytes
+from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
+from featurenerf_ns.teachers.base import Teacher
+
+CONSOLE = Console(soft_wrap=True)
+FORMAT_VERSION = 1
+DTYPE = "float16"
+MANIFEST = "manifest.json"
+PCA_FILE = "pca.npz"
+
+
+class TeacherCacheError(FeatureNeRFDataError):
+    """A missing, stale or corrupt cache; one line naming the file and the fix."""
+
+
+def default_cache_dir(cat: CategoryData, teacher_name: str) -> Path:
+    return cat.root / "teacher_cache" / teacher_name / cat.dirname
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def instance_fingerprint(cat: CategoryData, rec: InstanceRecord) -> str:
+    """sha256 of the camera file and every image of the instance (content, not timestamps)."""
+    h = hashlib.sha256(cat.layout.camera_file(rec.id).read_bytes())
+    for p in rec.image_paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def cache_identity(teacher: Teacher, pca_dim: Optional[int], pca_sha: Optional[str]) -> Dict[str, Any]:
+    """What the cached features depend on (the human label is informative only and not compared)."""
+    ident = {k: v for k, v in teacher.identity().items() if k != "label"}
+    ident.update(format_version=FORMAT_VERSION, dtype=DTYPE, pca_dim=pca_dim, pca_sha256=pca_sha)
+    return ident
+
+
+def _diff(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def load_views(rec: InstanceRecord, views: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(V, 3, H, W) RGB on black and (V, 1, H, W) alpha of an instance's views."""
+    idx = range(len(rec.image_paths)) if views is None else views
+    rgba = torch.from_numpy(np.stack([load_rgba(rec.image_paths[v]) for v in idx])).permute(0, 3, 1, 2)
+    return rgba[:, :3].contiguous(), rgba[:, 3:].contiguous()
+
+
+# ---------------------------------------------------------------------------------------------------------- PCA
+@dataclass
+class FeaturePCA:
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (k, D), rows orthonormal
+    explained: np.ndarray  # (k,) fraction of variance
+
+    def project(self, feats: torch.Tensor, cell_alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, D, h, w) -> (B, k, h, w); background cells (alpha 0) stay 0 when ``cell_alpha`` is given."""
+        mean = feats.new_tensor(self.mean).view(1, -1, 1, 1)
+        comp = feats.new_tensor(self.components)
+        out = torch.einsum("bdhw,kd->bkhw", feats - mean, comp)
+        return out * cell_alpha if cell_alpha is not None else out
+
+    def project_vectors(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., k)."""
+        return (feats - feats.new_tensor(self.mean)) @ feats.new_tensor(self.components).T
+
+    def to_bytes(self) -> bytes:
+        return npz_bytes({"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
+                          "explained": self.explained.astype(np.float32)})
+
+    @classmethod
+    def load(cls, path: Path) -> "FeaturePCA":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["mean"], z["components"], z["explained"])
+        except Exception as e:
+            raise TeacherCacheError(f"{path}: unreadable PCA file ({type(e).__name__}); delete the cache directory and rebuild it") from None
+
+
+def fit_pca(feats: torch.Tensor, k: int) -> FeaturePCA:
+    """PCA of (N, D) foreground feature vectors (float64 covariance, deterministic eigendecomposition)."""
+    if feats.shape[0] < 2:
+        raise TeacherCacheError("PCA: fewer than 2 foreground feature vectors to fit on; check the alpha masks of the train split")
+    if not 0 < k <= feats.shape[1]:
+        raise TeacherCacheError(f"PCA: pca_dim {k} must be in 1..{feats.shape[1]} (the teacher's feature dimension)")
+    x = feats.double()
+    mean = x.mean(0)
+    cov = (x - mean).T @ (x - mean) / (x.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)[:k]
+    comps = evecs[:, order].T
+    # fix the sign so components are reproducible: largest-magnitude entry positive
+    sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+    comps = comps * sign
+    explained = evals[order] / evals.clamp(min=0).sum()
+    return FeaturePCA(mean.float().numpy(), comps.float().numpy(), explained.float().numpy())
+
+
+@dataclass
+class PcaColors:
+    """A PCA-3 colouring fitted once and applied to any number of feature maps (stable colours across frames):
+    components from :func:`fit_pca`, each channel scaled by the 1st/99th percentiles of the fitted vectors."""
+
+    pca: FeaturePCA
+    lo: torch.Tensor  # (3,)
+    hi: torch.Tensor  # (3,)
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor) -> "PcaColors":
+        """feats (N, D) foreground feature vectors."""
+        feats = feats.float().cpu()
+        pca = fit_pca(feats, 3)
+        proj = pca.project_vectors(feats)
+        return cls(pca, proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0))
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., 3) in [0, 1]."""
+        proj = self.pca.project_vectors(feats)
+        lo, hi = self.lo.to(feats), self.hi.to(feats)
+        return ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
+
+
+def cell_alpha(alpha: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(alpha.float(), size=hw, mode="area")
+
+
+# -------------------------------------------------------------------------------------------------------- build
+@dataclass
+class BuildReport:
+    cache_dir: Path
+    built: List[str]
+    reused: List[str]
+    images: int
+    seconds: float
+    rebuilt_reason: Optional[str]
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+class TeacherCache:
+    """Reader of a complete cache: ``features(instance)`` is a read-only memory map (V, C, h, w) float16."""
+
+    def __init__(self, cache_dir: Path):
+        self.dir = Path(cache_dir)
+        mf = self.dir / MANIFEST
+        if not mf.is_file():
+            raise TeacherCacheError(f"{mf}: teacher cache manifest not found; build it with `featurenerf-teacher cache --data <data>`")
+        try:
+            self.manifest = json.loads(mf.read_text())
+        except json.JSONDecodeError:
+            raise TeacherCacheError(f"{mf}: corrupt manifest; delete {self.dir} and rebuild with `featurenerf-teacher cache`") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise TeacherCacheError(f"{mf}: cache format {self.manifest.get('format_version')} (this version reads {FORMAT_VERSION}); rebuild with `featurenerf-teacher cache`")
+        self.identity: Dict[str, Any] = self.manifest["identity"]
+        self.key: str = self.manifest["identity_key"]
+        self.instances: List[str] = list(self.manifest.get("instances", []))
+        self.pca = FeaturePCA.load(self.dir / PCA_FILE) if self.identity.get("pca_dim") else None
+        self._maps: Dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.identity["pca_dim"] or self.identity["dim"])
+
+    @property
+    def map_size(self) -> Tuple[int, int]:
+        h, w = self.identity["map_size"]
+        return int(h), int(w)
+
+    @property
+    def label(self) -> str:
+        return self.manifest.get("label", self.identity.get("teacher", "?"))
+
+    def path(self, inst: str) -> Path:
+        return self.dir / f"{inst}.npy"
+
+    def features(self, inst: str) -> np.ndarray:
+        if inst not in self._maps:
+            p = self.path(inst)
+            if not p.is_file():
+                raise TeacherCacheError(f"{p}: instance {inst} not in the teacher cache; run `featurenerf-teacher cache` for this data")
+            try:
+                arr = np.load(p, mmap_mode="r")
+            except Exception as e:
+                raise TeacherCacheError(f"{p}: unreadable cache file ({type(e).__name__}); delete it and re-run `featurenerf-teacher cache`") from None
+            if arr.ndim != 4 or arr.shape[1] != self.dim or tuple(arr.shape[2:]) != self.map_size:
+                raise TeacherCacheError(f"{p}: shape {arr.shape} does not match the manifest (V, {self.dim}, {self.map_size}); delete it and re-run `featurenerf-teacher cache`")
+            self._maps[inst] = arr
+        return self._maps[inst]
+
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.dir.glob("*") if f.is_file())
+
+
+def _sidecar_ok(cache_dir: Path, inst: str, key: str, fingerprint: str, shape: Tuple[int, ...]) -> bool:
+    sc, arr = cache_dir / f"{inst}.json", cache_dir / f"{inst}.npy"
+    if not (sc.is_file() and arr.is_file()):
+        return False
+    try:
+        meta = json.loads(sc.read_text())
+        a = np.load(arr, mmap_mode="r")
+    except Exception:
+        return False
+    return meta.get("identity_key") == key and meta.get("fingerprint") == fingerprint and tuple(a.shape) == tuple(shape) \
+        and tuple(meta.get("shape", ())) == tuple(shape)
+
+
+def _clear(cache_dir: Path) -> None:
+    for pattern in ("*.npy", "*.json", PCA_FILE, ".*.tmp"):
+        for f in cache_dir.glob(pattern):
+            f.unlink()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=CONSOLE, transient=False)
+
+
+def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_dir: Optional[Path] = None,
+                pca_dim: Optional[int] = None, pca_ids: Optional[Sequence[str]] = None, pca_views: int = 10,
+                quiet: bool = False) -> BuildReport:
+    """Caches ``teacher`` features of every view of ``ids``; resumable and never reusing stale files.
+
+    PCA (``pca_dim``) is fitted on ``pca_ids`` (default: up to 20 train instances, ``pca_views`` evenly spaced
+    views each, foreground cells only) before any instance is written, and is part of the identity."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(cat, teacher.config.name)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    images = 0
+    mf_path = cache_dir / MANIFEST
+    old = None
+    if mf_path.is_file():
+        try:
+            old = json.loads(mf_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+
+    # PCA: reuse the stored one when everything else matches, else fit anew
+    pca, pca_sha = None, None
+    base_ident = cache_identity(teacher, pca_dim, None)
+    if pca_dim:
+        pca_ids = list(pca_ids) if pca_ids is not None else cat.ids("train")[:20]
+        pca_fit_ident = dict(base_ident, pca_fit_on=_sha(sorted(pca_ids)), pca_views=pca_views)
+        pf = cache_dir / PCA_FILE
+        if old and old.get("pca_fit_identity") == pca_fit_ident and pf.is_file():
+            pca = FeaturePCA.load(pf)
+        else:
+            samples = []
+            n_img = 0
+            for inst in pca_ids:
+                rec = cat.instance(inst)
+                views = np.unique(np.linspace(0, len(rec.image_paths) - 1, pca_views).round().astype(int))
+                rgb, alpha = load_views(rec, views)
+                fm = teacher.extract(rgb, alpha, category=cat.category).features
+                a = cell_alpha(alpha, fm.shape[-2:])
+                samples.append(fm.permute(0, 2, 3, 1)[a[:, 0] > 0.5])
+                n_img += len(views)
+            pca = fit_pca(torch.cat(samples), pca_dim)
+            images += n_img
+            if not quiet:
+                CONSOLE.print(f"PCA-{pca_dim} fitted on {sum(len(s) for s in samples)} foreground cells of {n_img} train images: "
+                              f"{pca.explained.sum() * 100:.1f}% of the variance kept")
+        pca_sha = hashlib.sha256(pca.to_bytes()).hexdigest()
+    ident = cache_identity(teacher, pca_dim, pca_sha)
+    key = _sha(ident)[:16]
+
+    reason = None
+    if old is not None and old.get("identity_key") != key:
+        reason = _diff(old.get("identity", {}), ident) or "identity changed"
+        if not quiet:
+            CONSOLE.print(f"[yellow]teacher cache {cache_dir} was built with different settings ({reason}); rebuilding[/yellow]")
+        _clear(cache_dir)
+    elif old is None and any(cache_dir.glob("*.npy")):
+        reason = "manifest missing"
+        if not quiet:
+            CONSOLE.print(f"[yellow]teacher cache {cache_dir} has no readable manifest; rebuilding[/yellow]")
+        _clear(cache_dir)
+    if pca is not None:
+        atomic_write_bytes(cache_dir / PCA_FILE, pca.to_bytes())
+    manifest = {"format_version": FORMAT_VERSION, "identity": ident, "identity_key": key, "label": teacher.label,
+                "category": cat.category, "data_root": str(cat.root), "complete": False, "instances": [],
+                "pca_fit_identity": pca_fit_ident if pca_dim else None}
+    atomic_write_json(mf_path, manifest)
+
+    h, w = teacher.map_size()
+    dim = pca_dim or teacher.dim
+    built, reused, fingerprints = [], [], {}
+    progress = _progress()
+    task = progress.add_task(f"caching {teacher.config.name} features", total=len(ids), rate="")
+    with progress if not quiet else _Null():
+        t_extract, n_extract = 0.0, 0
+        for inst in ids:
+            rec = cat.instance(inst)
+            fp = instance_fingerprint(cat, rec)
+            fingerprints[inst] = fp
+            shape = (len(rec.image_paths), dim, h, w)
+            if _sidecar_ok(cache_dir, inst, key, fp, shape):
+                reused.append(inst)
+                progress.advance(task)
+                continue
+            t0 = time.perf_counter()
+            chunks = []
+            bs = max(1, teacher.config.batch_size)
+            for s in range(0, len(rec.image_paths), bs):  # bounded memory: one batch of images at a time
+                rgb, alpha = load_views(rec, range(s, min(s + bs, len(rec.image_paths))))
+                f = teacher.extract(rgb, alpha, category=cat.category).features
+                if not torch.isfinite(f).all():
+                    raise TeacherCacheError(f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the images and teacher weights")
+                if pca is not None:
+                    f = pca.project(f, cell_alpha(alpha, f.shape[-2:]) if teacher.config.mask_background else None)
+                chunks.append(f.half().numpy())
+            arr = np.concatenate(chunks)
+            if tuple(arr.shape) != shape:
+                raise TeacherCacheError(f"teacher {teacher.config.name} returned maps {arr.shape[1:]} but announced {shape[1:]}; report this bug")
+            atomic_write(cache_dir / f"{inst}.npy", lambda fobj: np.save(fobj, arr, allow_pickle=False))
+            atomic_write_json(cache_dir / f"{inst}.json", {"identity_key": key, "fingerprint": fp, "shape": list(shape)})
+            t_extract += time.perf_counter() - t0
+            n_extract += shape[0]
+            images += shape[0]
+            built.append(inst)
+            progress.update(task, advance=1, rate=f"{n_extract / t_extract:.1f} images/s")
+    seconds = time.perf_counter() - t_start
+    manifest.update(complete=True, instances=list(ids), dataset_fingerprint=_sha([fingerprints[i] for i in ids]),
+                    images_per_second=round(n_extract / t_extract, 2) if n_extract else old and old.get("images_per_second"),
+                    bytes=int(sum((cache_dir / f"{i}.npy").stat().st_size for i in ids)))
+    atomic_write_json(mf_path, manifest)
+    return BuildReport(cache_dir, built, reused, images, seconds, reason)
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def open_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_dir: Optional[Path] = None,
+               pca_dim: Optional[int] = None, build: bool = True, quiet: bool = False) -> TeacherCache:
+    """The cache for ``teacher`` covering ``ids``, built or completed first when ``build`` (else an error)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(cat, teacher.config.name)
+    if build:
+        build_cache(cat, teacher, ids, cache_dir, pca_dim=pca_dim, quiet=quiet)
+    cache = TeacherCache(cache_dir)
+    missing = [i for i in ids if i not in cache.instances]
+    if missing or not cache.manifest.get("complete"):
+        raise TeacherCacheError(f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run `featurenerf-teacher cache`")
+    want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"))
+    if _sha(want)[:16] != cache.key:
+        raise TeacherCacheError(f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with `featurenerf-teacher cache`")
+    return cache

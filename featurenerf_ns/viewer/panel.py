@@ -1,0 +1,507 @@
+"""ns-viewer for FeatureNeRF: stable feature PCA, instance / source-view pickers, click-to-query similarity and
+part-label transfer.
+
+The pipeline owns a :class:`FeatureViewerPanel` (attribute ``featurenerf``); nerfstudio's viewer finds its
+ViewerElements and shows them under "Custom Elements / featurenerf". Renders of the viewer's own render threads
+are routed through :meth:`FeatureViewerPanel.render` (ns-eval and training renders are not): it conditions the
+field on the chosen instance / source views (encoded once per change, cached), caps the resolution (the viewer
+itself drops to ~30 px while the camera moves) and returns
+
+- ``rgb``, ``depth``, ``accumulation``;
+- ``feature_pca`` (distilled feature) and ``nerf_feature_pca`` (internal 3D feature): a PCA-3 colouring fitted once
+  over a few instances (or the current one) and reused for every frame, so colours stay put and agree across
+  instances; "Refit PCA" fits it again;
+- ``similarity``: cosine similarity of every pixel's feature to a query feature (both centred on the PCA mean), set by clicking the object or by
+  choosing one of the instance's annotated keypoints; the query stays when the instance changes (cross-instance
+  correspondence);
+- ``parts``: part labels transferred by nearest-neighbour feature matching from the labelled 3D points of a chosen
+  source instance, over the rendered colour.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.base_model import Model
+from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer_elements import (
+    ViewerButton,
+    ViewerClick,
+    ViewerControl,
+    ViewerDropdown,
+    ViewerSlider,
+    ViewerText,
+)
+from torch import nn
+
+from featurenerf_ns.data.datamanager import pinhole_camera
+from featurenerf_ns.fields.featurenerf_field import SourceViews
+from featurenerf_ns.utils.precision import cpu_has_fast_bf16
+
+FEATURES = {"internal": "nerf_feature", "distilled": "feature"}
+"""GUI label -> model output of the feature used by the similarity and parts outputs."""
+NONE = "(none)"
+PCA_FIT_INSTANCES = 4
+PCA_FIT_RESOLUTION = 32
+PART_POINTS = 4096
+CPU_RAYS_PER_CHUNK = 256
+
+
+def viewer_instances(cat) -> List[str]:
+    """The instances the viewer offers: val then test (each once)."""
+    return list(dict.fromkeys(cat.ids("val") + cat.ids("test")))
+
+
+class ViewerInputError(ValueError):
+    """A bad GUI input (unreadable image, bad view list); the message is one line naming it and the fix."""
+
+
+@dataclass
+class Conditioning:
+    """Source views of one object and their encoder maps (computed once per GUI change)."""
+
+    key: tuple
+    instance: str
+    views: Tuple[int, ...]
+    sources: SourceViews
+    maps: torch.Tensor
+
+
+def parse_views(text: str, num_views: int) -> Tuple[int, ...]:
+    """'0, 12' -> (0, 12); indices must be in 0..num_views-1."""
+    try:
+        views = tuple(int(t) for t in text.replace(";", ",").split(",") if t.strip())
+    except ValueError:
+        raise ViewerInputError(f"source views {text!r}: expected comma-separated view indices, e.g. '0' or '0, 25'") from None
+    if not views:
+        raise ViewerInputError("source views: give at least one view index, e.g. '0'")
+    bad = [v for v in views if not 0 <= v < num_views]
+    if bad:
+        raise ViewerInputError(f"source views {bad}: this instance has views 0..{num_views - 1}")
+    return views
+
+
+def load_user_image(path: Path, size: Tuple[int, int]) -> torch.Tensor:
+    """An RGB(A) image file -> (3, H, W) float in [0, 1] at ``size``, decoded like the training images (RGB on
+    black where it has alpha)."""
+    from featurenerf_ns.data.instances import FeatureNeRFDataError, load_rgba
+
+    if not path.is_file():
+        raise ViewerInputError(f"{path}: no such image file; give the path of a PNG/JPEG of one object")
+    try:
+        rgba = load_rgba(path)
+    except FeatureNeRFDataError as e:
+        cause = type(e.__cause__).__name__ if e.__cause__ is not None else "unreadable"
+        raise ViewerInputError(f"{path}: not a readable image ({cause}); give a PNG or JPEG file") from None
+    img = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)
+    return F.interpolate(img[None], size=size, mode="area")[0].clamp(0, 1)
+
+
+def _in_viewer_render_thread() -> bool:
+    try:
+        from nerfstudio.viewer.render_state_machine import RenderStateMachine
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(threading.current_thread(), RenderStateMachine)
+
+
+class FeatureViewerPanel(nn.Module):
+    """The viewer controls and outputs of a FeatureNeRF pipeline (no parameters; an nn.Module only so that
+    nerfstudio's viewer finds its elements). Element attributes are prefixed so that they list in GUI order
+    (nerfstudio installs them sorted by name)."""
+
+    def __init__(self, pipeline) -> None:
+        super().__init__()
+        object.__setattr__(self, "_pipeline", pipeline)  # not a submodule: no cycle in module traversal
+        dm = pipeline.datamanager
+        cat = dm.cat
+        ids = viewer_instances(cat) or list(dm.train_ids)
+        self._ids = ids
+        self._labelled = ids if cat.has_annotations else []
+        self._keypoint_names = cat.keypoint_names if cat.has_annotations else []
+        num_views = len(cat.instance(ids[0]).poses)
+        default_view = dm.config.eval_source_view % num_views
+        distill = pipeline.model.config.distill
+        gpu = torch.cuda.is_available()
+        self._lock = threading.RLock()
+        self._conditionings: "OrderedDict[tuple, Conditioning]" = OrderedDict()
+        self._pca: Optional[Tuple[tuple, Dict[str, object]]] = None  # (fit key, feature -> PcaColors)
+        self._query: Optional[Dict[str, torch.Tensor]] = None
+        self._parts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._input_error = ""  # the last bad-input message (reported once)
+
+        self.a1_instance = ViewerDropdown("Instance", ids[0], ids, cb_hook=lambda _: None,
+                                          hint="val/test instance that conditions the field")
+        self.a2_source_views = ViewerText("Source views", str(default_view), cb_hook=lambda _: None,
+                                          hint="comma-separated view indices of the instance, e.g. 0 or 0, 25")
+        self.a3_image = ViewerText("Own image (path)", "", cb_hook=lambda _: None,
+                                   hint="an image file used instead of the first source view (its camera is that view's)")
+        self.a4_feature = ViewerDropdown("Feature", "internal", [k for k in FEATURES if distill or k == "internal"],
+                                         cb_hook=lambda _: self._parts.clear(),
+                                         hint="feature used by the similarity and parts outputs")
+        self.b1_pca_fit = ViewerDropdown("PCA fitted on", "dataset", ["dataset", "instance"], cb_hook=self._reset_pca,
+                                         hint=f"dataset: first {PCA_FIT_INSTANCES} instances (colours comparable across "
+                                              "instances); instance: the current one")
+        self.b2_refit = ViewerButton("Refit PCA", cb_hook=self._reset_pca)
+        self.c1_click = ViewerButton("Click object to set query", cb_hook=self._arm_click)
+        self.c2_keypoint = ViewerDropdown("Query keypoint", NONE, [NONE] + list(self._keypoint_names),
+                                          cb_hook=self._keypoint_query,
+                                          hint="use an annotated 3D keypoint of the current instance as the query")
+        self.c3_floor = ViewerSlider("Similarity floor", 0.5, 0.0, 0.95, 0.05,
+                                     hint="cosine similarity shown as 0 (the top of the map is 1)")
+        self.c4_query = ViewerText("Query", "none yet", disabled=True)
+        self.d1_parts = ViewerDropdown("Part source instance", NONE, [NONE] + list(self._labelled),
+                                       cb_hook=lambda _: None,
+                                       hint="labelled instance whose 3D part labels are transferred to the view")
+        self.e1_max_res = ViewerSlider("Max render size (px)", 512 if gpu else 128, 32, 1024, 16,
+                                       hint="renders larger than this are made at this size and upscaled")
+        self.e2_precision = ViewerDropdown("Render precision", "float32" if gpu or not cpu_has_fast_bf16() else "bfloat16",
+                                           ["bfloat16", "float32"],
+                                           hint="bfloat16 autocast: ~1.5x faster on CPUs with bf16 instructions")
+        self.e3_goto = ViewerButton("Camera to source view", cb_hook=lambda _: self.camera_to_source_view())
+        self.viewer_control = _PanelControl(self)
+        object.__setattr__(pipeline.model, "_viewer_panel", self)
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def _model(self):
+        return self._pipeline.model
+
+    @property
+    def _dm(self):
+        return self._pipeline.datamanager
+
+    def handles(self) -> bool:
+        """True for a render requested by one of the viewer's render threads."""
+        return _in_viewer_render_thread()
+
+    def _message(self, text: str, style: str = "yellow") -> None:
+        CONSOLE.print(f"[{style}]viewer: {text}[/{style}]")
+
+    def _with_conditioning(self, cond: Conditioning, fn: Callable):
+        """Run fn with the model conditioned on ``cond`` in the panel's render precision; the previous conditioning
+        (e.g. training's) is restored."""
+        m = self._model
+        saved = (m._sources, m._maps)
+        m._sources, m._maps = cond.sources, cond.maps
+        try:
+            with m.precision_override(self.e2_precision.value):
+                return fn()
+        finally:
+            m._sources, m._maps = saved
+
+    @torch.no_grad()
+    def conditioning(self, instance: Optional[str] = None, views: Optional[Tuple[int, ...]] = None,
+                     image: Optional[str] = None) -> Conditioning:
+        """The (cached) conditioning of an instance's source views, optionally with a user image in place of the
+        first view; unset arguments take the GUI's values. Encodes only when it was not cached."""
+        inst = instance if instance is not None else self.a1_instance.value
+        it = self._dm.instance(inst)
+        views = views if views is not None else parse_views(self.a2_source_views.value, it.rgba.shape[0])
+        image = (self.a3_image.value if image is None else image).strip()
+        path = Path(image).expanduser() if image else None
+        m = self._model
+        encoder_version = sum(p._version for p in m.encoder.parameters())  # changes when training updates it
+        key = (inst, views, str(path) if path else "", path.stat().st_mtime if path and path.is_file() else 0,
+               encoder_version)
+        if key in self._conditionings:
+            self._conditionings.move_to_end(key)
+            return self._conditionings[key]
+        sources = self._dm.sources([it], torch.tensor([views]))
+        if path is not None:
+            img = load_user_image(path, it.hw).to(sources.images)
+            sources = sources._replace(images=torch.cat([img[None, None], sources.images[:, 1:]], dim=1))
+        was_training = m.encoder.training  # (GUI callbacks can run while ns-train has the model in train mode)
+        m.encoder.eval()
+        try:
+            maps = m.encoder(sources.images.flatten(0, 1).to(m.device))
+        finally:
+            m.encoder.train(was_training)
+        cond = Conditioning(key, inst, views, sources.to(m.device), maps)
+        self._conditionings[key] = cond
+        while len(self._conditionings) > 8:
+            self._conditionings.popitem(last=False)
+        return cond
+
+    def _views_or_default(self, instance: str) -> Tuple[int, ...]:
+        """The GUI's source views, or the data manager's eval source view when the GUI's list is invalid."""
+        num_views = len(self._dm.cat.instance(instance).poses)
+        try:
+            return parse_views(self.a2_source_views.value, num_views)
+        except ViewerInputError:
+            return (self._dm.config.eval_source_view % num_views,)
+
+    def _current_conditioning(self) -> Conditioning:
+        """The GUI's conditioning; a bad source-view list or image is reported once and ignored."""
+        try:
+            cond = self.conditioning()
+            self._input_error = ""
+            return cond
+        except ViewerInputError as e:
+            if str(e) != self._input_error:
+                self._message(f"{e} (ignored)")
+                self._input_error = str(e)
+            return self.conditioning(views=self._views_or_default(self.a1_instance.value), image="")
+
+    def feature_names(self) -> List[str]:
+        return ["nerf_feature"] + (["feature"] if self._model.config.distill else [])
+
+    # ------------------------------------------------------------------ rendering
+    def _render_camera(self, cond: Conditioning, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
+        m = self._model
+        chunk = m.config.eval_num_rays_per_chunk
+        if m.device.type == "cpu":  # small chunks keep activations in cache (configs saved before this used 4096)
+            m.config.eval_num_rays_per_chunk = min(chunk, CPU_RAYS_PER_CHUNK)
+        try:
+            return self._with_conditioning(cond, lambda: Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box))
+        finally:
+            m.config.eval_num_rays_per_chunk = chunk
+
+    def _view_render(self, cond: Conditioning, resolution: int) -> Dict[str, torch.Tensor]:
+        """Render the conditioning's first source view (what the encoder saw) at ``resolution``."""
+        from featurenerf_ns.eval.correspondence import view_camera
+
+        c2w, focal = view_camera(self._dm.cat, cond.instance, cond.views[0], resolution)
+        return self._render_camera(cond, pinhole_camera(c2w, focal, (resolution, resolution)))
+
+    def _reset_pca(self, _=None) -> None:
+        self._pca = None
+
+    @torch.no_grad()
+    def pca(self, cond: Conditioning) -> Dict[str, object]:
+        """PCA colourings per feature, fitted once (dataset mode) or once per conditioning (instance mode)."""
+        from featurenerf_ns.teachers.cache import PcaColors
+
+        mode = self.b1_pca_fit.value
+        key = (mode,) if mode == "dataset" else (mode, cond.key)
+        if self._pca is not None and self._pca[0] == key:
+            return self._pca[1]
+        conds = [cond] if mode == "instance" else [
+            self.conditioning(i, views=cond.views, image="") for i in self._ids[:PCA_FIT_INSTANCES]]
+        feats: Dict[str, list] = {n: [] for n in self.feature_names()}
+        for c in conds:
+            out = self._view_render(c, PCA_FIT_RESOLUTION)
+            fg = out["accumulation"][..., 0] > 0.5
+            if not fg.any():
+                fg = torch.ones_like(fg)
+            for n in feats:
+                feats[n].append(out[n][fg])
+        self._pca = (key, {n: PcaColors.fit(torch.cat(v)) for n, v in feats.items()})
+        self._message(f"PCA of {', '.join(feats)} fitted on {len(conds)} instance(s) ({mode})", style="green")
+        return self._pca[1]
+
+    def _cap(self, camera: Cameras) -> Cameras:
+        H, W = int(camera.height[0, 0]), int(camera.width[0, 0])
+        cap = int(self.e1_max_res.value)
+        if max(H, W) > cap:
+            camera.rescale_output_resolution(cap / max(H, W))
+        return camera
+
+    @torch.no_grad()
+    def render(self, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
+        with self._lock:
+            cond = self._current_conditioning()
+            with self._model.precision_override(self.e2_precision.value):
+                out = self._render_camera(cond, self._cap(camera), obb_box)
+            return self.compose({k: v.float() for k, v in out.items()}, cond)
+
+    def compose(self, out: Dict[str, torch.Tensor], cond: Conditioning) -> Dict[str, torch.Tensor]:
+        """Model outputs of a view -> the viewer's outputs (see the module docstring)."""
+        acc = out["accumulation"].clamp(0, 1)
+        res = {"rgb": out["rgb"], "depth": out["depth"], "accumulation": acc}
+        pca = self.pca(cond)
+        if "feature" in pca:
+            res["feature_pca"] = pca["feature"](out["feature"]) * acc
+        res["nerf_feature_pca"] = pca["nerf_feature"](out["nerf_feature"]) * acc
+        name = FEATURES[self.a4_feature.value]
+        # cosine similarity of features centred on the PCA mean (raw features share a large common component:
+        # raw cosines on the object are all > 0.9)
+        center = torch.from_numpy(pca[name].pca.mean).to(out[name])
+        f = F.normalize(out[name].float() - center, dim=-1)
+        if self._query is not None and name in self._query:
+            floor = float(self.c3_floor.value)
+            sim = f @ F.normalize(self._query[name].to(f) - center, dim=0)
+            res["similarity"] = ((sim[..., None] - floor) / max(1e-3, 1.0 - floor)).clamp(0, 1) * acc
+        else:
+            res["similarity"] = torch.zeros_like(acc)
+        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name, center, cond.views)
+        return res
+
+    # ------------------------------------------------------------------ parts
+    @torch.no_grad()
+    def part_source(self, instance: str, name: str, views: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance`` conditioned
+        on its source ``views`` (the last one is kept)."""
+        from featurenerf_ns.eval.correspondence import field_point_features
+
+        key = (instance, views, name)
+        if key not in self._parts:
+            src = self.conditioning(instance, views=views, image="")
+            ann = self._dm.cat.shape_annotations(instance)
+            pts, labels = ann["points"], ann["point_labels"].astype(np.int64)
+            keep = np.linspace(0, len(pts) - 1, min(PART_POINTS, len(pts))).round().astype(np.int64)
+            feats = self._with_conditioning(
+                src, lambda: field_point_features(self._model, torch.from_numpy(pts[keep]).float(), [name]))[name]
+            self._parts = {key: (feats, torch.from_numpy(labels[keep]))}
+        return self._parts[key]
+
+    def _parts_overlay(self, rgb: torch.Tensor, acc: torch.Tensor, f: torch.Tensor, name: str,
+                       center: torch.Tensor, views: Tuple[int, ...]) -> torch.Tensor:
+        """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
+        from featurenerf_ns.data.procedural.contact_sheet import PART_COLORS
+
+        shown = rgb * 0.35
+        source = self.d1_parts.value
+        if source == NONE:
+            return shown
+        feats, labels = self.part_source(source, name, views)
+        feats = F.normalize(feats.to(f) - center, dim=-1)
+        flat = f.reshape(-1, f.shape[-1])
+        idx = torch.cat([(flat[i : i + 8192] @ feats.T.to(flat)).argmax(-1) for i in range(0, len(flat), 8192)])
+        lab = labels.to(idx.device)[idx].reshape(f.shape[:-1])
+        colors = torch.as_tensor(PART_COLORS, dtype=rgb.dtype, device=rgb.device)[(lab - 1) % len(PART_COLORS)]
+        return torch.where(acc > 0.5, shown + 0.65 * colors, shown)
+
+    # ------------------------------------------------------------------ camera
+    def camera_to_source_view(self, clients=None) -> None:
+        """Move the viewer camera(s) to the first source view's camera (what the encoder sees)."""
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO as ratio
+
+        ctl = self.viewer_control
+        if getattr(ctl, "viewer", None) is None:
+            return
+        inst = self.a1_instance.value
+        rec = self._dm.cat.instance(inst)
+        c2w = np.asarray(rec.poses[self._views_or_default(inst)[0]], dtype=np.float64)
+        pos = c2w[:3, 3]
+        forward = -c2w[:3, 2]
+        fov = 2 * np.arctan(rec.height / 2 / rec.focal)  # vertical
+        for client in (clients if clients is not None else ctl.viser_server.get_clients().values()):
+            with client.atomic():
+                client.camera.fov = float(fov)
+                client.camera.up_direction = tuple(c2w[:3, 1])
+                client.camera.position = tuple(pos * ratio)
+                client.camera.look_at = tuple((pos + forward * np.linalg.norm(pos)) * ratio)
+
+    # ------------------------------------------------------------------ queries
+    def _set_query(self, feats: Dict[str, torch.Tensor], label: str) -> None:
+        self._query = {k: v.reshape(-1).float() for k, v in feats.items()}
+        self.c4_query.value = label
+        self._message(f"query set: {label}", style="green")
+
+    @torch.no_grad()
+    def query_point(self, xyz: torch.Tensor, label: str) -> None:
+        """Query = the field features at a 3D point of the current instance."""
+        from featurenerf_ns.eval.correspondence import field_point_features
+
+        cond = self._current_conditioning()
+        feats = self._with_conditioning(cond, lambda: field_point_features(self._model, xyz.view(1, 3), self.feature_names()))
+        self._set_query(feats, label)
+
+    @torch.no_grad()
+    def query_ray(self, origin, direction, label: str) -> bool:
+        """Query = the features rendered along one ray of the current instance; False if it misses the object."""
+        m = self._model
+        cond = self._current_conditioning()
+        o = torch.tensor([origin], dtype=torch.float32)
+        d = F.normalize(torch.tensor([direction], dtype=torch.float32), dim=-1)
+        bundle = RayBundle(origins=o, directions=d, pixel_area=torch.full((1, 1), 1e-4),
+                           camera_indices=torch.zeros(1, 1, dtype=torch.long)).to(m.device)
+
+        def run():
+            was = m.training
+            m.eval()
+            try:
+                return m(bundle)
+            finally:
+                m.train(was)
+
+        out = self._with_conditioning(cond, run)
+        if float(out["accumulation"][0, 0]) < 0.5:
+            self._message(f"clicked background of {cond.instance} (accumulation {float(out['accumulation'][0, 0]):.2f}); "
+                          "click on the object")
+            return False
+        self._set_query({n: out[n][0] for n in self.feature_names()}, label)
+        return True
+
+    def _keypoint_query(self, element) -> None:
+        name = element.value
+        if name == NONE:
+            return
+        inst = self.a1_instance.value
+        ann = self._dm.cat.shape_annotations(inst)
+        k = self._keypoint_names.index(name)
+        if not bool(ann["keypoint_present"][k]):
+            self._message(f"instance {inst} has no keypoint {name!r}; choose another keypoint or instance")
+            return
+        with self._lock:
+            self.query_point(torch.from_numpy(ann["keypoints"][k]).float(), f"keypoint {name} of {inst}")
+
+    def _arm_click(self, _=None) -> None:
+        ctl = self.viewer_control
+        if getattr(ctl, "viewer", None) is None:
+            self._message("click-to-query needs the viewer (ns-viewer / ns-train --vis viewer)")
+            return
+
+        def on_click(click: ViewerClick) -> None:
+            lock = ctl.viewer.train_lock
+            try:
+                with lock if lock is not None else threading.Lock():
+                    with self._lock:
+                        hit = self.query_ray(click.origin, click.direction,
+                                             f"pixel ({click.screen_pos[0]:.2f}, {click.screen_pos[1]:.2f}) of "
+                                             f"{self.a1_instance.value}")
+            finally:
+                ctl.unregister_pointer_cb()
+            if hit:
+                ctl.viewer._trigger_rerender()
+
+        ctl.register_pointer_cb("click", on_click)
+        self._message("click on the object in the viewer to set the query", style="green")
+
+
+class _PanelControl(ViewerControl):
+    """The panel's handle on the viewer: pointer callbacks, and new clients start at the source view's camera."""
+
+    def __init__(self, panel: FeatureViewerPanel) -> None:
+        self._panel = panel
+
+    def _setup(self, viewer) -> None:
+        super()._setup(viewer)
+        viewer.viser_server.on_client_connect(lambda client: self._panel.camera_to_source_view([client]))
+
+
+MAX_DISPLAY_IMAGES = 50
+"""Train cameras drawn by the viewer (nerfstudio draws up to 512; a multi-instance set has thousands, from many
+objects, and drawing them slows a browser to a crawl)."""
+
+
+def prefer_localhost_for_ns_viewer() -> None:
+    """``ns-viewer`` binds 0.0.0.0 and draws 512 train cameras unless told otherwise; for FeatureNeRF checkpoints
+    make its defaults 127.0.0.1 and MAX_DISPLAY_IMAGES (explicit ``--viewer.websocket-host`` /
+    ``--viewer.max-num-display-images`` are respected). ns-train's defaults come from our method configs."""
+    mod = sys.modules.get("nerfstudio.scripts.viewer.run_viewer")
+    if mod is None or getattr(mod._start_viewer, "_featurenerf_defaults", False):
+        return
+    given = {a.split("=")[0].replace("_", "-") for a in sys.argv if a.startswith("--viewer.")}
+    original = mod._start_viewer
+
+    def start_viewer(config, pipeline, step):
+        if "--viewer.websocket-host" not in given and config.viewer.websocket_host == "0.0.0.0":
+            config.viewer.websocket_host = "127.0.0.1"
+        if "--viewer.max-num-display-images" not in given:
+            config.viewer.max_num_display_images = MAX_DISPLAY_IMAGES
+        return original(config, pipeline, step)
+
+    start_viewer._featurenerf_defaults = True  # type: ignore[attr-defined]
+    mod._start_viewer = start_viewer
