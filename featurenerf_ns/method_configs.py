@@ -17,20 +17,22 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from featurenerf_ns.eval.correspondence import CorrespondenceConfig
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
-from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
+from featurenerf_ns.eval.correspondence import CorrespondenceConfig
 from featurenerf_ns.fields.featurenerf_field import FieldConfig
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig
+from featurenerf_ns.teachers import TeacherSpec
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _optimizers(lr: float) -> Dict[str, dict]:
-    return {name: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None} for name in ("encoder", "field")}
+    return {
+        name: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None} for name in ("encoder", "field")
+    }
 
 
 def paper_preset(name: str) -> TrainerConfig:
@@ -46,17 +48,30 @@ def paper_preset(name: str) -> TrainerConfig:
         mixed_precision=False,
         pipeline=FeatureNeRFPipelineConfig(
             datamanager=FeatureNeRFDataManagerConfig(
-                dataparser=FeatureNeRFDataParserConfig(), objects_per_batch=4, rays_per_object=128, num_source_views=1,
-                bbox_sampling_steps=100_000, teacher=TeacherSpec()),
+                dataparser=FeatureNeRFDataParserConfig(),
+                objects_per_batch=4,
+                rays_per_object=128,
+                num_source_views=1,
+                bbox_sampling_steps=100_000,
+                teacher=TeacherSpec(),
+            ),
             model=FeatureNeRFModelConfig(
-                encoder=EncoderConfig(backbone="resnet34"), field=FieldConfig(),
-                num_coarse_samples=64, num_importance_samples=16, num_depth_samples=16,
-                eval_num_rays_per_chunk=4096 if DEVICE == "cuda" else 256),
+                encoder=EncoderConfig(backbone="resnet34"),
+                field=FieldConfig(),
+                num_coarse_samples=64,
+                num_importance_samples=16,
+                num_depth_samples=16,
+                eval_num_rays_per_chunk=4096 if DEVICE == "cuda" else 256,
+            ),
             correspondence=CorrespondenceConfig(num_pairs=1000, callback_every=5000, callback_pairs=20),
         ),
         optimizers=_optimizers(1e-4),
-        viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True, websocket_host="127.0.0.1",
-                            max_num_display_images=50),
+        viewer=ViewerConfig(
+            num_rays_per_chunk=4096,
+            quit_on_train_completion=True,
+            websocket_host="127.0.0.1",
+            max_num_display_images=50,
+        ),
         vis="viewer+tensorboard",
         machine=MachineConfig(device_type=DEVICE),
     )

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.eval.correspondence import FeatureProvider, evaluate, view_camera, view_gt
-from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.eval.correspondence import FeatureProvider, evaluate, view_camera, view_gt
 from featurenerf_ns.eval.protocols import load_protocol, make_protocol, resolve_protocol
 
 SPLIT = "train"  # the small fixture has 4 train instances (1 test)
@@ -87,7 +87,9 @@ def test_protocol_deterministic_valid_and_checked(cat, proto, tmp_path):
     for s, t, v in proto.cross_instance:  # only pairs sharing a visible keypoint and a part label
         a, b = cat.view_annotations(s), cat.view_annotations(t)
         assert s != t and (a["kp_visible"][v] & b["kp_visible"][v]).any()
-        assert np.intersect1d(np.unique(a["parts"][v][a["parts"][v] > 0]), np.unique(b["parts"][v][b["parts"][v] > 0])).size
+        assert np.intersect1d(
+            np.unique(a["parts"][v][a["parts"][v] > 0]), np.unique(b["parts"][v][b["parts"][v] > 0])
+        ).size
     for i, s, t in proto.novel_view:
         assert s != t
     assert proto.subset(5).cross_instance == proto.cross_instance[:5]
@@ -145,8 +147,11 @@ def _same_label_pairs(cat, proto):
     views = {i: cat.view_annotations(i)["parts"] for i in cat.ids(SPLIT)}
     shapes = {i: _labels(cat.shape_annotations(i)["point_labels"]) for i in cat.ids(SPLIT)}
     out = proto.subset(None)
-    out.cross_instance = [(s, t, v) for s, t, v in proto.cross_instance
-                          if _labels(views[s][v]) == _labels(views[t][v]) and shapes[s] == shapes[t]]
+    out.cross_instance = [
+        (s, t, v)
+        for s, t, v in proto.cross_instance
+        if _labels(views[s][v]) == _labels(views[t][v]) and shapes[s] == shapes[t]
+    ]
     out.novel_view = [(i, s, t) for i, s, t in proto.novel_view if _labels(views[i][s]) == _labels(views[i][t])]
     return out
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from featurenerf_ns.data.layout import FeatureNeRFDataError
-from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
-
 from conftest import SMALL
+
+from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.data.layout import FeatureNeRFDataError
 
 
 def parse(data, split="train", **kw):
@@ -25,8 +24,7 @@ def test_outputs_group_images_by_instance(chair_root):
     assert len(out.image_filenames) == len(ids) * SMALL["train_views"] == out.cameras.shape[0]
     assert out.cameras.camera_to_worlds.shape[1:] == (3, 4)
     assert int(out.cameras.width[0]) == SMALL["resolution"]
-    torch.testing.assert_close(out.metadata["instance_index"].bincount(),
-                               torch.full((len(ids),), SMALL["train_views"]))
+    torch.testing.assert_close(out.metadata["instance_index"].bincount(), torch.full((len(ids),), SMALL["train_views"]))
     for img, k, v in zip(out.image_filenames, out.metadata["instance_index"], out.metadata["view_index"]):
         assert img.parent.name == ids[k] and img.stem == f"{int(v):03d}"
     assert out.metadata["part_names"] == ["back", "seat", "leg", "arm"]

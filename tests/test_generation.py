@@ -10,20 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL, make_dataset
 
-from featurenerf_ns.data.layout import FeatureNeRFDataError, Layout
 from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import FeatureNeRFDataError, Layout
 from featurenerf_ns.data.procedural import generate as gen
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES, get_category
-
-from conftest import SMALL, make_dataset
 
 TINY = dict(num_instances=3, train_views=3, eval_views=3, resolution=48, num_points=256)
 
 
 def tree_digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_reproduces_identical_files(tmp_path, chair_root):
@@ -52,7 +54,9 @@ def test_interrupted_instance_never_reads_complete_and_resume_finishes(tmp_path,
     calls = {"n": 0}
     real_replace = gen.replace_dir
 
-    def dying_replace(src, dst):  # the process "dies" after moving the images of the 3rd instance, before its annotations
+    def dying_replace(
+        src, dst
+    ):  # the process "dies" after moving the images of the 3rd instance, before its annotations
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt
@@ -118,14 +122,34 @@ def test_instances_vary_in_structure(category):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "featurenerf_ns.scripts.data", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "featurenerf_ns.scripts.data", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_cli_generates_and_makes_contact_sheet(tmp_path):
     out = tmp_path / "cli"
-    r = _cli("procedural", "--category", "chair", "--num-instances", "3", "--train-views", "2", "--eval-views", "2",
-             "--resolution", "32", "--out", str(out), "--workers", "1")
+    r = _cli(
+        "procedural",
+        "--category",
+        "chair",
+        "--num-instances",
+        "3",
+        "--train-views",
+        "2",
+        "--eval-views",
+        "2",
+        "--resolution",
+        "32",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert "done" in r.stdout and json.loads((out / "splits" / "chair.json").read_text())
     r = _cli("contact-sheet", "--data", str(out), "--out", str(tmp_path / "sheet.png"), "--instances", "2")

@@ -10,8 +10,16 @@ import pytest
 
 
 def _run_main(tmp_path, *args):
-    cmd = [sys.executable, "-m", "featurenerf_ns.scripts.main_job", "--data", str(tmp_path / "data"),
-           "--out", str(tmp_path / "out"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "featurenerf_ns.scripts.main_job",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(tmp_path / "out"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 
 
@@ -26,8 +34,26 @@ def _check_report(tmp_path, categories, n):
     assert "| chair |" in (tmp_path / "out" / "report.md").read_text() or "chair" not in categories
 
 
-SMALL = ("--categories", "chair", "--num-instances", "10", "--workers", "1", "--teacher-weights", "random",
-         "--train-minutes", "0.05", "--image-size", "32", "--pck-pairs", "10", "--eval-pairs", "2", "--qualitative", "1")
+SMALL = (
+    "--categories",
+    "chair",
+    "--num-instances",
+    "10",
+    "--workers",
+    "1",
+    "--teacher-weights",
+    "random",
+    "--train-minutes",
+    "0.05",
+    "--image-size",
+    "32",
+    "--pck-pairs",
+    "10",
+    "--eval-pairs",
+    "2",
+    "--qualitative",
+    "1",
+)
 
 
 def test_main_job_small(tmp_path):
@@ -38,7 +64,9 @@ def test_main_job_small(tmp_path):
     out = tmp_path / "out"
     report = json.loads((out / "report.json").read_text())
     t = report["teacher"]
-    assert t["instances"] == 7 and t["pck"]["trained"]["num_pairs"] == 10 and (out / "chair_dinov2-vits14.png").is_file()
+    assert (
+        t["instances"] == 7 and t["pck"]["trained"]["num_pairs"] == 10 and (out / "chair_dinov2-vits14.png").is_file()
+    )
     tr = report["training"]
     assert [x["method"] for x in tr] == ["featurenerf-tiny", "featurenerf-nodistill-tiny"]
     for x in tr:

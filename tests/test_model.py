@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, bilinear_gather, camera_rays
-from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews, project, world_to_source
-from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
-from featurenerf_ns.teachers import sample_map
+from featurenerf_ns.teachers import TeacherSpec, sample_map
 
 SMALL_FIELD = FieldConfig(hidden_dim=32, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
 
@@ -29,7 +28,9 @@ def test_field_head_shapes_and_view_pooling():
     field = FeatureNeRFField(SMALL_FIELD, image_feature_dim=7, feature_dim=11, predict_coords=True)
     src = _sources()
     maps = torch.randn(4, 7, 8, 8)
-    out = field(torch.randn(2, 10, 3) * 0.2, torch.nn.functional.normalize(torch.randn(2, 10, 3), dim=-1), maps, src, (16, 16))
+    out = field(
+        torch.randn(2, 10, 3) * 0.2, torch.nn.functional.normalize(torch.randn(2, 10, 3), dim=-1), maps, src, (16, 16)
+    )
     assert out["density"].shape == (2, 10, 1) and (out["density"] >= 0).all()
     assert out["rgb"].shape == (2, 10, 3) and ((out["rgb"] > 0) & (out["rgb"] < 1)).all()
     assert out["feature"].shape == (2, 10, 11) and out["coords"].shape == (2, 10, 3)
@@ -38,7 +39,9 @@ def test_field_head_shapes_and_view_pooling():
     one = SourceViews(src.images[:, :1], src.c2w[:, :1], src.focal[:, :1], src.center[:, :1])
     pts, dirs = torch.randn(2, 5, 3) * 0.2, torch.nn.functional.normalize(torch.randn(2, 5, 3), dim=-1)
     m1 = torch.randn(2, 7, 8, 8)
-    dup = SourceViews(one.images.repeat(1, 2, 1, 1, 1), one.c2w.repeat(1, 2, 1, 1), one.focal.repeat(1, 2), one.center.repeat(1, 2, 1))
+    dup = SourceViews(
+        one.images.repeat(1, 2, 1, 1, 1), one.c2w.repeat(1, 2, 1, 1), one.focal.repeat(1, 2), one.center.repeat(1, 2, 1)
+    )
     a = field(pts, dirs, m1, one, (16, 16))
     b = field(pts, dirs, m1.repeat_interleave(2, 0), dup, (16, 16))
     assert torch.allclose(a["feature"], b["feature"], atol=1e-5)
@@ -70,11 +73,20 @@ def test_projection_matches_dataparser_cameras_on_the_object_surface(chair_root)
     pts = rays.origins + rays.directions * (torch.from_numpy(ann["depth"][view][v, u]).float() / cos)[:, None]
     full = torch.eye(4)
     full[:3] = c2w
-    uv = project(world_to_source(pts[None], full[None, None]), cams.fx[view].view(1, 1), torch.tensor([[[cams.cx[view, 0], cams.cy[view, 0]]]]))[0, 0]
+    uv = project(
+        world_to_source(pts[None], full[None, None]),
+        cams.fx[view].view(1, 1),
+        torch.tensor([[[cams.cx[view, 0], cams.cy[view, 0]]]]),
+    )[0, 0]
     assert torch.allclose(uv, torch.from_numpy(np.stack([u, v], 1)).float() + 0.5, atol=1e-2)
     # our own ray generator agrees with nerfstudio's
-    o, d = camera_rays(full[None].repeat(len(u), 1, 1), float(cams.fx[view]), (int(cams.height[view]), int(cams.width[view])),
-                       torch.from_numpy(u).float(), torch.from_numpy(v).float())
+    o, d = camera_rays(
+        full[None].repeat(len(u), 1, 1),
+        float(cams.fx[view]),
+        (int(cams.height[view]), int(cams.width[view])),
+        torch.from_numpy(u).float(),
+        torch.from_numpy(v).float(),
+    )
     assert torch.allclose(d, rays.directions, atol=1e-5) and torch.allclose(o, rays.origins, atol=1e-6)
     from featurenerf_ns.data.instances import load_rgba
 
@@ -99,15 +111,29 @@ def pipeline_parts(chair_root, tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("tcache")
     dm_cfg = FeatureNeRFDataManagerConfig(
-        dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=3), objects_per_batch=2,
-        rays_per_object=16, image_size=32, eval_num_instances=1, eval_target_views=(3,),
-        teacher=TeacherSpec(weights="random", input_size=56, layer=2, cache_dir=cache))
+        dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=3),
+        objects_per_batch=2,
+        rays_per_object=16,
+        image_size=32,
+        eval_num_instances=1,
+        eval_target_views=(3,),
+        teacher=TeacherSpec(weights="random", input_size=56, layer=2, cache_dir=cache),
+    )
     dm = FeatureNeRFDataManager(dm_cfg)
-    model_cfg = FeatureNeRFModelConfig(encoder=EncoderConfig(backbone="resnet34", weights="random", num_layers=2),
-                                       field=SMALL_FIELD, num_coarse_samples=8, num_importance_samples=4, num_depth_samples=4,
-                                       precision="float32")  # the exact-algebra checks below; bf16 has its own test
-    model = model_cfg.setup(scene_box=dm.train_dataset.scene_box, num_train_data=len(dm.train_dataset),
-                            metadata=dm.train_dataset.metadata, device="cpu")
+    model_cfg = FeatureNeRFModelConfig(
+        encoder=EncoderConfig(backbone="resnet34", weights="random", num_layers=2),
+        field=SMALL_FIELD,
+        num_coarse_samples=8,
+        num_importance_samples=4,
+        num_depth_samples=4,
+        precision="float32",
+    )  # the exact-algebra checks below; bf16 has its own test
+    model = model_cfg.setup(
+        scene_box=dm.train_dataset.scene_box,
+        num_train_data=len(dm.train_dataset),
+        metadata=dm.train_dataset.metadata,
+        device="cpu",
+    )
     dm.on_sources = model.set_sources
     return dm, model
 
@@ -131,9 +157,13 @@ def test_rank_sharding_is_disjoint(chair_root, tmp_path):
 
     shards = []
     for rank in range(2):
-        cfg = FeatureNeRFDataManagerConfig(dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair"), distill=False)
+        cfg = FeatureNeRFDataManagerConfig(
+            dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair"), distill=False
+        )
         shards.append(set(FeatureNeRFDataManager(cfg, world_size=2, local_rank=rank).rank_ids))
-    assert shards[0].isdisjoint(shards[1]) and len(shards[0] | shards[1]) == len(CategoryData(chair_root, "chair").ids("train"))
+    assert shards[0].isdisjoint(shards[1]) and len(shards[0] | shards[1]) == len(
+        CategoryData(chair_root, "chair").ids("train")
+    )
 
 
 def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts):
@@ -219,7 +249,11 @@ def test_camera_render_of_one_object(pipeline_parts):
     with torch.no_grad():
         out = model.get_outputs_for_camera(cam)
     model.train()
-    assert out["rgb"].shape == (32, 32, 3) and out["feature"].shape == (32, 32, 384) and out["nerf_feature"].shape == (32, 32, 32)
+    assert (
+        out["rgb"].shape == (32, 32, 3)
+        and out["feature"].shape == (32, 32, 384)
+        and out["nerf_feature"].shape == (32, 32, 32)
+    )
     metrics, images = model.get_image_metrics_and_images(out, batch)
     assert {"psnr", "ssim"} <= set(metrics) and images["img"].shape == (32, 64, 3)
 
@@ -276,9 +310,15 @@ def test_precision_resolution_and_bf16_forward(pipeline_parts):
 def test_foreground_ray_fraction(chair_root):
     from featurenerf_ns.data.datamanager import FeatureNeRFDataManager
 
-    cfg = FeatureNeRFDataManagerConfig(dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=2),
-                                       distill=False, objects_per_batch=2, rays_per_object=64, image_size=32,
-                                       bbox_sampling_steps=0, foreground_ray_fraction=0.5)
+    cfg = FeatureNeRFDataManagerConfig(
+        dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=2),
+        distill=False,
+        objects_per_batch=2,
+        rays_per_object=64,
+        image_size=32,
+        bbox_sampling_steps=0,
+        foreground_ray_fraction=0.5,
+    )
     dm = FeatureNeRFDataManager(cfg)
     fg_frac = []
     for step in range(4):

@@ -11,17 +11,45 @@ import pytest
 from featurenerf_ns.scripts.study import Run, StudyError, latest_checkpoint, train_command
 from featurenerf_ns.scripts.study_report import Report
 
-TRAIN_ARGS = ("--pipeline.datamanager.dataparser.max-instances", "3", "--pipeline.datamanager.eval-num-instances", "1",
-              "--pipeline.datamanager.eval-target-views", "5", "--pipeline.model.num-coarse-samples", "8",
-              "--pipeline.model.num-importance-samples", "4", "--pipeline.model.num-depth-samples", "4",
-              "--pipeline.correspondence.split", "train", "--pipeline.datamanager.teacher.weights", "random",
-              "--pipeline.datamanager.teacher.input-size", "56", "--steps-per-save", "1")
+TRAIN_ARGS = (
+    "--pipeline.datamanager.dataparser.max-instances",
+    "3",
+    "--pipeline.datamanager.eval-num-instances",
+    "1",
+    "--pipeline.datamanager.eval-target-views",
+    "5",
+    "--pipeline.model.num-coarse-samples",
+    "8",
+    "--pipeline.model.num-importance-samples",
+    "4",
+    "--pipeline.model.num-depth-samples",
+    "4",
+    "--pipeline.correspondence.split",
+    "train",
+    "--pipeline.datamanager.teacher.weights",
+    "random",
+    "--pipeline.datamanager.teacher.input-size",
+    "56",
+    "--steps-per-save",
+    "1",
+)
 TRAIN_ARGS = " ".join(TRAIN_ARGS)
 
 
 def _study(root, out, **kw):
-    base = dict(out=out, data=root, categories=("chair",), methods=("featurenerf-tiny", "featurenerf-nodistill-tiny"),
-                seeds=(0,), steps=3, image_size=32, curve_every=2, curve_pairs=1, eval_pairs=2, train_args=TRAIN_ARGS)
+    base = dict(
+        out=out,
+        data=root,
+        categories=("chair",),
+        methods=("featurenerf-tiny", "featurenerf-nodistill-tiny"),
+        seeds=(0,),
+        steps=3,
+        image_size=32,
+        curve_every=2,
+        curve_pairs=1,
+        eval_pairs=2,
+        train_args=TRAIN_ARGS,
+    )
     base.update(kw)
     return base
 
@@ -30,8 +58,12 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
     out = tmp_path / "study"
     st = Run(**_study(chair_root, out))
     # a run killed after 2 of its 3 steps: its checkpoint is there, no train_done.json
-    r = subprocess.run(train_command(st, "chair", "featurenerf-nodistill-tiny", 0, 2, None), capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        train_command(st, "chair", "featurenerf-nodistill-tiny", 0, 2, None),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert latest_checkpoint(st.run_dir("chair", "featurenerf-nodistill-tiny", 0))[0] == 1
     st.main()
@@ -50,8 +82,18 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
     md = tmp_path / "docs" / "results.md"
     Report(**_study(chair_root, out), md=md).main()
     text = md.read_text()
-    for s in ("## Tab. 1", "## Tab. 2", "## Tab. 3", "## Tab. 4", "## Acceptance checks", "3D cross-view",
-              "View-frame position prior", "Alignment oracle", "Untrained network", "NeRF feature (no distill)"):
+    for s in (
+        "## Tab. 1",
+        "## Tab. 2",
+        "## Tab. 3",
+        "## Tab. 4",
+        "## Acceptance checks",
+        "3D cross-view",
+        "View-frame position prior",
+        "Alignment oracle",
+        "Untrained network",
+        "NeRF feature (no distill)",
+    ):
         assert s in text, s
     for f in ("pck_chair.png", "curves_chair.png"):
         assert (md.parent / "results" / f).stat().st_size > 5000, f
@@ -89,14 +131,25 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
 
     pr = Precision(out=tmp_path / "prec", data=tmp_path, steps=100)
     assert "--pipeline.model.precision bfloat16" in pr._study("bfloat16", 0).train_args
-    values = {("float32", 0): (25.0, 40.0, 10.0, 1.0), ("float32", 1): (25.4, 44.0, 11.0, 1.2),
-              ("bfloat16", 0): (25.1, 49.0, 10.5, 1.1)}  # psnr, part3d xview, kp3d xview, loss level
+    values = {
+        ("float32", 0): (25.0, 40.0, 10.0, 1.0),
+        ("float32", 1): (25.4, 44.0, 11.0, 1.2),
+        ("bfloat16", 0): (25.1, 49.0, 10.5, 1.1),
+    }  # psnr, part3d xview, kp3d xview, loss level
     for (precision, seed), (psnr, part, kp, loss) in values.items():
         st = pr._study(precision, seed)
-        atomic_write_json(st.eval_path("chair", "featurenerf-tiny", seed), {
-            "step": 100, "train_s": 40.0 if precision == "float32" else 20.0,
-            "results": {"psnr": psnr, "chair/nerf_feature/part3d_xview/miou": part,
-                        "chair/nerf_feature/kp3d_xview/pck@0.1": kp}})
+        atomic_write_json(
+            st.eval_path("chair", "featurenerf-tiny", seed),
+            {
+                "step": 100,
+                "train_s": 40.0 if precision == "float32" else 20.0,
+                "results": {
+                    "psnr": psnr,
+                    "chair/nerf_feature/part3d_xview/miou": part,
+                    "chair/nerf_feature/kp3d_xview/pck@0.1": kp,
+                },
+            },
+        )
         w = SummaryWriter(str(st.run_dir("chair", "featurenerf-tiny", seed)))
         for step in range(0, 100, 10):
             w.add_scalar("Train Loss", loss * (1 + 9 * (step < 50)), step)

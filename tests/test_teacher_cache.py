@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from featurenerf_ns.data.instances import CategoryData
-from featurenerf_ns.teachers.cache import TeacherCache, TeacherCacheError, build_cache, open_cache
 from featurenerf_ns.teachers import make_teacher_config
+from featurenerf_ns.teachers.cache import TeacherCache, TeacherCacheError, build_cache, open_cache
 
 
 def _teacher(**kw):

@@ -41,8 +41,18 @@ def test_dinov2_random_map_shape_stride_and_masking(dinov2_random):
 
 def test_batching_does_not_change_features():
     rgb = torch.rand(5, 3, 64, 64)
-    a = make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=2).setup().extract(rgb).features
-    b = make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=8).setup().extract(rgb).features
+    a = (
+        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=2)
+        .setup()
+        .extract(rgb)
+        .features
+    )
+    b = (
+        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=8)
+        .setup()
+        .extract(rgb)
+        .features
+    )
     assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -131,7 +141,9 @@ def test_sample_map_equals_grid_sample_values_and_gradients():
     uv = torch.rand(3, 40, 2, generator=g) * torch.tensor([16.0, 14.0]) - 1.0  # some outside [0, W] x [0, H]
     uv[:, :4] = torch.tensor([[0.0, 0.0], [14.0, 12.0], [7.0, 12.0], [14.0, 0.0]])
     grid = torch.stack([uv[..., 0] * (2 / 14) - 1, uv[..., 1] * (2 / 12) - 1], -1).unsqueeze(1)
-    ref = F.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(1, 2)
+    ref = F.grid_sample(feats, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0].transpose(
+        1, 2
+    )
     out = sample_map(feats, uv, (12, 14))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     w = torch.randn_like(out)

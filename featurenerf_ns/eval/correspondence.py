@@ -41,8 +41,18 @@ if TYPE_CHECKING:
     from featurenerf_ns.data.instances import CategoryData
     from featurenerf_ns.teachers.base import Teacher
 
-TASKS = ("kp2d_cross", "part2d_cross", "kp3d_cross", "part3d_cross", "kp2d_novel", "part2d_novel",
-         "kp2d_xview", "part2d_xview", "kp3d_xview", "part3d_xview")
+TASKS = (
+    "kp2d_cross",
+    "part2d_cross",
+    "kp3d_cross",
+    "part3d_cross",
+    "kp2d_novel",
+    "part2d_novel",
+    "kp2d_xview",
+    "part2d_xview",
+    "kp3d_xview",
+    "part3d_xview",
+)
 XVIEW_TASKS = TASKS[6:]
 """Cross-view cross-instance tasks (protocol v2): source and target instances conditioned on different views."""
 REFERENCE_RESOLUTION = 128
@@ -113,9 +123,13 @@ def view_gt(ann: Dict[str, np.ndarray], view: int, resolution: int) -> ViewGT:
         onehot = F.one_hot(parts, int(parts.max()) + 1).permute(2, 0, 1)[None].float()
         parts = F.interpolate(onehot, size=(resolution, resolution), mode="area")[0].argmax(0)
     ys, xs = torch.nonzero(parts > 0, as_tuple=True)
-    return ViewGT(fg_xy=torch.stack([xs, ys], 1).float() + 0.5, fg_labels=parts[ys, xs].numpy(),
-                  kp_xy=ann["kp2d"][view] * (resolution / W), kp_visible=ann["kp_visible"][view].astype(bool),
-                  resolution=resolution)
+    return ViewGT(
+        fg_xy=torch.stack([xs, ys], 1).float() + 0.5,
+        fg_labels=parts[ys, xs].numpy(),
+        kp_xy=ann["kp2d"][view] * (resolution / W),
+        kp_visible=ann["kp_visible"][view].astype(bool),
+        resolution=resolution,
+    )
 
 
 class _Annotations:
@@ -153,7 +167,9 @@ class FeatureProvider:
     metric: Literal["cosine", "euclidean"] = "cosine"
     """How its features are matched (features: cosine, as the paper; positions of the priors: euclidean)."""
 
-    def pixels(self, inst: str, input_view: int, view: int, xy: torch.Tensor, resolution: int) -> Dict[str, torch.Tensor]:
+    def pixels(
+        self, inst: str, input_view: int, view: int, xy: torch.Tensor, resolution: int
+    ) -> Dict[str, torch.Tensor]:
         """xy (P, 2) pixel coordinates at ``resolution`` of ``view`` -> name -> (P, D)."""
         raise NotImplementedError
 
@@ -201,14 +217,20 @@ class ModelProvider(FeatureProvider):
         self._condition(inst, input_view)
         c2w, focal = view_camera(self.cat, inst, view, resolution)
         xy = xy.float()
-        o, d = camera_rays(c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5)
+        o, d = camera_rays(
+            c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5
+        )
         out = {n: [] for n in self.names}
         dev = self.model.device
         rc = self.model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
         for i in range(0, len(xy), rc):
             n = min(rc, len(xy) - i)
-            bundle = RayBundle(origins=o[i : i + n], directions=d[i : i + n], pixel_area=torch.full((n, 1), 1e-4),
-                               camera_indices=torch.zeros(n, 1, dtype=torch.long)).to(dev)
+            bundle = RayBundle(
+                origins=o[i : i + n],
+                directions=d[i : i + n],
+                pixel_area=torch.full((n, 1), 1e-4),
+                camera_indices=torch.zeros(n, 1, dtype=torch.long),
+            ).to(dev)
             res = self.model(bundle)
             for k in self.names:
                 out[k].append(res[k].float())
@@ -231,7 +253,9 @@ def field_point_features(model, xyz: torch.Tensor, names: Sequence[str], chunk: 
     out: Dict[str, list] = {n: [] for n in names}
     with model.autocast():
         for i in range(0, len(xyz), chunk):
-            res = model.field(xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:]))
+            res = model.field(
+                xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:])
+            )
             for k in names:
                 out[k].append(res[k][0].float())
     return {k: torch.cat(v) if v else torch.zeros(0, 1, device=model.device) for k, v in out.items()}
@@ -382,16 +406,18 @@ class _Tally:
             self.ious.setdefault(task, []).append(iou)
 
 
-def _transfer_kp(fq: torch.Tensor, fc: torch.Tensor, cand: torch.Tensor, gt: np.ndarray,
-                 metric: str = "cosine") -> Tuple[np.ndarray, np.ndarray]:
+def _transfer_kp(
+    fq: torch.Tensor, fc: torch.Tensor, cand: torch.Tensor, gt: np.ndarray, metric: str = "cosine"
+) -> Tuple[np.ndarray, np.ndarray]:
     """Keypoint query features -> nearest candidate -> (predicted positions, errors)."""
     idx, _ = nn_match(fq, fc, metric=metric)
     pred = cand[idx.cpu()].numpy()
     return pred, np.linalg.norm(pred - gt, axis=1)
 
 
-def _transfer_labels(f_target: torch.Tensor, f_source: torch.Tensor, source_labels: np.ndarray,
-                     metric: str = "cosine") -> np.ndarray:
+def _transfer_labels(
+    f_target: torch.Tensor, f_source: torch.Tensor, source_labels: np.ndarray, metric: str = "cosine"
+) -> np.ndarray:
     idx, _ = nn_match(f_target, f_source, metric=metric)
     return source_labels[idx.cpu().numpy()]
 
@@ -400,9 +426,15 @@ def _shared_labels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.intersect1d(np.unique(a[a > 0]), np.unique(b[b > 0]))
 
 
-def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence[str] = TASKS,
-             resolution: int = REFERENCE_RESOLUTION, keep: int = 0,
-             progress: Optional[Callable[[], None]] = None) -> Tuple[Dict[str, float], List[dict]]:
+def evaluate(
+    provider: FeatureProvider,
+    cat,
+    protocol: Protocol,
+    tasks: Sequence[str] = TASKS,
+    resolution: int = REFERENCE_RESOLUTION,
+    keep: int = 0,
+    progress: Optional[Callable[[], None]] = None,
+) -> Tuple[Dict[str, float], List[dict]]:
     """Scores every feature of ``provider`` on the pairs of ``protocol``.
 
     Returns (metrics, examples): metrics keyed ``<feature>/<task>/<metric>`` (``pck@<t>``, ``num_keypoints``,
@@ -433,12 +465,19 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
             if want_kp:
                 pred, err = _transfer_kp(fs[name][P:], ft[name], gt.fg_xy, gt.kp_xy[shared], provider.metric)
                 tally[name].add_kp(kp_task, err * scale)
-                ex.update(kp_ids=np.nonzero(shared)[0], kp_source=gs.kp_xy[shared], kp_target=gt.kp_xy[shared], kp_pred=pred)
+                ex.update(
+                    kp_ids=np.nonzero(shared)[0], kp_source=gs.kp_xy[shared], kp_target=gt.kp_xy[shared], kp_pred=pred
+                )
             if want_part:
                 pred_labels = _transfer_labels(ft[name], fs[name][:P], gs.fg_labels, provider.metric)
                 tally[name].add_iou(part_task, part_iou(pred_labels, gt.fg_labels, labels))
-                ex.update(source_fg=gs.fg_xy.numpy(), source_labels=gs.fg_labels, target_fg=gt.fg_xy.numpy(),
-                          target_labels=gt.fg_labels, target_pred_labels=pred_labels)
+                ex.update(
+                    source_fg=gs.fg_xy.numpy(),
+                    source_labels=gs.fg_labels,
+                    target_fg=gt.fg_xy.numpy(),
+                    target_labels=gt.fg_labels,
+                    target_pred_labels=pred_labels,
+                )
             if example is not None:
                 example.setdefault(name, {}).update(ex)
 
@@ -466,8 +505,13 @@ def evaluate(provider: FeatureProvider, cat, protocol: Protocol, tasks: Sequence
             if want_part:
                 pred_labels = _transfer_labels(fb[name], fa[name][:P], la, provider.metric)
                 tally[name].add_iou(part_task, part_iou(pred_labels, lb, labels))
-                ex.update(points_source=a["points"], labels_source=la, points_target=b["points"], labels_target=lb,
-                          labels_target_pred=pred_labels)
+                ex.update(
+                    points_source=a["points"],
+                    labels_source=la,
+                    points_target=b["points"],
+                    labels_target=lb,
+                    labels_target_pred=pred_labels,
+                )
             if example is not None:
                 example.setdefault(name, {}).update(ex)
 
@@ -510,4 +554,8 @@ def num_steps(protocol: Protocol, tasks: Sequence[str]) -> int:
     """Progress-bar length of :func:`evaluate`."""
     novel = bool(set(tasks) & {"kp2d_novel", "part2d_novel"})
     xview = bool(set(tasks) & set(XVIEW_TASKS))
-    return len(protocol.cross_instance) + (len(protocol.novel_view) if novel else 0) + (len(protocol.cross_view) if xview else 0)
+    return (
+        len(protocol.cross_instance)
+        + (len(protocol.novel_view) if novel else 0)
+        + (len(protocol.cross_view) if xview else 0)
+    )

@@ -18,8 +18,9 @@ PCK_THRESHOLDS_3D = (0.025, 0.05, 0.075, 0.1)
 """Normalised object units."""
 
 
-def nn_match(query: torch.Tensor, candidates: torch.Tensor, chunk: int = 8192,
-             metric: str = "cosine") -> Tuple[torch.Tensor, torch.Tensor]:
+def nn_match(
+    query: torch.Tensor, candidates: torch.Tensor, chunk: int = 8192, metric: str = "cosine"
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Nearest neighbour: query (Q, D), candidates (N, D) -> (index (Q,) into candidates, score (Q,)).
 
     ``cosine`` (the paper's matcher): both are L2-normalised here (zero vectors stay zero and match with similarity
@@ -28,7 +29,9 @@ def nn_match(query: torch.Tensor, candidates: torch.Tensor, chunk: int = 8192,
     memory is O(Q * chunk). Ties resolve to the lowest index (deterministic).
     """
     if query.ndim != 2 or candidates.ndim != 2 or query.shape[1] != candidates.shape[1]:
-        raise ValueError(f"nn_match: expected (Q, D) and (N, D) with equal D, got {tuple(query.shape)} and {tuple(candidates.shape)}")
+        raise ValueError(
+            f"nn_match: expected (Q, D) and (N, D) with equal D, got {tuple(query.shape)} and {tuple(candidates.shape)}"
+        )
     if candidates.shape[0] == 0:
         raise ValueError("nn_match: no candidates")
     if metric not in ("cosine", "euclidean"):

@@ -57,14 +57,32 @@ class Protocol:
 
     def subset(self, n: Optional[int]) -> "Protocol":
         """A copy with the first ``n`` pairs of each kind (a uniform random subset, as the order is random); None = all."""
-        return Protocol(self.category, self.split, self.seed, self.data_fingerprint, self.num_views,
-                        self.cross_instance[:n], self.novel_view[:n], self.cross_view[:n], self.min_view_angle,
-                        self.version, self.path)
+        return Protocol(
+            self.category,
+            self.split,
+            self.seed,
+            self.data_fingerprint,
+            self.num_views,
+            self.cross_instance[:n],
+            self.novel_view[:n],
+            self.cross_view[:n],
+            self.min_view_angle,
+            self.version,
+            self.path,
+        )
 
     def to_json(self) -> dict:
-        d = {"format": "featurenerf-protocol", "version": self.version, "category": self.category, "split": self.split,
-             "seed": self.seed, "data_fingerprint": self.data_fingerprint, "num_views": self.num_views,
-             "cross_instance": [list(p) for p in self.cross_instance], "novel_view": [list(p) for p in self.novel_view]}
+        d = {
+            "format": "featurenerf-protocol",
+            "version": self.version,
+            "category": self.category,
+            "split": self.split,
+            "seed": self.seed,
+            "data_fingerprint": self.data_fingerprint,
+            "num_views": self.num_views,
+            "cross_instance": [list(p) for p in self.cross_instance],
+            "novel_view": [list(p) for p in self.novel_view],
+        }
         if self.version >= 2:
             d["min_view_angle"] = self.min_view_angle
             d["cross_view"] = [list(p) for p in self.cross_view]
@@ -75,8 +93,9 @@ class Protocol:
         self.path = Path(path)
 
 
-def default_protocol_path(category: str, split: str = "test", directory: Path = PROTOCOL_DIR,
-                          version: int = PROTOCOL_VERSION) -> Path:
+def default_protocol_path(
+    category: str, split: str = "test", directory: Path = PROTOCOL_DIR, version: int = PROTOCOL_VERSION
+) -> Path:
     return Path(directory) / f"{category}_{split}_v{version}.json"
 
 
@@ -123,9 +142,16 @@ def _draw(rng: np.random.Generator, sizes: Tuple[int, ...], valid, num_pairs: in
     return out
 
 
-def make_protocol(cat, split: str = "test", num_pairs: int = DEFAULT_NUM_PAIRS, seed: int = 0,
-                  progress: Optional[callable] = None, ids: Optional[Sequence[str]] = None,
-                  version: int = PROTOCOL_VERSION, min_view_angle: float = DEFAULT_MIN_VIEW_ANGLE) -> Protocol:
+def make_protocol(
+    cat,
+    split: str = "test",
+    num_pairs: int = DEFAULT_NUM_PAIRS,
+    seed: int = 0,
+    progress: Optional[callable] = None,
+    ids: Optional[Sequence[str]] = None,
+    version: int = PROTOCOL_VERSION,
+    min_view_angle: float = DEFAULT_MIN_VIEW_ANGLE,
+) -> Protocol:
     """Draws the pairs of ``cat`` (a :class:`~featurenerf_ns.data.instances.CategoryData` with annotations) among the
     instances of ``split`` (or only ``ids`` of it). ``version`` 1 draws no cross-view pairs."""
     if version not in READABLE_VERSIONS:
@@ -133,7 +159,9 @@ def make_protocol(cat, split: str = "test", num_pairs: int = DEFAULT_NUM_PAIRS, 
     cat._require_annotations()
     ids = list(ids) if ids is not None else list(cat.ids(split))
     if not ids:
-        raise FeatureNeRFDataError(f"{cat.layout.split_file}: split {split!r} has no instances; regenerate with more instances")
+        raise FeatureNeRFDataError(
+            f"{cat.layout.split_file}: split {split!r} has no instances; regenerate with more instances"
+        )
     num_labels = len(cat.part_names) + 1
     vis, labels, axes = [], [], []
     for i in ids:
@@ -151,20 +179,43 @@ def make_protocol(cat, split: str = "test", num_pairs: int = DEFAULT_NUM_PAIRS, 
     num_views = min(v.shape[0] for v in vis)
     rng = np.random.default_rng(seed)
     n = len(ids)
-    cross = _draw(rng, (n, n, num_views),
-                  lambda s, t, v: s != t and _shares(vis[s][v], vis[t][v], labels[s][v], labels[t][v]), num_pairs)
-    novel = _draw(rng, (n, num_views, num_views),
-                  lambda i, s, t: s != t and _shares(vis[i][s], vis[i][t], labels[i][s], labels[i][t]), num_pairs)
+    cross = _draw(
+        rng,
+        (n, n, num_views),
+        lambda s, t, v: s != t and _shares(vis[s][v], vis[t][v], labels[s][v], labels[t][v]),
+        num_pairs,
+    )
+    novel = _draw(
+        rng,
+        (n, num_views, num_views),
+        lambda i, s, t: s != t and _shares(vis[i][s], vis[i][t], labels[i][s], labels[i][t]),
+        num_pairs,
+    )
     xview = []
     if version >= 2:  # an independent stream: v1's two lists above stay exactly as they were
-        xview = _draw(np.random.default_rng([seed, 2]), (n, n, num_views, num_views),
-                      lambda s, t, a, b: s != t and view_angle(axes[s], a, axes[t], b) >= min_view_angle
-                      and _shares(vis[s][a], vis[t][b], labels[s][a], labels[t][b]), num_pairs)
+        xview = _draw(
+            np.random.default_rng([seed, 2]),
+            (n, n, num_views, num_views),
+            lambda s, t, a, b: (
+                s != t
+                and view_angle(axes[s], a, axes[t], b) >= min_view_angle
+                and _shares(vis[s][a], vis[t][b], labels[s][a], labels[t][b])
+            ),
+            num_pairs,
+        )
     fingerprint = (cat.manifest or {}).get("fingerprint")
-    return Protocol(cat.category, split, seed, fingerprint, num_views,
-                    [(ids[s], ids[t], v) for s, t, v in cross], [(ids[i], s, t) for i, s, t in novel],
-                    [(ids[s], ids[t], a, b) for s, t, a, b in xview], min_view_angle if version >= 2 else None,
-                    version=version)
+    return Protocol(
+        cat.category,
+        split,
+        seed,
+        fingerprint,
+        num_views,
+        [(ids[s], ids[t], v) for s, t, v in cross],
+        [(ids[i], s, t) for i, s, t in novel],
+        [(ids[s], ids[t], a, b) for s, t, a, b in xview],
+        min_view_angle if version >= 2 else None,
+        version=version,
+    )
 
 
 def load_protocol(path: Path, cat=None) -> Protocol:
@@ -175,15 +226,25 @@ def load_protocol(path: Path, cat=None) -> Protocol:
     if not isinstance(d, dict) or d.get("format") != "featurenerf-protocol":
         raise FeatureNeRFDataError(f"{path}: not a featurenerf protocol file; {fix}")
     if d.get("version") not in READABLE_VERSIONS:
-        raise FeatureNeRFDataError(f"{path}: protocol version {d.get('version')} but this code reads versions "
-                                   f"{', '.join(map(str, READABLE_VERSIONS))}; {fix}")
+        raise FeatureNeRFDataError(
+            f"{path}: protocol version {d.get('version')} but this code reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; {fix}"
+        )
     try:
         version = int(d["version"])
-        proto = Protocol(str(d["category"]), str(d["split"]), int(d["seed"]), d.get("data_fingerprint"), int(d["num_views"]),
-                         [(str(s), str(t), int(v)) for s, t, v in d["cross_instance"]],
-                         [(str(i), int(s), int(t)) for i, s, t in d["novel_view"]],
-                         [(str(s), str(t), int(a), int(b)) for s, t, a, b in d["cross_view"]] if version >= 2 else [],
-                         float(d["min_view_angle"]) if version >= 2 else None, version=version, path=path)
+        proto = Protocol(
+            str(d["category"]),
+            str(d["split"]),
+            int(d["seed"]),
+            d.get("data_fingerprint"),
+            int(d["num_views"]),
+            [(str(s), str(t), int(v)) for s, t, v in d["cross_instance"]],
+            [(str(i), int(s), int(t)) for i, s, t in d["novel_view"]],
+            [(str(s), str(t), int(a), int(b)) for s, t, a, b in d["cross_view"]] if version >= 2 else [],
+            float(d["min_view_angle"]) if version >= 2 else None,
+            version=version,
+            path=path,
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise FeatureNeRFDataError(f"{path}: malformed protocol ({type(e).__name__}: {e}); {fix}") from None
     if cat is not None:
@@ -195,18 +256,28 @@ def check_protocol(proto: Protocol, cat) -> None:
     where = proto.path or "protocol"
     fix = f"make one for this data with `featurenerf-protocol --data {cat.root / cat.dirname}`"
     if proto.category != cat.category:
-        raise FeatureNeRFDataError(f"{where}: protocol is for category {proto.category!r}, the data is {cat.category!r}; {fix}")
+        raise FeatureNeRFDataError(
+            f"{where}: protocol is for category {proto.category!r}, the data is {cat.category!r}; {fix}"
+        )
     have = (cat.manifest or {}).get("fingerprint")
     if proto.data_fingerprint != have:
         raise FeatureNeRFDataError(
-            f"{where}: made for data fingerprint {proto.data_fingerprint} but {cat.layout.category_file} has {have}; {fix}")
+            f"{where}: made for data fingerprint {proto.data_fingerprint} but {cat.layout.category_file} has {have}; {fix}"
+        )
     ids = set(cat.ids(proto.split))
-    used = {p[0] for p in proto.cross_instance} | {p[1] for p in proto.cross_instance} | {p[0] for p in proto.novel_view} \
-        | {p[0] for p in proto.cross_view} | {p[1] for p in proto.cross_view}
+    used = (
+        {p[0] for p in proto.cross_instance}
+        | {p[1] for p in proto.cross_instance}
+        | {p[0] for p in proto.novel_view}
+        | {p[0] for p in proto.cross_view}
+        | {p[1] for p in proto.cross_view}
+    )
     missing = sorted(used - ids)
     if missing:
-        raise FeatureNeRFDataError(f"{where}: instance {missing[0]} (and {len(missing) - 1} more) not in split {proto.split!r} of "
-                                   f"{cat.layout.split_file}; {fix}")
+        raise FeatureNeRFDataError(
+            f"{where}: instance {missing[0]} (and {len(missing) - 1} more) not in split {proto.split!r} of "
+            f"{cat.layout.split_file}; {fix}"
+        )
 
 
 def resolve_protocol(cat, split: str = "test", path: Optional[Path] = None, seed: int = 0) -> Protocol:

@@ -114,8 +114,10 @@ class FeatureNeRFField(nn.Module):
         if c.density_activation not in ("softplus", "relu"):
             raise ValueError(f"field: density_activation={c.density_activation!r}; choose softplus or relu")
         if not 0 <= c.num_conditioned_blocks <= c.combine_layer <= c.num_blocks:
-            raise ValueError(f"field: need 0 <= num_conditioned_blocks ({c.num_conditioned_blocks}) <= combine_layer "
-                             f"({c.combine_layer}) <= num_blocks ({c.num_blocks})")
+            raise ValueError(
+                f"field: need 0 <= num_conditioned_blocks ({c.num_conditioned_blocks}) <= combine_layer "
+                f"({c.combine_layer}) <= num_blocks ({c.num_blocks})"
+            )
         self.config = c
         self.feature_dim = feature_dim
         self.predict_coords = predict_coords
@@ -130,8 +132,15 @@ class FeatureNeRFField(nn.Module):
     def nerf_feature_dim(self) -> int:
         return self.config.hidden_dim
 
-    def forward(self, points: torch.Tensor, directions: torch.Tensor, maps: torch.Tensor, sources: SourceViews,
-                image_hw, features: bool = True) -> Dict[str, torch.Tensor]:
+    def forward(
+        self,
+        points: torch.Tensor,
+        directions: torch.Tensor,
+        maps: torch.Tensor,
+        sources: SourceViews,
+        image_hw,
+        features: bool = True,
+    ) -> Dict[str, torch.Tensor]:
         """points, directions (B, P, 3) world; maps (B * N, C, h, w) encoder features of the sources' images.
 
         Returns density (B, P, 1), rgb (B, P, 3), feature (B, P, D), coords (B, P, 3), nerf_feature (B, P, hidden).
@@ -171,7 +180,7 @@ class FeatureNeRFField(nn.Module):
         else:  # every head but the (wide) distilled feature
             d = self.head_sizes["density"] + self.head_sizes["rgb"]
             w, b = self.head.weight, self.head.bias
-            keep = torch.cat([w[:d], w[d + self.feature_dim:]]), torch.cat([b[:d], b[d + self.feature_dim:]])
+            keep = torch.cat([w[:d], w[d + self.feature_dim :]]), torch.cat([b[:d], b[d + self.feature_dim :]])
             dens, rgb, coords = torch.split(F.linear(basis, *keep), [1, 3, self.head_sizes["coords"]], dim=-1)
             heads = {"density": dens, "rgb": rgb, "coords": coords}
         out = {

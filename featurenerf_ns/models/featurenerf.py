@@ -16,8 +16,8 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle, RaySamples
-from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.model_components.ray_samplers import UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
@@ -116,7 +116,9 @@ class FeatureNeRFModel(Model):
     def get_sources(self) -> SourceViews:
         """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""
         if self._sources is None:
-            raise RuntimeError("FeatureNeRFModel: no source views set; call model.set_sources(...) (the pipeline does this)")
+            raise RuntimeError(
+                "FeatureNeRFModel: no source views set; call model.set_sources(...) (the pipeline does this)"
+            )
         return self._sources
 
     def encoded_sources(self) -> torch.Tensor:
@@ -151,11 +153,15 @@ class FeatureNeRFModel(Model):
         return autocast_context(self.device, self.active_precision())
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        return {"encoder": [p for p in self.encoder.parameters() if p.requires_grad], "field": list(self.field.parameters())}
+        return {
+            "encoder": [p for p in self.encoder.parameters() if p.requires_grad],
+            "field": list(self.field.parameters()),
+        }
 
     # ------------------------------------------------------------------ rendering
-    def _field(self, ray_samples: RaySamples, B: int, per_sample_features: bool = False,
-               maps: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def _field(
+        self, ray_samples: RaySamples, B: int, per_sample_features: bool = False, maps: Optional[torch.Tensor] = None
+    ) -> Dict[str, torch.Tensor]:
         """Field outputs per sample (R, S, .); the distilled feature only as its head input ``feature_basis``
         unless ``per_sample_features`` (rendering composites the basis, then applies the linear head)."""
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
@@ -164,13 +170,23 @@ class FeatureNeRFModel(Model):
         src = self.get_sources()
         maps = self.encoded_sources() if maps is None else maps
         with self.autocast():
-            out = self.field(pos.reshape(B, (R // B) * S, 3), dirs.reshape(B, (R // B) * S, 3), maps, src,
-                             tuple(src.images.shape[-2:]), features=per_sample_features)
+            out = self.field(
+                pos.reshape(B, (R // B) * S, 3),
+                dirs.reshape(B, (R // B) * S, 3),
+                maps,
+                src,
+                tuple(src.images.shape[-2:]),
+                features=per_sample_features,
+            )
         # compositing, losses and the sampling pdf run in float32 whatever the field's precision
         return {k: v.float().reshape(R, S, -1) for k, v in out.items()}
 
-    def _render(self, ray_samples: RaySamples, f: Dict[str, torch.Tensor],
-                parts: Optional[Tuple[torch.Tensor, List[Dict[str, torch.Tensor]]]] = None) -> Dict[str, torch.Tensor]:
+    def _render(
+        self,
+        ray_samples: RaySamples,
+        f: Dict[str, torch.Tensor],
+        parts: Optional[Tuple[torch.Tensor, List[Dict[str, torch.Tensor]]]] = None,
+    ) -> Dict[str, torch.Tensor]:
         """Volume rendering of field outputs f (R, S, .) over ``ray_samples``. With ``parts`` = (order, [f_a, f_b]),
         f holds only the density in sample order and the outputs are those of f_a and f_b, whose concatenation
         along samples, sorted by ``order``, is the sample order: weights are mapped back instead of gathering the
@@ -211,7 +227,9 @@ class FeatureNeRFModel(Model):
             return 1
         idx = ray_bundle.camera_indices
         if idx is None:
-            raise ValueError(f"FeatureNeRFModel: {R} rays for {B} objects without camera_indices (object index per ray)")
+            raise ValueError(
+                f"FeatureNeRFModel: {R} rays for {B} objects without camera_indices (object index per ray)"
+            )
         idx = idx.view(-1).long()
         if R % B == 0 and torch.equal(idx, torch.arange(B, device=idx.device).repeat_interleave(R // B)):
             return B
@@ -224,8 +242,16 @@ class FeatureNeRFModel(Model):
         self._maps = maps.view(B, N, *maps.shape[1:])[k].detach() if maps is not None else None
         return 1
 
-    def _fine_reusing_coarse(self, ray_bundle: RayBundle, coarse: RaySamples, f_c: Dict[str, torch.Tensor],
-                             t_new: torch.Tensor, edges: torch.Tensor, B: int, maps: torch.Tensor):
+    def _fine_reusing_coarse(
+        self,
+        ray_bundle: RayBundle,
+        coarse: RaySamples,
+        f_c: Dict[str, torch.Tensor],
+        t_new: torch.Tensor,
+        edges: torch.Tensor,
+        B: int,
+        maps: torch.Tensor,
+    ):
         """Fine samples = the coarse sample points (their field outputs reused) + the new points t_new (R, n), each
         evaluated once; the bins of the merged, sorted points are their Voronoi cells on [near, far] (contiguous,
         each containing its point). Returns (ray samples, density in sample order, (order, [f_c, f_new]), the
@@ -253,14 +279,23 @@ class FeatureNeRFModel(Model):
         # fine: importance samples + Gaussian samples around the coarse depth, added to the coarse ones
         edges = torch.cat([coarse.frustums.starts[..., 0], coarse.frustums.ends[..., -1:, 0]], dim=-1)  # (R, S+1)
         w = out_c["weights"][..., 0].detach()
-        extra = [sample_pdf(edges, w, c.num_importance_samples, deterministic=not self.training)] if c.num_importance_samples else []
+        extra = (
+            [sample_pdf(edges, w, c.num_importance_samples, deterministic=not self.training)]
+            if c.num_importance_samples
+            else []
+        )
         if c.num_depth_samples:
             depth = out_c["depth"].detach()
-            noise = torch.randn(depth.shape[0], c.num_depth_samples, device=depth.device) if self.training else \
-                torch.linspace(-1.5, 1.5, c.num_depth_samples, device=depth.device).expand(depth.shape[0], -1)
+            noise = (
+                torch.randn(depth.shape[0], c.num_depth_samples, device=depth.device)
+                if self.training
+                else torch.linspace(-1.5, 1.5, c.num_depth_samples, device=depth.device).expand(depth.shape[0], -1)
+            )
             extra.append(depth + c.depth_std * noise)
         if c.fine_reuses_coarse and extra:
-            fine, f_f, parts, res_new = self._fine_reusing_coarse(ray_bundle, coarse, f_c, torch.cat(extra, -1), edges, B, maps)
+            fine, f_f, parts, res_new = self._fine_reusing_coarse(
+                ray_bundle, coarse, f_c, torch.cat(extra, -1), edges, B, maps
+            )
             out_f = self._render(fine, f_f, parts)
         else:  # official: every fine bin (coarse edges + extra samples) evaluated again
             t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
@@ -303,25 +338,36 @@ class FeatureNeRFModel(Model):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         c = self.config
         gt = batch["image"].to(self.device)
-        losses = {"rgb_loss_coarse": F.mse_loss(outputs["rgb_coarse"], gt), "rgb_loss_fine": F.mse_loss(outputs["rgb"], gt)}
+        losses = {
+            "rgb_loss_coarse": F.mse_loss(outputs["rgb_coarse"], gt),
+            "rgb_loss_fine": F.mse_loss(outputs["rgb"], gt),
+        }
         if c.distill and "teacher_feature" in batch:
             tf = batch["teacher_feature"].to(self.device)
-            losses["distill_loss"] = c.distill_weight * (F.mse_loss(outputs["feature_coarse"], tf) + F.mse_loss(outputs["feature"], tf))
+            losses["distill_loss"] = c.distill_weight * (
+                F.mse_loss(outputs["feature_coarse"], tf) + F.mse_loss(outputs["feature"], tf)
+            )
         if c.predict_coords and "coord_residual" in outputs and c.coord_weight > 0:
-            losses["coord_loss"] = c.coord_weight * (self._coord_loss(outputs["coord_residual_coarse"]) + self._coord_loss(outputs["coord_residual"]))
+            losses["coord_loss"] = c.coord_weight * (
+                self._coord_loss(outputs["coord_residual_coarse"]) + self._coord_loss(outputs["coord_residual"])
+            )
         return losses
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, torch.Tensor]]:
         gt = batch["image"].to(self.device)[..., :3]
         pred = outputs["rgb"].clamp(0, 1)
         g, p = gt.permute(2, 0, 1)[None], pred.permute(2, 0, 1)[None]
-        metrics = {"psnr": float(-10.0 * torch.log10(F.mse_loss(pred, gt).clamp(min=1e-10))),
-                   "ssim": float(self.ssim(p, g, data_range=1.0))}
+        metrics = {
+            "psnr": float(-10.0 * torch.log10(F.mse_loss(pred, gt).clamp(min=1e-10))),
+            "ssim": float(self.ssim(p, g, data_range=1.0)),
+        }
         if self.lpips is not None:
             metrics["lpips"] = float(self.lpips(p * 2 - 1, g * 2 - 1))
-        images = {"img": torch.cat([gt, pred], dim=1),
-                  "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-                  "accumulation": colormaps.apply_colormap(outputs["accumulation"])}
+        images = {
+            "img": torch.cat([gt, pred], dim=1),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+        }
         return metrics, images
 
 
@@ -336,4 +382,3 @@ def _local_lpips():
         return LearnedPerceptualImagePatchSimilarity(normalize=False)
     except Exception:
         return None
-

@@ -9,8 +9,8 @@ callback) add the correspondence metrics of :mod:`featurenerf_ns.eval.correspond
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -19,10 +19,10 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
-from featurenerf_ns.eval.correspondence import CorrespondenceConfig
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.eval.correspondence import CorrespondenceConfig
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
 
 
 @dataclass
@@ -39,10 +39,14 @@ class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
 class FeatureNeRFPipeline(VanillaPipeline):
     config: FeatureNeRFPipelineConfig
 
-    def __init__(self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None):
+    def __init__(
+        self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
+    ):
         if not config.model.distill:
             config.datamanager.distill = False
-        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, grad_scaler=grad_scaler)
+        super().__init__(
+            config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, grad_scaler=grad_scaler
+        )
         self.local_rank = local_rank
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
@@ -67,18 +71,28 @@ class FeatureNeRFPipeline(VanillaPipeline):
         def check(step: int) -> None:
             if self._t0 is None:
                 self._t0 = time.perf_counter()
-            elif budget is not None and time.perf_counter() - self._t0 > budget and attrs.trainer is not None \
-                    and not attrs.trainer.stop_training:
-                CONSOLE.print(f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]")
+            elif (
+                budget is not None
+                and time.perf_counter() - self._t0 > budget
+                and attrs.trainer is not None
+                and not attrs.trainer.stop_training
+            ):
+                CONSOLE.print(
+                    f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]"
+                )
                 attrs.trainer.stop_training = True
             _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - self._t0))
 
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
         c = self.correspondence_config
         if c.callback_every > 0 and self.local_rank == 0:
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                                              lambda step: self._learning_curve_point(step, attrs),
-                                              update_every_num_iters=c.callback_every))
+            callbacks.append(
+                TrainingCallback(
+                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                    lambda step: self._learning_curve_point(step, attrs),
+                    update_every_num_iters=c.callback_every,
+                )
+            )
         return callbacks
 
     def _learning_curve_point(self, step: int, attrs: TrainingCallbackAttributes) -> None:
@@ -93,8 +107,9 @@ class FeatureNeRFPipeline(VanillaPipeline):
             self._curve_clock = _CurveClock.resuming(path)
         clock = self._curve_clock
         t_start, cpu_start = time.perf_counter(), time.process_time()
-        metrics, _ = self.correspondence_metrics(c.callback_pairs, features=("nerf_feature", "feature"), teacher=False,
-                                                 progress=False)
+        metrics, _ = self.correspondence_metrics(
+            c.callback_pairs, features=("nerf_feature", "feature"), teacher=False, progress=False
+        )
         if getattr(c, "callback_images", True):
             nvs = self.novel_view_metrics()
             metrics.update(nvs)
@@ -105,17 +120,29 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
         clock.exclude(time.perf_counter() - t_start, time.process_time() - cpu_start)
         if metrics:
-            short = {k.split("/", 1)[-1]: v for k, v in metrics.items()
-                     if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)}
-            CONSOLE.print(f"step {step} eval ({c.callback_pairs} pairs/kind): "
-                          + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items()))
+            short = {
+                k.split("/", 1)[-1]: v
+                for k, v in metrics.items()
+                if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)
+            }
+            CONSOLE.print(
+                f"step {step} eval ({c.callback_pairs} pairs/kind): "
+                + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items())
+            )
         if path is not None:
             from featurenerf_ns.data.layout import append_jsonl
 
             train_s, train_cpu_s = clock.training_seconds()
-            append_jsonl(path, {"step": int(step), "train_s": round(train_s, 2), "train_cpu_s": round(train_cpu_s, 2),
-                                "eval_s": round(time.perf_counter() - t_start, 2),
-                                "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()}})
+            append_jsonl(
+                path,
+                {
+                    "step": int(step),
+                    "train_s": round(train_s, 2),
+                    "train_cpu_s": round(train_cpu_s, 2),
+                    "eval_s": round(time.perf_counter() - t_start, 2),
+                    "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()},
+                },
+            )
 
     @torch.no_grad()
     def novel_view_metrics(self, instances: Optional[Sequence[str]] = None) -> Dict[str, float]:
@@ -148,30 +175,50 @@ class FeatureNeRFPipeline(VanillaPipeline):
         metrics = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
         c = self.correspondence_config
         if c.enabled:
-            metrics.update(self.correspondence_metrics(c.num_pairs, teacher=c.teacher_baseline,
-                                                       priors=getattr(c, "priors", False))[0])
+            metrics.update(
+                self.correspondence_metrics(
+                    c.num_pairs, teacher=c.teacher_baseline, priors=getattr(c, "priors", False)
+                )[0]
+            )
         return metrics
 
-    def correspondence_metrics(self, num_pairs: Optional[int], features: Optional[Sequence[str]] = None,
-                               teacher: bool = False, keep: int = 0, progress: bool = True,
-                               priors: bool = False, model: bool = True) -> Tuple[Dict[str, float], list]:
+    def correspondence_metrics(
+        self,
+        num_pairs: Optional[int],
+        features: Optional[Sequence[str]] = None,
+        teacher: bool = False,
+        keep: int = 0,
+        progress: bool = True,
+        priors: bool = False,
+        model: bool = True,
+    ) -> Tuple[Dict[str, float], list]:
         """Correspondence metrics of this model (and optionally the 2D teacher baseline and the position priors)
         on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
         whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
         warning) when the data has no annotations."""
-        from featurenerf_ns.eval.correspondence import ModelProvider, PositionPrior, TeacherProvider, evaluate, num_steps
+        from featurenerf_ns.eval.correspondence import (
+            ModelProvider,
+            PositionPrior,
+            TeacherProvider,
+            evaluate,
+            num_steps,
+        )
         from featurenerf_ns.eval.protocols import resolve_protocol
 
         c = self.correspondence_config
         dm = self.datamanager
         cat = dm.cat
         if not cat.has_annotations:
-            CONSOLE.print(f"[yellow]correspondence metrics skipped: {cat.layout.category_file} missing (no annotations)[/yellow]")
+            CONSOLE.print(
+                f"[yellow]correspondence metrics skipped: {cat.layout.category_file} missing (no annotations)[/yellow]"
+            )
             return {}, []
         proto = resolve_protocol(cat, c.split, c.protocol).subset(num_pairs)
         if not proto.cross_instance and progress:
-            CONSOLE.print(f"[yellow]no cross-instance pairs: split {c.split!r} of {cat.layout.split_file} has "
-                          f"{len(cat.ids(c.split))} instance(s); only novel-view tasks are scored[/yellow]")
+            CONSOLE.print(
+                f"[yellow]no cross-instance pairs: split {c.split!r} of {cat.layout.split_file} has "
+                f"{len(cat.ids(c.split))} instance(s); only novel-view tasks are scored[/yellow]"
+            )
         resolution = c.resolution or dm.config.image_size or cat.instance(cat.ids(c.split)[0]).width
         providers = [ModelProvider(self.model, dm, features or c.features, c.chunk)] if model else []
         if teacher:
@@ -190,9 +237,12 @@ class FeatureNeRFPipeline(VanillaPipeline):
         examples: list = []
         try:
             for prov in providers:
-                with _progress(progress, f"correspondence ({'/'.join(prov.names)}, {len(proto.cross_instance)}+"
-                                         f"{len(proto.novel_view)}+{len(proto.cross_view)} pairs)",
-                               num_steps(proto, c.tasks)) as advance:
+                with _progress(
+                    progress,
+                    f"correspondence ({'/'.join(prov.names)}, {len(proto.cross_instance)}+"
+                    f"{len(proto.novel_view)}+{len(proto.cross_view)} pairs)",
+                    num_steps(proto, c.tasks),
+                ) as advance:
                     m, ex = evaluate(prov, cat, proto, c.tasks, resolution, keep=keep, progress=advance)
                 metrics.update({f"{cat.category}/{k}": v for k, v in m.items()})
                 examples.append(ex)
@@ -225,16 +275,22 @@ class _CurveClock:
         from featurenerf_ns.data.layout import read_jsonl
 
         last = read_jsonl(path)[-1:] if path is not None and path.is_file() else []
-        return cls(time.perf_counter(), time.process_time(),
-                   float(last[0].get("train_s", 0.0)) if last else 0.0, float(last[0].get("train_cpu_s", 0.0)) if last else 0.0)
+        return cls(
+            time.perf_counter(),
+            time.process_time(),
+            float(last[0].get("train_s", 0.0)) if last else 0.0,
+            float(last[0].get("train_cpu_s", 0.0)) if last else 0.0,
+        )
 
     def exclude(self, wall_s: float, cpu_s: float) -> None:
         self.wall_excluded += wall_s
         self.cpu_excluded += cpu_s
 
     def training_seconds(self) -> Tuple[float, float]:
-        return (self.wall_offset + time.perf_counter() - self.wall0 - self.wall_excluded,
-                self.cpu_offset + time.process_time() - self.cpu0 - self.cpu_excluded)
+        return (
+            self.wall_offset + time.perf_counter() - self.wall0 - self.wall_excluded,
+            self.cpu_offset + time.process_time() - self.cpu0 - self.cpu_excluded,
+        )
 
 
 def _fix_eta(trainer, step: int, remaining_s: Optional[float]) -> None:
@@ -273,10 +329,24 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=CONSOLE, transient=False)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=CONSOLE,
+            transient=False,
+        )
         self.bar.__enter__()
         task = self.bar.add_task(self.description, total=self.total)
         return lambda: self.bar.advance(task)

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Callable, Dict, Tuple
 
 import tyro
-from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
+
+from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
 PARTS = ("matmul", "field", "encoder", "step", "inference")
@@ -102,7 +103,9 @@ def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
     maps = torch.randn(B, 512, size // 2, size // 2, generator=g).to(device)
     c2w = torch.eye(4).repeat(B, 1, 1, 1)
     c2w[..., 2, 3] = 1.3
-    src = SourceViews(torch.rand(B, 1, 3, size, size), c2w, torch.full((B, 1), size * 1.1), torch.full((B, 1, 2), size / 2)).to(device)
+    src = SourceViews(
+        torch.rand(B, 1, 3, size, size), c2w, torch.full((B, 1), size * 1.1), torch.full((B, 1, 2), size / 2)
+    ).to(device)
     return field, pts, dirs, maps, src, (size, size), cfg
 
 
@@ -129,8 +132,12 @@ def part_field(device: str, peak: Dict[str, float]) -> dict:
             def step():
                 with autocast_context(device, precision):
                     o = field(pts, dirs, maps, src, hw, features=False)
-                (o["density"].float().sum() + o["rgb"].float().sum() + o["feature_basis"].float().sum()
-                 + o["coords"].float().sum()).backward()
+                (
+                    o["density"].float().sum()
+                    + o["rgb"].float().sum()
+                    + o["feature_basis"].float().sum()
+                    + o["coords"].float().sum()
+                ).backward()
 
             t = _timeit(step, device)
             n = pts.shape[0] * pts.shape[1]
@@ -279,8 +286,9 @@ def part_inference(device: str) -> dict:
     paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={"teacher_feature_dim": 384}).to(device).eval()
     c2w0 = torch.eye(4)
     c2w0[2, 3] = 1.3
-    view = type(src)(torch.rand(1, 1, 3, 128, 128), c2w0[None, None], torch.full((1, 1), 128 * 1.1),
-                     torch.full((1, 1, 2), 64.0)).to(device)
+    view = type(src)(
+        torch.rand(1, 1, 3, 128, 128), c2w0[None, None], torch.full((1, 1), 128 * 1.1), torch.full((1, 1, 2), 64.0)
+    ).to(device)
     q = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
     for precision in precisions(device):
         paper.config.precision = precision
@@ -294,9 +302,10 @@ def part_inference(device: str) -> dict:
 
     # one 128^2 feature render with the tiny-preset model (coarse + importance + depth samples, all pixels)
 
+    from nerfstudio.cameras.rays import RayBundle
+
     import featurenerf_ns.method_configs as mc
     from featurenerf_ns.data.datamanager import camera_rays
-    from nerfstudio.cameras.rays import RayBundle
 
     cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
     cfg.precision = "float32"
@@ -314,8 +323,14 @@ def part_inference(device: str) -> dict:
     def render():
         for i in range(0, H * H, chunk):
             n = min(chunk, H * H - i)
-            model(RayBundle(origins=o[i : i + n], directions=d[i : i + n], pixel_area=torch.full((n, 1), 1e-4),
-                            camera_indices=torch.zeros(n, 1, dtype=torch.long)).to(device))
+            model(
+                RayBundle(
+                    origins=o[i : i + n],
+                    directions=d[i : i + n],
+                    pixel_area=torch.full((n, 1), 1e-4),
+                    camera_indices=torch.zeros(n, 1, dtype=torch.long),
+                ).to(device)
+            )
 
     out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
     out["render_rays_per_chunk"] = chunk
@@ -347,9 +362,13 @@ def _run_part(part: str, device: str, data: str, peak: Dict[str, float], threads
 
     if threads:
         torch.set_num_threads(threads)
-    fn = {"matmul": lambda: part_matmul(device), "field": lambda: part_field(device, peak),
-          "encoder": lambda: part_encoder(device), "step": lambda: part_step(device, data),
-          "inference": lambda: part_inference(device)}[part]
+    fn = {
+        "matmul": lambda: part_matmul(device),
+        "field": lambda: part_field(device, peak),
+        "encoder": lambda: part_encoder(device),
+        "step": lambda: part_step(device, data),
+        "inference": lambda: part_inference(device),
+    }[part]
     res = fn()
     return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
 
@@ -373,8 +392,11 @@ def targets(results: Dict[str, dict]) -> Dict[str, Tuple[float, str, bool]]:
     best = [step[k] for k in step if k.startswith("paper_") and k.endswith("_total_ms")]
     if best:
         v = min(best) / 1e3
-        out["paper-preset training step, s (fastest precision)"] = (v, f"<= {OFFICIAL_PAPER_STEP_S / 4:.2f} (official / 4)",
-                                                                    v <= OFFICIAL_PAPER_STEP_S / 4)
+        out["paper-preset training step, s (fastest precision)"] = (
+            v,
+            f"<= {OFFICIAL_PAPER_STEP_S / 4:.2f} (official / 4)",
+            v <= OFFICIAL_PAPER_STEP_S / 4,
+        )
     tiny = [step[k] for k in step if k.startswith("tiny_") and k.endswith("_total_ms")]
     if tiny:
         v = min(tiny)
@@ -387,8 +409,10 @@ def targets(results: Dict[str, dict]) -> Dict[str, Tuple[float, str, bool]]:
     if "pair_3d_transfer_10k_points_s" in inf:
         v = inf["pair_3d_transfer_10k_points_s"]
         out["3D transfer of a pair, s"] = (v, "<= 1", v <= 1.0)
-    for key, label in (("render_128px_feature_map_s", "128² feature render (float32), s"),
-                       ("render_128px_feature_map_bf16_s", "128² feature render (bfloat16, viewer default here), s")):
+    for key, label in (
+        ("render_128px_feature_map_s", "128² feature render (float32), s"),
+        ("render_128px_feature_map_bf16_s", "128² feature render (bfloat16, viewer default here), s"),
+    ):
         if key in inf:
             out[label] = (inf[key], "<= 2", inf[key] <= 2.0)
     return out
@@ -414,8 +438,14 @@ class BenchCommand:
         bad = [p for p in self.parts if p not in PARTS]
         if bad:
             raise SystemExit(f"featurenerf-bench: unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
-        results: Dict[str, dict] = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "device": self.device,
-                                                "torch_threads": self.threads or torch.get_num_threads()}}
+        results: Dict[str, dict] = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "device": self.device,
+                "torch_threads": self.threads or torch.get_num_threads(),
+            }
+        }
         peak: Dict[str, float] = {}
         ctx = get_context("spawn")
         for part in self.parts:
@@ -426,7 +456,9 @@ class BenchCommand:
             results[part] = res
             if part == "matmul":
                 peak = {k: v for k, v in res.items() if k.endswith("_gflops")}
-        table = Table(title=f"featurenerf-bench on {self.device} ({results['machine']['cpus']} CPUs, torch {torch.__version__})")
+        table = Table(
+            title=f"featurenerf-bench on {self.device} ({results['machine']['cpus']} CPUs, torch {torch.__version__})"
+        )
         for col in ("part", "figure", "value"):
             table.add_column(col, justify="right" if col == "value" else "left")
         for part, res in results.items():
@@ -437,7 +469,10 @@ class BenchCommand:
         CONSOLE.print(table)
         results["targets"] = targets(results)
         for name, (value, limit, met) in results["targets"].items():
-            CONSOLE.print(f"target {name}: {value:.3g} (limit {limit}) -> " + ("[green]met[/green]" if met else "[red]NOT met[/red]"))
+            CONSOLE.print(
+                f"target {name}: {value:.3g} (limit {limit}) -> "
+                + ("[green]met[/green]" if met else "[red]NOT met[/red]")
+            )
         from featurenerf_ns.data.layout import atomic_write_json
 
         atomic_write_json(self.out, results)

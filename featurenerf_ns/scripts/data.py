@@ -1,8 +1,8 @@
 """``featurenerf-data``: generate the embedded procedural benchmark and look at it.
 
-    featurenerf-data procedural --category chair --num-instances 60 --out data/shapenet
-    featurenerf-data procedural --category all --num-instances 20 --out data/shapenet
-    featurenerf-data contact-sheet --data data/shapenet --out docs/contact_sheet.png
+featurenerf-data procedural --category chair --num-instances 60 --out data/shapenet
+featurenerf-data procedural --category all --num-instances 20 --out data/shapenet
+featurenerf-data contact-sheet --data data/shapenet --out docs/contact_sheet.png
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from featurenerf_ns.utils.cli import make_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from featurenerf_ns.utils.cli import run_subcommands
 from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.utils.cli import make_console, run_subcommands
 
 CONSOLE = make_console()
 
@@ -55,17 +54,31 @@ class Procedural:
         cats = CATEGORY_NAMES if self.category == "all" else [self.category]
         for cat in cats:
             if cat not in CATEGORY_NAMES:
-                raise FeatureNeRFDataError(f"--category {cat!r}: unknown category; choose one of {', '.join(CATEGORY_NAMES)} or all")
+                raise FeatureNeRFDataError(
+                    f"--category {cat!r}: unknown category; choose one of {', '.join(CATEGORY_NAMES)} or all"
+                )
         total_views = 0
         start = time.perf_counter()
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=CONSOLE) as progress:
             for cat in cats:
-                settings = GeneratorSettings(category=cat, num_instances=self.num_instances, seed=self.seed,
-                                             resolution=self.resolution, train_views=self.train_views,
-                                             eval_views=self.eval_views, supersample=self.supersample,
-                                             num_points=self.num_points)
+                settings = GeneratorSettings(
+                    category=cat,
+                    num_instances=self.num_instances,
+                    seed=self.seed,
+                    resolution=self.resolution,
+                    train_views=self.train_views,
+                    eval_views=self.eval_views,
+                    supersample=self.supersample,
+                    num_points=self.num_points,
+                )
                 problem = check_settings(settings)
                 if problem:
                     raise FeatureNeRFDataError(problem)
@@ -80,14 +93,19 @@ class Procedural:
                     rate = f"{new / dt:.2f} inst/s" if new and dt > 0 else ""
                     progress.update(task, completed=done, rate=rate)
 
-                split = generate_category(self.out, settings, workers=self.workers, overwrite=self.overwrite, progress=update)
+                split = generate_category(
+                    self.out, settings, workers=self.workers, overwrite=self.overwrite, progress=update
+                )
                 made = self.num_instances - first.get("done", 0)
                 views = sum(len(split[s]) * (self.train_views if s == "train" else self.eval_views) for s in split)
                 total_views += round(views * made / self.num_instances)  # views rendered by this run
         elapsed = time.perf_counter() - start
-        CONSOLE.print(f"[green]done[/green]: {len(cats)} categor{'y' if len(cats) == 1 else 'ies'} x {self.num_instances} instances "
-                      f"at {self.resolution}x{self.resolution} in {self.out} — rendered {total_views} views in {elapsed:.1f} s "
-                      f"({total_views / max(elapsed, 1e-9):.0f} views/s, {self.workers} worker(s))", soft_wrap=True)
+        CONSOLE.print(
+            f"[green]done[/green]: {len(cats)} categor{'y' if len(cats) == 1 else 'ies'} x {self.num_instances} instances "
+            f"at {self.resolution}x{self.resolution} in {self.out} — rendered {total_views} views in {elapsed:.1f} s "
+            f"({total_views / max(elapsed, 1e-9):.0f} views/s, {self.workers} worker(s))",
+            soft_wrap=True,
+        )
 
 
 @dataclass
@@ -109,6 +127,7 @@ class ContactSheet:
 
 def entrypoint() -> None:
     run_subcommands({"procedural": Procedural, "contact-sheet": ContactSheet}, __doc__, (FeatureNeRFDataError,))
+
 
 if __name__ == "__main__":
     entrypoint()

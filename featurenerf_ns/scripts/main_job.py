@@ -17,10 +17,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
+from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console()
 
@@ -90,8 +90,9 @@ class MainJob:
         t = time.perf_counter()
         CONSOLE.rule("[bold]procedural data")
         for cat in self.categories:
-            Procedural(category=cat, num_instances=self.num_instances, out=self.data, seed=self.seed,
-                       workers=self.workers).main()
+            Procedural(
+                category=cat, num_instances=self.num_instances, out=self.data, seed=self.seed, workers=self.workers
+            ).main()
         timings["data"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -114,41 +115,85 @@ class MainJob:
             table.add_column(col)
         for s in summaries:
             i = s["instances"]
-            table.add_row(s["category"], f"{i['train']}/{i['val']}/{i['test']}", str(s["views"]),
-                          f"{len(s['parts'])} ({len(s['parts_rendered'])})", str(s["keypoints"]),
-                          f"{s['visible_keypoint_fraction']:.2f}", f"{s['foreground_fraction']:.2f}")
+            table.add_row(
+                s["category"],
+                f"{i['train']}/{i['val']}/{i['test']}",
+                str(s["views"]),
+                f"{len(s['parts'])} ({len(s['parts_rendered'])})",
+                str(s["keypoints"]),
+                f"{s['visible_keypoint_fraction']:.2f}",
+                f"{s['foreground_fraction']:.2f}",
+            )
         CONSOLE.print(table)
-        report = {"timings_s": {k: round(v, 2) for k, v in timings.items()}, "datasets": summaries,
-                  "contact_sheet": str(sheet), "teacher": teacher_summary, "training": train_summary,
-                  "correspondence": corr}
+        report = {
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "datasets": summaries,
+            "contact_sheet": str(sheet),
+            "teacher": teacher_summary,
+            "training": train_summary,
+            "correspondence": corr,
+        }
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        lines = ["# featurenerf_ns main job report", "", f"Data: `{self.data}`; contact sheet: `{sheet}`", "",
-                 "| category | train/val/test | views | parts | keypoints | kp visible | foreground |", "|---|---|---|---|---|---|---|"]
+        lines = [
+            "# featurenerf_ns main job report",
+            "",
+            f"Data: `{self.data}`; contact sheet: `{sheet}`",
+            "",
+            "| category | train/val/test | views | parts | keypoints | kp visible | foreground |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for s in summaries:
             i = s["instances"]
-            lines.append(f"| {s['category']} | {i['train']}/{i['val']}/{i['test']} | {s['views']} | {', '.join(s['parts'])} | "
-                         f"{s['keypoints']} | {s['visible_keypoint_fraction']:.2f} | {s['foreground_fraction']:.2f} |")
+            lines.append(
+                f"| {s['category']} | {i['train']}/{i['val']}/{i['test']} | {s['views']} | {', '.join(s['parts'])} | "
+                f"{s['keypoints']} | {s['visible_keypoint_fraction']:.2f} | {s['foreground_fraction']:.2f} |"
+            )
         t = teacher_summary
-        lines += ["", f"## Teacher ({self.train_category})", "", f"{t['label']}: cache `{t['cache_dir']}`, {t['instances']} instances, "
-                  f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; PCA picture `{t['pca_image']}`", "",
-                  f"Teacher-only 2D cross-instance keypoint transfer ({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):", "",
-                  "| teacher | " + " | ".join(k for k in t["pck"]["trained"] if k.startswith("pck@")) + " |",
-                  "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")])]
+        lines += [
+            "",
+            f"## Teacher ({self.train_category})",
+            "",
+            f"{t['label']}: cache `{t['cache_dir']}`, {t['instances']} instances, "
+            f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; PCA picture `{t['pca_image']}`",
+            "",
+            f"Teacher-only 2D cross-instance keypoint transfer ({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):",
+            "",
+            "| teacher | " + " | ".join(k for k in t["pck"]["trained"] if k.startswith("pck@")) + " |",
+            "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")]),
+        ]
         for r in t["pck"].values():
-            lines.append(f"| {r['label']} | " + " | ".join(f"{v:.1f}" for k, v in r.items() if k.startswith("pck@")) + " |")
+            lines.append(
+                f"| {r['label']} | " + " | ".join(f"{v:.1f}" for k, v in r.items() if k.startswith("pck@")) + " |"
+            )
         for tr in train_summary or []:
             e = tr["eval"]
-            lines += ["", f"## Training: {tr['method']} (CPU preset)", "", f"`{tr['command']}`", "",
-                      f"{tr['steps']} steps in {tr['minutes']:.1f} min; novel views of {tr['eval_images']} held-out images "
-                      f"from one input view: PSNR {e['psnr']:.2f} ± {e['psnr_std']:.2f} dB, SSIM {e['ssim']:.3f} "
-                      f"(an all-black prediction scores {tr['black_psnr']:.2f} dB)", f"Config: `{tr['config']}`"]
+            lines += [
+                "",
+                f"## Training: {tr['method']} (CPU preset)",
+                "",
+                f"`{tr['command']}`",
+                "",
+                f"{tr['steps']} steps in {tr['minutes']:.1f} min; novel views of {tr['eval_images']} held-out images "
+                f"from one input view: PSNR {e['psnr']:.2f} ± {e['psnr_std']:.2f} dB, SSIM {e['ssim']:.3f} "
+                f"(an all-black prediction scores {tr['black_psnr']:.2f} dB)",
+                f"Config: `{tr['config']}`",
+            ]
         if corr:
-            lines += ["", "## Correspondence (`featurenerf-report`)", "", f"Folder `{corr['folder']}`: "
-                      + ", ".join(f"`{f}`" for f in corr["files"]), "", corr["summary_md"].replace("### ", "### Correspondence, ")]
+            lines += [
+                "",
+                "## Correspondence (`featurenerf-report`)",
+                "",
+                f"Folder `{corr['folder']}`: " + ", ".join(f"`{f}`" for f in corr["files"]),
+                "",
+                corr["summary_md"].replace("### ", "### Correspondence, "),
+            ]
         lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), ""]
         (self.out / "report.md").write_text("\n".join(lines) + "\n")
-        CONSOLE.print(f"[green]report[/green]: {self.out / 'report.md'} (timings: "
-                      + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + f"; total {sum(timings.values()) / 60:.1f} min)")
+        CONSOLE.print(
+            f"[green]report[/green]: {self.out / 'report.md'} (timings: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+            + f"; total {sum(timings.values()) / 60:.1f} min)"
+        )
 
     # ------------------------------------------------------------------ stages
     def teacher_stage(self, timings: Dict[str, float]) -> dict:
@@ -173,21 +218,41 @@ class MainJob:
         r = build_cache(cat, teacher, ids)
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
         rate = json.loads((r.cache_dir / "manifest.json").read_text()).get("images_per_second")
-        CONSOLE.print(f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s; {size / 2**20:.1f} MiB")
+        CONSOLE.print(
+            f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s; {size / 2**20:.1f} MiB"
+        )
         timings["teacher_cache"] = time.perf_counter() - t
 
         t = time.perf_counter()
         CONSOLE.rule("[bold]teacher-only keypoint transfer")
         args = TeacherSpec(weights=self.teacher_weights)
         pck_json = self.out / "teacher_pck.json"
-        EvalPck(data=self.data, category=self.train_category, teacher=args, num_pairs=self.pck_pairs,
-                max_instances=min(10, len(ids)), out=pck_json, random_baseline=self.teacher_weights != "random").main()
-        PcaImages(data=self.data, category=self.train_category, teacher=args, out=self.out,
-                  random_baseline=self.teacher_weights != "random").main()
+        EvalPck(
+            data=self.data,
+            category=self.train_category,
+            teacher=args,
+            num_pairs=self.pck_pairs,
+            max_instances=min(10, len(ids)),
+            out=pck_json,
+            random_baseline=self.teacher_weights != "random",
+        ).main()
+        PcaImages(
+            data=self.data,
+            category=self.train_category,
+            teacher=args,
+            out=self.out,
+            random_baseline=self.teacher_weights != "random",
+        ).main()
         timings["teacher_eval"] = time.perf_counter() - t
-        return {"label": teacher.label, "cache_dir": str(r.cache_dir), "instances": len(ids), "images_per_second": rate,
-                "mib_per_instance": size / len(ids) / 2**20, "pck": json.loads(pck_json.read_text()),
-                "pca_image": str(self.out / f"{cat.category}_{args.name}.png")}
+        return {
+            "label": teacher.label,
+            "cache_dir": str(r.cache_dir),
+            "instances": len(ids),
+            "images_per_second": rate,
+            "mib_per_instance": size / len(ids) / 2**20,
+            "pck": json.loads(pck_json.read_text()),
+            "pca_image": str(self.out / f"{cat.category}_{args.name}.png"),
+        }
 
     def train_stage(self, timings: Dict[str, float], method: str, first: bool) -> dict:
         import os
@@ -200,13 +265,29 @@ class MainJob:
         CONSOLE.rule(f"[bold]train {method}")
         runs = self.out / "runs"
         bindir = Path(sys.executable).parent
-        cmd = [str(bindir / "ns-train"), method, "--data", str(self.data / self.train_category),
-               "--output-dir", str(runs), "--experiment-name", self.train_category, "--timestamp", "main",
-               "--pipeline.max-train-minutes", str(self.train_minutes), "--pipeline.datamanager.image-size", str(self.image_size),
-               "--pipeline.correspondence.num-pairs", str(self.eval_pairs),
-               "--pipeline.correspondence.teacher-baseline", str(first),
-               # no learning-curve callback: every second of the short budget goes to training steps
-               "--pipeline.correspondence.callback-every", "0"]
+        cmd = [
+            str(bindir / "ns-train"),
+            method,
+            "--data",
+            str(self.data / self.train_category),
+            "--output-dir",
+            str(runs),
+            "--experiment-name",
+            self.train_category,
+            "--timestamp",
+            "main",
+            "--pipeline.max-train-minutes",
+            str(self.train_minutes),
+            "--pipeline.datamanager.image-size",
+            str(self.image_size),
+            "--pipeline.correspondence.num-pairs",
+            str(self.eval_pairs),
+            "--pipeline.correspondence.teacher-baseline",
+            str(first),
+            # no learning-curve callback: every second of the short budget goes to training steps
+            "--pipeline.correspondence.callback-every",
+            "0",
+        ]
         if self.teacher_weights:
             cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
         if self.train_max_instances:
@@ -223,15 +304,24 @@ class MainJob:
         t = time.perf_counter()
         CONSOLE.rule(f"[bold]ns-eval {method}")
         eval_json = self.out / f"eval_{method}.json"
-        subprocess.run([str(bindir / "ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(eval_json)],
-                       check=True, env=env)
+        subprocess.run(
+            [str(bindir / "ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(eval_json)],
+            check=True,
+            env=env,
+        )
         timings[f"eval {method}"] = time.perf_counter() - t
         res = json.loads(eval_json.read_text())["results"]
         ckpt = max((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
         steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
-        return {"method": method, "command": shown, "config": str(run_dir / "config.yml"), "steps": steps,
-                "minutes": timings[f"train {method}"] / 60, "eval_json": str(eval_json),
-                "eval": {k: v for k, v in res.items() if "/" not in k}}
+        return {
+            "method": method,
+            "command": shown,
+            "config": str(run_dir / "config.yml"),
+            "steps": steps,
+            "minutes": timings[f"train {method}"] / 60,
+            "eval_json": str(eval_json),
+            "eval": {k: v for k, v in res.items() if "/" not in k},
+        }
 
     def report_stage(self, timings: Dict[str, float], trained: List[dict]) -> dict:
         from featurenerf_ns.scripts.report import ReportCommand
@@ -244,7 +334,11 @@ class MainJob:
         ReportCommand(evals=evals, out=folder, qualitative=self.qualitative).main()
         timings["report"] = time.perf_counter() - t
         files = json.loads((folder / "report.json").read_text())["files"]
-        return {"folder": str(folder), "files": files, "summary_md": (folder / "summary.md").read_text().split("\n", 2)[2]}
+        return {
+            "folder": str(folder),
+            "files": files,
+            "summary_md": (folder / "summary.md").read_text().split("\n", 2)[2],
+        }
 
     def _eval_images(self) -> int:
         from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig

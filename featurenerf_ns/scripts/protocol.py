@@ -1,8 +1,8 @@
 """``featurenerf-protocol``: draw the evaluation pairs of one or more categories and write them as versioned files.
 
-    featurenerf-protocol --data data/shapenet/chair                    # -> configs/protocols/chair_test_v2.json
-    featurenerf-protocol --data data/shapenet --all-categories         # every annotated category of the root
-    featurenerf-protocol --data data/shapenet/chair --num-pairs 200 --seed 1 --out my_chair.json
+featurenerf-protocol --data data/shapenet/chair                    # -> configs/protocols/chair_test_v2.json
+featurenerf-protocol --data data/shapenet --all-categories         # every annotated category of the root
+featurenerf-protocol --data data/shapenet/chair --num-pairs 200 --seed 1 --out my_chair.json
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ class ProtocolCommand:
             if not names:
                 from featurenerf_ns.data.layout import FeatureNeRFDataError
 
-                raise FeatureNeRFDataError(f"{root / 'img'}: no categories found; pass a data root such as data/shapenet")
+                raise FeatureNeRFDataError(
+                    f"{root / 'img'}: no categories found; pass a data root such as data/shapenet"
+                )
             cats = [CategoryData(root, n) for n in names]
             outs = [default_protocol_path(c.category, self.split, self.out or PROTOCOL_DIR, self.version) for c in cats]
         else:
@@ -57,14 +59,21 @@ class ProtocolCommand:
             if not cat.has_annotations:
                 CONSOLE.print(f"[yellow]{cat.category}: no annotations ({cat.layout.category_file}); skipped[/yellow]")
                 continue
-            proto = make_protocol(cat, self.split, self.num_pairs, self.seed, version=self.version,
-                                  min_view_angle=self.min_view_angle)
+            proto = make_protocol(
+                cat, self.split, self.num_pairs, self.seed, version=self.version, min_view_angle=self.min_view_angle
+            )
             proto.save(out)
-            counts = [len(proto.cross_instance), len(proto.novel_view)] + ([len(proto.cross_view)] if self.version >= 2 else [])
-            short = "" if all(n == self.num_pairs for n in counts) else " [yellow](fewer valid pairs than asked)[/yellow]"
+            counts = [len(proto.cross_instance), len(proto.novel_view)] + (
+                [len(proto.cross_view)] if self.version >= 2 else []
+            )
+            short = (
+                "" if all(n == self.num_pairs for n in counts) else " [yellow](fewer valid pairs than asked)[/yellow]"
+            )
             xv = f" + {len(proto.cross_view)} cross-view (>= {self.min_view_angle:g} deg)" if self.version >= 2 else ""
-            CONSOLE.print(f"{out}: {cat.category} {self.split} v{self.version}, {len(proto.cross_instance)} cross-instance + "
-                          f"{len(proto.novel_view)} novel-view{xv} pairs, seed {self.seed}, data {proto.data_fingerprint}{short}")
+            CONSOLE.print(
+                f"{out}: {cat.category} {self.split} v{self.version}, {len(proto.cross_instance)} cross-instance + "
+                f"{len(proto.novel_view)} novel-view{xv} pairs, seed {self.seed}, data {proto.data_fingerprint}{short}"
+            )
 
 
 def entrypoint() -> None:

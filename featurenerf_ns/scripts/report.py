@@ -26,11 +26,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tyro
-from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.eval.correspondence import PRIOR_LABELS
 from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -49,13 +49,27 @@ HEADLINE: List[Tuple[str, str, str]] = [
     ("x-view 3D kp PCK@0.1", "kp3d_xview", "pck@0.1"),
     ("x-view 3D part mIoU", "part3d_xview", "miou"),
 ]
-PCK_TASKS = [("kp2d_cross", "2D keypoints, cross-instance", PCK_THRESHOLDS_2D, "px at 128²"),
-             ("kp2d_novel", "2D keypoints, novel view", PCK_THRESHOLDS_2D, "px at 128²"),
-             ("kp3d_cross", "3D keypoints, cross-instance", PCK_THRESHOLDS_3D, "object units"),
-             ("kp2d_xview", "2D keypoints, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
-             ("kp3d_xview", "3D keypoints, cross-view", PCK_THRESHOLDS_3D, "object units")]
-PART_COLORS = np.array([[0, 0, 0], [228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0],
-                        [255, 255, 51], [166, 86, 40], [247, 129, 191]], dtype=np.uint8)
+PCK_TASKS = [
+    ("kp2d_cross", "2D keypoints, cross-instance", PCK_THRESHOLDS_2D, "px at 128²"),
+    ("kp2d_novel", "2D keypoints, novel view", PCK_THRESHOLDS_2D, "px at 128²"),
+    ("kp3d_cross", "3D keypoints, cross-instance", PCK_THRESHOLDS_3D, "object units"),
+    ("kp2d_xview", "2D keypoints, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
+    ("kp3d_xview", "3D keypoints, cross-view", PCK_THRESHOLDS_3D, "object units"),
+]
+PART_COLORS = np.array(
+    [
+        [0, 0, 0],
+        [228, 26, 28],
+        [55, 126, 184],
+        [77, 175, 74],
+        [152, 78, 163],
+        [255, 127, 0],
+        [255, 255, 51],
+        [166, 86, 40],
+        [247, 129, 191],
+    ],
+    dtype=np.uint8,
+)
 
 
 class ReportError(ValueError):
@@ -88,13 +102,17 @@ def method_label(method_name: str) -> str:
 def load_eval(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f"{path}: not found; write it with `ns-eval --load-config <run>/config.yml --output-path {path}`")
+        raise ReportError(
+            f"{path}: not found; write it with `ns-eval --load-config <run>/config.yml --output-path {path}`"
+        )
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ReportError(f"{path}: invalid JSON ({e.msg}); re-run ns-eval to rewrite it") from None
     if not isinstance(d, dict) or not isinstance(d.get("results"), dict):
-        raise ReportError(f"{path}: not an ns-eval result (no 'results'); pass the file written by ns-eval --output-path")
+        raise ReportError(
+            f"{path}: not an ns-eval result (no 'results'); pass the file written by ns-eval --output-path"
+        )
     d["_path"] = str(path)
     return d
 
@@ -116,7 +134,17 @@ def build_rows(evals: List[dict]) -> List[Row]:
     for d, groups in per_run:  # teacher baseline first, once per category
         for (cat, src), m in groups.items():
             if src == "teacher2d" and cat not in teacher_done:
-                rows.append(Row(cat, "Teacher 2D (DINOv2 ViT-S/14)" if "diffusion" not in d.get("method_name", "") else "Teacher 2D (Diffusion)", src, d, m))
+                rows.append(
+                    Row(
+                        cat,
+                        "Teacher 2D (DINOv2 ViT-S/14)"
+                        if "diffusion" not in d.get("method_name", "")
+                        else "Teacher 2D (Diffusion)",
+                        src,
+                        d,
+                        m,
+                    )
+                )
                 teacher_done.add(cat)
     for d, groups in per_run:  # the position priors (ground truth geometry), once per category
         for (cat, src), m in groups.items():
@@ -133,8 +161,10 @@ def build_rows(evals: List[dict]) -> List[Row]:
             elif src == "feature":
                 rows.append(Row(cat, f"{label}, distilled head", src, d, m))
     if not rows:
-        raise ReportError(f"{evals[0]['_path']}: no correspondence metrics in 'results'; evaluate with a featurenerf run on "
-                          "annotated data (pipeline.correspondence.enabled True)")
+        raise ReportError(
+            f"{evals[0]['_path']}: no correspondence metrics in 'results'; evaluate with a featurenerf run on "
+            "annotated data (pipeline.correspondence.enabled True)"
+        )
     return rows
 
 
@@ -158,14 +188,20 @@ def summary_tables(rows: List[Row]) -> Tuple[str, str, List[Table]]:
     tables = []
     for cat in sorted({r.category for r in rows}):
         crow = [r for r in rows if r.category == cat]
-        n = {t: int(max((r.get(t, "num_pairs") for r in crow if not math.isnan(r.get(t, "num_pairs"))), default=0))
-             for t in ("part2d_cross", "part2d_novel", "part2d_xview")}
-        md.write(f"### {cat}: {n['part2d_cross']} cross-instance, {n['part2d_novel']} novel-view and {n['part2d_xview']} "
-                 "cross-view pairs\n\n")
+        n = {
+            t: int(max((r.get(t, "num_pairs") for r in crow if not math.isnan(r.get(t, "num_pairs"))), default=0))
+            for t in ("part2d_cross", "part2d_novel", "part2d_xview")
+        }
+        md.write(
+            f"### {cat}: {n['part2d_cross']} cross-instance, {n['part2d_novel']} novel-view and {n['part2d_xview']} "
+            "cross-view pairs\n\n"
+        )
         md.write("| method | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols) + "\n")
-        t = Table(title=f"{cat}: correspondence ({n['part2d_cross']} cross-instance / {n['part2d_novel']} novel-view / "
-                        f"{n['part2d_xview']} cross-view pairs); "
-                        "PCK in % (2D: px at 128², 3D: object units), mIoU in %")
+        t = Table(
+            title=f"{cat}: correspondence ({n['part2d_cross']} cross-instance / {n['part2d_novel']} novel-view / "
+            f"{n['part2d_xview']} cross-view pairs); "
+            "PCK in % (2D: px at 128², 3D: object units), mIoU in %"
+        )
         t.add_column("method")
         for c in cols:
             t.add_column(c, justify="right")
@@ -186,8 +222,12 @@ def miou_table(rows: List[Row]) -> str:
     cats = sorted({r.category for r in rows})
     labels = list(dict.fromkeys(r.label for r in rows))
     out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
-    for dim, task in (("2D", "part2d_cross"), ("3D", "part3d_cross"), ("2D cross-view", "part2d_xview"),
-                      ("3D cross-view", "part3d_xview")):
+    for dim, task in (
+        ("2D", "part2d_cross"),
+        ("3D", "part3d_cross"),
+        ("2D cross-view", "part2d_xview"),
+        ("3D cross-view", "part3d_xview"),
+    ):
         if all(math.isnan(r.get(task, "miou")) for r in rows):
             continue
         for lab in labels:
@@ -206,7 +246,9 @@ def long_csv(rows: List[Row]) -> str:
     for r in rows:
         for k in sorted(r.metrics):
             task, metric = k.split("/", 1)
-            w.writerow([r.category, r.label, r.source, task, metric, f"{r.metrics[k]:.6g}", r.run["_path"] if r.run else ""])
+            w.writerow(
+                [r.category, r.label, r.source, task, metric, f"{r.metrics[k]:.6g}", r.run["_path"] if r.run else ""]
+            )
     return buf.getvalue()
 
 
@@ -223,8 +265,13 @@ def pck_plot(rows: List[Row], category: str, path: Path) -> None:
             ys = [r.get(task, f"pck@{t:g}") for t in thr]
             if all(math.isnan(y) for y in ys):
                 continue
-            ax.plot(thr, ys, marker="o", label=r.label,
-                    linestyle="--" if r.source == "teacher2d" else ":" if r.source in PRIOR_LABELS else "-")
+            ax.plot(
+                thr,
+                ys,
+                marker="o",
+                label=r.label,
+                linestyle="--" if r.source == "teacher2d" else ":" if r.source in PRIOR_LABELS else "-",
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"threshold ({unit})")
         ax.set_ylabel("PCK (%)")
@@ -268,7 +315,9 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]
     for k, d in enumerate(evals):
         cfg = run_config_path(d)
         if cfg is None:
-            CONSOLE.print(f"[yellow]{d['_path']}: checkpoint {d.get('checkpoint')} not found; no qualitative figures for it[/yellow]")
+            CONSOLE.print(
+                f"[yellow]{d['_path']}: checkpoint {d.get('checkpoint')} not found; no qualitative figures for it[/yellow]"
+            )
             continue
         _, pipeline, _, _ = eval_setup(cfg, test_mode="test")
         pipeline.correspondence_config.tasks = ("kp2d_cross", "part2d_cross", "part3d_cross")
@@ -320,7 +369,9 @@ def untrained_rows(evals: List[dict]) -> List[Row]:
 def _overlay(rgb: np.ndarray, xy: np.ndarray, labels: np.ndarray, alpha: float = 0.65) -> np.ndarray:
     img = rgb.copy()
     ij = np.floor(xy).astype(int)
-    img[ij[:, 1], ij[:, 0]] = (alpha * PART_COLORS[labels % len(PART_COLORS)] + (1 - alpha) * img[ij[:, 1], ij[:, 0]]).astype(np.uint8)
+    img[ij[:, 1], ij[:, 0]] = (
+        alpha * PART_COLORS[labels % len(PART_COLORS)] + (1 - alpha) * img[ij[:, 1], ij[:, 0]]
+    ).astype(np.uint8)
     return img
 
 
@@ -344,7 +395,11 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
     rows = []  # (label, example dict of one feature)
     for label, examples in per_run:
         ex = examples[k]
-        for key, name in (("teacher2d", "Teacher 2D"), ("nerf_feature", label), ("feature", f"{label}, distilled head")):
+        for key, name in (
+            ("teacher2d", "Teacher 2D"),
+            ("nerf_feature", label),
+            ("feature", f"{label}, distilled head"),
+        ):
             if key in ex and (key != "teacher2d" or not any(r[0] == "Teacher 2D" for r in rows)):
                 rows.append((name, ex[key]))
     cmap = plt.get_cmap("tab20")
@@ -359,7 +414,12 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
                 ax[0].scatter(*e["kp_source"][j], color=c, s=28, edgecolors="white", linewidths=0.6)
                 ax[1].scatter(*e["kp_pred"][j], color=c, s=28, edgecolors="white", linewidths=0.6)
                 ax[1].scatter(*e["kp_target"][j], color=c, s=34, marker="x")
-                ax[1].plot([e["kp_pred"][j][0], e["kp_target"][j][0]], [e["kp_pred"][j][1], e["kp_target"][j][1]], color=c, lw=0.7)
+                ax[1].plot(
+                    [e["kp_pred"][j][0], e["kp_target"][j][0]],
+                    [e["kp_pred"][j][1], e["kp_target"][j][1]],
+                    color=c,
+                    lw=0.7,
+                )
         ax[2].imshow(_overlay(src_img, e["source_fg"], e["source_labels"]))
         ax[3].imshow(_overlay(tgt_img, e["target_fg"], e["target_pred_labels"]))
         if "points_target" in e:
@@ -370,8 +430,15 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
         for a in ax:
             a.set_xticks([])
             a.set_yticks([])
-    for j, title in enumerate(["source keypoints", "transferred (o) vs truth (x)", "source parts",
-                               "transferred parts (2D)", "transferred parts (3D, front)"]):
+    for j, title in enumerate(
+        [
+            "source keypoints",
+            "transferred (o) vs truth (x)",
+            "source parts",
+            "transferred parts (2D)",
+            "transferred parts (3D, front)",
+        ]
+    ):
         axes[0, j].set_title(title, fontsize=9)
     fig.suptitle(f"{cat.category}: {s} -> {t}, view {v} (each conditioned on that view)", fontsize=10)
     fig.tight_layout()
@@ -403,8 +470,10 @@ class ReportCommand:
         for t in tables:
             CONSOLE.print(t)
         miou = miou_table(rows)
-        atomic_write_bytes(self.out / "summary.md", ("# Correspondence results\n\n" + md + "## Part co-segmentation mIoU "
-                                                     "(cross-instance)\n\n" + miou).encode())
+        atomic_write_bytes(
+            self.out / "summary.md",
+            ("# Correspondence results\n\n" + md + "## Part co-segmentation mIoU (cross-instance)\n\n" + miou).encode(),
+        )
         atomic_write_bytes(self.out / "summary.csv", csv_text.encode())
         atomic_write_bytes(self.out / "miou.md", miou.encode())
         atomic_write_bytes(self.out / "metrics.csv", long_csv(rows).encode())
@@ -419,9 +488,16 @@ class ReportCommand:
                     name = f"qualitative_{cat.category}_{k}.png"
                     qualitative_figure(cat, per_run, k, self.out / name)
                     written.append(name)
-        atomic_write_json(self.out / "report.json", {"evals": [d["_path"] for d in evals], "files": written,
-                                                      "rows": [{"category": r.category, "method": r.label, "feature": r.source,
-                                                                "metrics": r.metrics} for r in rows]})
+        atomic_write_json(
+            self.out / "report.json",
+            {
+                "evals": [d["_path"] for d in evals],
+                "files": written,
+                "rows": [
+                    {"category": r.category, "method": r.label, "feature": r.source, "metrics": r.metrics} for r in rows
+                ],
+            },
+        )
         CONSOLE.print(f"wrote {self.out}/: " + ", ".join(written))
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
 from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
@@ -97,10 +98,21 @@ class _Study:
             diff = [k for k in SPEC_KEYS if k in stored and stored[k] != mine[k]]
             if diff:
                 k = diff[0]
-                raise StudyError(f"{path}: this study was made with {k}={stored[k]!r}, not {mine[k]!r}; pass the same "
-                                 f"settings to continue it, or use another --out")
-        atomic_write_json(path, {"spec": mine, "categories": list(self.categories), "methods": list(self.methods),
-                                 "seeds": list(self.seeds), "data": str(self.data), "eval_pairs": self.eval_pairs})
+                raise StudyError(
+                    f"{path}: this study was made with {k}={stored[k]!r}, not {mine[k]!r}; pass the same "
+                    f"settings to continue it, or use another --out"
+                )
+        atomic_write_json(
+            path,
+            {
+                "spec": mine,
+                "categories": list(self.categories),
+                "methods": list(self.methods),
+                "seeds": list(self.seeds),
+                "data": str(self.data),
+                "eval_pairs": self.eval_pairs,
+            },
+        )
 
 
 def latest_checkpoint(run: Path) -> Optional[Tuple[int, Path]]:
@@ -123,8 +135,10 @@ def drop_stale_curve(path: Path, start: int) -> int:
     keep = [p for p in points if int(p["step"]) < start]
     if len(keep) < len(points):
         atomic_write_bytes(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in keep).encode())
-        CONSOLE.print(f"{path}: dropped {len(points) - len(keep)} learning-curve points at or after step {start} "
-                      "(written after the last checkpoint this run resumes from)")
+        CONSOLE.print(
+            f"{path}: dropped {len(points) - len(keep)} learning-curve points at or after step {start} "
+            "(written after the last checkpoint this run resumes from)"
+        )
     return len(points) - len(keep)
 
 
@@ -133,12 +147,34 @@ def _bin(name: str) -> str:
 
 
 def train_command(st: _Study, cat: str, method: str, seed: int, remaining: int, load_dir: Optional[Path]) -> List[str]:
-    cmd = [_bin("ns-train"), method, "--data", str(st.data / cat), "--output-dir", str(st.out / "runs"),
-           "--experiment-name", cat, "--timestamp", f"seed{seed}", "--vis", "tensorboard",
-           "--max-num-iterations", str(remaining), "--machine.seed", str(seed), "--pipeline.datamanager.seed", str(seed),
-           "--pipeline.max-train-minutes", "None", "--pipeline.datamanager.image-size", str(st.image_size),
-           "--pipeline.correspondence.callback-every", str(st.curve_every),
-           "--pipeline.correspondence.callback-pairs", str(st.curve_pairs)]
+    cmd = [
+        _bin("ns-train"),
+        method,
+        "--data",
+        str(st.data / cat),
+        "--output-dir",
+        str(st.out / "runs"),
+        "--experiment-name",
+        cat,
+        "--timestamp",
+        f"seed{seed}",
+        "--vis",
+        "tensorboard",
+        "--max-num-iterations",
+        str(remaining),
+        "--machine.seed",
+        str(seed),
+        "--pipeline.datamanager.seed",
+        str(seed),
+        "--pipeline.max-train-minutes",
+        "None",
+        "--pipeline.datamanager.image-size",
+        str(st.image_size),
+        "--pipeline.correspondence.callback-every",
+        str(st.curve_every),
+        "--pipeline.correspondence.callback-pairs",
+        str(st.curve_pairs),
+    ]
     if load_dir is not None:
         cmd += ["--load-dir", str(load_dir)]
     return cmd + shlex.split(st.train_args)
@@ -164,18 +200,30 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, env=env).returncode
         if rc != 0:
-            raise StudyError(f"{run}: ns-train exited with {rc} (see its output above); fix the cause and re-run "
-                             "featurenerf-study run to resume from the last checkpoint")
+            raise StudyError(
+                f"{run}: ns-train exited with {rc} (see its output above); fix the cause and re-run "
+                "featurenerf-study run to resume from the last checkpoint"
+            )
         wall = time.perf_counter() - t0
     else:
         shown, wall = "(already trained)", 0.0
     last = latest_checkpoint(run)
     if last is None or last[0] + 1 < st.steps:
-        raise StudyError(f"{run}: ns-train stopped at step {last[0] + 1 if last else 0} of {st.steps}; re-run to resume")
+        raise StudyError(
+            f"{run}: ns-train stopped at step {last[0] + 1 if last else 0} of {st.steps}; re-run to resume"
+        )
     curve = read_jsonl(run / "learning_curve.jsonl") if (run / "learning_curve.jsonl").is_file() else []
-    rec = {"category": cat, "method": method, "seed": seed, "steps": last[0] + 1, "checkpoint": str(last[1]),
-           "train_s": curve[-1]["train_s"] if curve else None,
-           "train_cpu_s": curve[-1].get("train_cpu_s") if curve else None, "last_wall_s": round(wall, 1), "command": shown}
+    rec = {
+        "category": cat,
+        "method": method,
+        "seed": seed,
+        "steps": last[0] + 1,
+        "checkpoint": str(last[1]),
+        "train_s": curve[-1]["train_s"] if curve else None,
+        "train_cpu_s": curve[-1].get("train_cpu_s") if curve else None,
+        "last_wall_s": round(wall, 1),
+        "command": shown,
+    }
     atomic_write_json(done, rec)
     return rec
 
@@ -217,9 +265,18 @@ def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dic
     results = _novel_view(pipeline, ids)
     m, _ = pipeline.correspondence_metrics(st.eval_pairs, features=("nerf_feature", "feature"), teacher=False)
     results.update(m)
-    d = {"experiment_name": cat, "method_name": method, "seed": seed, "checkpoint": rec["checkpoint"], "step": step + 1,
-         "train_s": rec.get("train_s"), "train_cpu_s": rec.get("train_cpu_s"), "eval_pairs": st.eval_pairs, "eval_s": round(time.perf_counter() - t0, 1),
-         "results": results}
+    d = {
+        "experiment_name": cat,
+        "method_name": method,
+        "seed": seed,
+        "checkpoint": rec["checkpoint"],
+        "step": step + 1,
+        "train_s": rec.get("train_s"),
+        "train_cpu_s": rec.get("train_cpu_s"),
+        "eval_pairs": st.eval_pairs,
+        "eval_s": round(time.perf_counter() - t0, 1),
+        "results": results,
+    }
     atomic_write_json(path, d)
     CONSOLE.print(f"{path}: PSNR {results.get('psnr', float('nan')):.2f} in {d['eval_s']:.0f} s")
     return d
@@ -250,8 +307,13 @@ def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     init_nvs = _novel_view(fresh, ids)
     results["untrained_psnr"] = init_nvs["psnr"]
     results["black_psnr"] = black_psnr(pipeline, ids)
-    d = {"experiment_name": cat, "method_name": "baselines", "eval_pairs": st.eval_pairs,
-         "eval_s": round(time.perf_counter() - t0, 1), "results": results}
+    d = {
+        "experiment_name": cat,
+        "method_name": "baselines",
+        "eval_pairs": st.eval_pairs,
+        "eval_s": round(time.perf_counter() - t0, 1),
+        "results": results,
+    }
     atomic_write_json(path, d)
     return d
 
@@ -282,11 +344,15 @@ class Run(_Study):
         self.check_spec()
         for cat in self.categories:
             if not (self.data / "img" / cat).is_dir() and not (self.data / cat).is_dir():
-                raise StudyError(f"{self.data}: no category {cat!r}; generate it with `featurenerf-data procedural "
-                                 f"--category {cat} --out {self.data}`")
+                raise StudyError(
+                    f"{self.data}: no category {cat!r}; generate it with `featurenerf-data procedural "
+                    f"--category {cat} --out {self.data}`"
+                )
         plan = self.plan()
-        CONSOLE.print(f"study {self.out}: {len(plan)} runs of {self.steps} steps: "
-                      + ", ".join(f"{c}/{m}/s{s}" for c, m, s in plan))
+        CONSOLE.print(
+            f"study {self.out}: {len(plan)} runs of {self.steps} steps: "
+            + ", ".join(f"{c}/{m}/s{s}" for c, m, s in plan)
+        )
         first_of_cat: Dict[str, dict] = {}
         for cat, method, seed in plan:
             rec = train_run(self, cat, method, seed)
@@ -295,8 +361,10 @@ class Run(_Study):
                 if self.baselines and cat not in first_of_cat:
                     first_of_cat[cat] = rec
                     evaluate_baselines(self, cat, rec)
-        CONSOLE.print(f"[green]study {self.out}: all {len(plan)} runs trained[/green]; "
-                      f"`featurenerf-study report --out {self.out}` writes the tables")
+        CONSOLE.print(
+            f"[green]study {self.out}: all {len(plan)} runs trained[/green]; "
+            f"`featurenerf-study report --out {self.out}` writes the tables"
+        )
 
 
 @dataclass
@@ -320,8 +388,8 @@ def _entry_commands() -> dict:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.utils.cli import run_subcommands
     from featurenerf_ns.data.layout import FeatureNeRFDataError
+    from featurenerf_ns.utils.cli import run_subcommands
 
     run_subcommands(_entry_commands(), __doc__, (StudyError, FeatureNeRFDataError))
 

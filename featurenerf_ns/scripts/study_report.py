@@ -110,15 +110,26 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
     return list(entries.values()), baselines, runs
 
 
-ORDER = ["featurenerf", "featurenerf:feature", "featurenerf-nodistill", "featurenerf-nocoord", "featurenerf-nocoord:feature",
-         "teacher2d", "untrained", "view_frame_prior", "alignment_oracle"]
+ORDER = [
+    "featurenerf",
+    "featurenerf:feature",
+    "featurenerf-nodistill",
+    "featurenerf-nocoord",
+    "featurenerf-nocoord:feature",
+    "teacher2d",
+    "untrained",
+    "view_frame_prior",
+    "alignment_oracle",
+]
 
 
 def _sorted(entries: Sequence[Entry]) -> List[Entry]:
     return sorted(entries, key=lambda e: ORDER.index(e.key) if e.key in ORDER else len(ORDER))
 
 
-def _table(entries: List[Entry], cats: Sequence[str], rows: Sequence[Tuple[str, str]], keys: Optional[Sequence[str]] = None) -> str:
+def _table(
+    entries: List[Entry], cats: Sequence[str], rows: Sequence[Tuple[str, str]], keys: Optional[Sequence[str]] = None
+) -> str:
     """rows = (row title prefix, metric key); one line per (row, entry key); columns = categories."""
     out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
     for title, k in rows:
@@ -145,17 +156,25 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
 
     from featurenerf_ns.scripts.report import _save_fig
 
-    panels = [("kp2d_cross", "2D, same view", PCK_THRESHOLDS_2D, "px at 128²"),
-              ("kp2d_xview", "2D, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
-              ("kp3d_cross", "3D, same view", PCK_THRESHOLDS_3D, "object units"),
-              ("kp3d_xview", "3D, cross-view", PCK_THRESHOLDS_3D, "object units")]
+    panels = [
+        ("kp2d_cross", "2D, same view", PCK_THRESHOLDS_2D, "px at 128²"),
+        ("kp2d_xview", "2D, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
+        ("kp3d_cross", "3D, same view", PCK_THRESHOLDS_3D, "object units"),
+        ("kp3d_xview", "3D, cross-view", PCK_THRESHOLDS_3D, "object units"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
     for ax, (task, title, thr, unit) in zip(axes, panels):
         for e in _sorted([x for x in entries if x.category == cat]):
             ys = [e.mean(f"{task}/pck@{t:g}") for t in thr]
             if all(math.isnan(y) for y in ys):
                 continue
-            style = ":" if e.key in PRIOR_LABELS or e.key == "untrained" else "--" if e.key == "teacher2d" or ":feature" in e.key else "-"
+            style = (
+                ":"
+                if e.key in PRIOR_LABELS or e.key == "untrained"
+                else "--"
+                if e.key == "teacher2d" or ":feature" in e.key
+                else "-"
+            )
             ax.plot(thr, ys, marker="o", label=e.label, linestyle=style)
         ax.set_title(f"{cat}: keypoints, {title}", fontsize=10)
         ax.set_xlabel(f"threshold ({unit})")
@@ -179,9 +198,12 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
     from featurenerf_ns.data.layout import read_jsonl
     from featurenerf_ns.scripts.report import _save_fig
 
-    panels = [("psnr", "novel-view PSNR (dB)"), (f"{cat}/{{f}}/part3d_xview/miou", "cross-view 3D part mIoU"),
-              (f"{cat}/{{f}}/kp3d_xview/pck@0.1", "cross-view 3D kp PCK@0.1"),
-              (f"{cat}/{{f}}/part3d_cross/miou", "same-view 3D part mIoU")]
+    panels = [
+        ("psnr", "novel-view PSNR (dB)"),
+        (f"{cat}/{{f}}/part3d_xview/miou", "cross-view 3D part mIoU"),
+        (f"{cat}/{{f}}/kp3d_xview/pck@0.1", "cross-view 3D kp PCK@0.1"),
+        (f"{cat}/{{f}}/part3d_cross/miou", "same-view 3D part mIoU"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6))
     drew = False
     for method in st.methods:
@@ -196,15 +218,20 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
             steps = [r["step"] for r in rows]
             for ax, (key, title) in zip(axes, panels):
                 feats = ["nerf_feature"] + (["feature"] if "nodistill" not in method and "{f}" in key else [])
-                for f in (feats if "{f}" in key else [None]):
+                for f in feats if "{f}" in key else [None]:
                     k = key.format(f=f) if f else key
                     ys = [r["metrics"].get(k) for r in rows]
                     ys = [np.nan if y is None else y for y in ys]
                     if all(np.isnan(ys)):
                         continue
                     lab = METHOD_LABELS.get(_family(method) + (":feature" if f == "feature" else ""), method)
-                    ax.plot(steps, ys, linestyle="--" if f == "feature" else "-", marker=".",
-                            label=f"{lab}" + (f" s{seed}" if len(st.seeds) > 1 else ""))
+                    ax.plot(
+                        steps,
+                        ys,
+                        linestyle="--" if f == "feature" else "-",
+                        marker=".",
+                        label=f"{lab}" + (f" s{seed}" if len(st.seeds) > 1 else ""),
+                    )
                 ax.set_title(f"{cat}: {title}", fontsize=10)
                 ax.set_xlabel("training step")
                 ax.grid(alpha=0.3)
@@ -221,6 +248,7 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
 
 def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> List[str]:
     """The issue's checks on the cross-view protocol, each with its margin."""
+
     def get(key, k):
         e = next((x for x in entries if x.category == cat and x.key == key), None)
         return e.mean(k) if e else float("nan")
@@ -233,16 +261,20 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
         fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
         un, vf, head = get("untrained", task), get("view_frame_prior", task), get("featurenerf:feature", task)
         below = max(un, vf) < min(fn, nd)
-        lines.append(f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
-                     f"(target ≥ +5: {verdict(fn - nd >= 5, fn, nd)}); vs teacher-2D {te:.1f}: {fn - te:+.1f} "
-                     f"({verdict(fn > te, fn, te)}); untrained {un:.1f} and view-frame prior {vf:.1f} below both trained "
-                     f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
-                     f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})")
+        lines.append(
+            f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
+            f"(target ≥ +5: {verdict(fn - nd >= 5, fn, nd)}); vs teacher-2D {te:.1f}: {fn - te:+.1f} "
+            f"({verdict(fn > te, fn, te)}); untrained {un:.1f} and view-frame prior {vf:.1f} below both trained "
+            f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
+            f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})"
+        )
     black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
     p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")
-    lines.append(f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
-                 f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
-                 f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})")
+    lines.append(
+        f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
+        f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
+        f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
+    )
     return lines
 
 
@@ -259,7 +291,9 @@ class Report(_Study):
         """The study's own settings from ``<out>/study.json`` (so ``--out`` alone names a study to report)."""
         path = self.out / "study.json"
         if not path.is_file():
-            raise StudyError(f"{path}: not a study folder (no study.json); run `featurenerf-study run --out {self.out}` first")
+            raise StudyError(
+                f"{path}: not a study folder (no study.json); run `featurenerf-study run --out {self.out}` first"
+            )
         d = json.loads(path.read_text())
         for k, v in d.get("spec", {}).items():
             setattr(self, k, v)
@@ -277,22 +311,32 @@ class Report(_Study):
         buf = io.StringIO()
         w = buf.write
         w("# FeatureNeRF study results\n\n")
-        w(f"Generated by `featurenerf-study report --out {self.out}" + (f" --md {md_path}" if self.md else "") + "` from "
-          f"the study folder `{self.out}`. Every number below is read from the evaluation files there.\n\n")
+        w(
+            f"Generated by `featurenerf-study report --out {self.out}"
+            + (f" --md {md_path}" if self.md else "")
+            + "` from "
+            f"the study folder `{self.out}`. Every number below is read from the evaluation files there.\n\n"
+        )
         w("## Setup\n\n")
         spec = self.spec()
-        w(f"- Runs: {', '.join(self.methods)}; categories {', '.join(cats)}; seeds {', '.join(map(str, self.seeds))}; "
-          f"{spec['steps']} steps each at {spec['image_size']}² (CPU preset), extra ns-train args: "
-          f"`{spec['train_args'] or '(none)'}`.\n")
-        w(f"- Evaluation: protocol v2 (`configs/protocols/<category>_test_v2.json`), the first {self.eval_pairs} pairs of "
-          "each kind: same-view cross-instance (v1's pairs: both objects conditioned on the same view index), "
-          "novel-view (one instance), and cross-view cross-instance (source conditioned on view i, target on view j, "
-          "optical axes ≥ 60° apart). Cosine nearest neighbour on the model's features; priors by Euclidean distance "
-          "of positions. PSNR/SSIM over every test instance x 4 novel views from one input view.\n")
-        w("- Baselines, labelled by what they use: teacher 2D (DINOv2 on the real image of each view; 3D points projected "
-          "into the input view); untrained network (the architecture at its seeded initialisation); view-frame position "
-          "prior (no features: the ground-truth surface point's position in its conditioning camera's frame, the "
-          "shortcut the field can take); alignment oracle (position in the aligned object frame, which photos do not give).\n\n")
+        w(
+            f"- Runs: {', '.join(self.methods)}; categories {', '.join(cats)}; seeds {', '.join(map(str, self.seeds))}; "
+            f"{spec['steps']} steps each at {spec['image_size']}² (CPU preset), extra ns-train args: "
+            f"`{spec['train_args'] or '(none)'}`.\n"
+        )
+        w(
+            f"- Evaluation: protocol v2 (`configs/protocols/<category>_test_v2.json`), the first {self.eval_pairs} pairs of "
+            "each kind: same-view cross-instance (v1's pairs: both objects conditioned on the same view index), "
+            "novel-view (one instance), and cross-view cross-instance (source conditioned on view i, target on view j, "
+            "optical axes ≥ 60° apart). Cosine nearest neighbour on the model's features; priors by Euclidean distance "
+            "of positions. PSNR/SSIM over every test instance x 4 novel views from one input view.\n"
+        )
+        w(
+            "- Baselines, labelled by what they use: teacher 2D (DINOv2 on the real image of each view; 3D points projected "
+            "into the input view); untrained network (the architecture at its seeded initialisation); view-frame position "
+            "prior (no features: the ground-truth surface point's position in its conditioning camera's frame, the "
+            "shortcut the field can take); alignment oracle (position in the aligned object frame, which photos do not give).\n\n"
+        )
         w("Commands of the runs (from each run's `train_done.json`):\n\n")
         for cat in cats:
             for method in self.methods:
@@ -300,19 +344,41 @@ class Report(_Study):
                     p = self.run_dir(cat, method, seed) / "train_done.json"
                     if p.is_file():
                         r = json.loads(p.read_text())
-                        w(f"- {cat} / {method} / seed {seed}: {r['steps']} steps, "
-                          f"{(r.get('train_s') or float('nan')) / 60:.1f} training minutes (wall; "
-                          f"{(r.get('train_cpu_s') or float('nan')) / 60:.1f} CPU minutes): `{r['command']}`\n")
+                        w(
+                            f"- {cat} / {method} / seed {seed}: {r['steps']} steps, "
+                            f"{(r.get('train_s') or float('nan')) / 60:.1f} training minutes (wall; "
+                            f"{(r.get('train_cpu_s') or float('nan')) / 60:.1f} CPU minutes): `{r['command']}`\n"
+                        )
         w("\n## Acceptance checks (cross-view protocol)\n\n")
         for cat in cats:
             w(f"**{cat}**\n\n" + "\n".join(acceptance(entries, baselines, cat)) + "\n\n")
 
         w("## Tab. 1: part co-segmentation mIoU (%)\n\n")
-        w(_table(entries, cats, [("2D same-view", "part2d_cross/miou"), ("2D cross-view", "part2d_xview/miou"),
-                                 ("3D same-view", "part3d_cross/miou"), ("3D cross-view", "part3d_xview/miou")]))
+        w(
+            _table(
+                entries,
+                cats,
+                [
+                    ("2D same-view", "part2d_cross/miou"),
+                    ("2D cross-view", "part2d_xview/miou"),
+                    ("3D same-view", "part3d_cross/miou"),
+                    ("3D cross-view", "part3d_xview/miou"),
+                ],
+            )
+        )
         w("\n## Keypoint transfer PCK (%)\n\n")
-        w(_table(entries, cats, [("2D same-view @10px", "kp2d_cross/pck@10"), ("2D cross-view @10px", "kp2d_xview/pck@10"),
-                                 ("3D same-view @0.1", "kp3d_cross/pck@0.1"), ("3D cross-view @0.1", "kp3d_xview/pck@0.1")]))
+        w(
+            _table(
+                entries,
+                cats,
+                [
+                    ("2D same-view @10px", "kp2d_cross/pck@10"),
+                    ("2D cross-view @10px", "kp2d_xview/pck@10"),
+                    ("3D same-view @0.1", "kp3d_cross/pck@0.1"),
+                    ("3D cross-view @0.1", "kp3d_xview/pck@0.1"),
+                ],
+            )
+        )
         fig_dir.mkdir(parents=True, exist_ok=True)
         w("\n## Fig. 3: PCK vs threshold\n\n")
         for cat in cats:
@@ -322,14 +388,29 @@ class Report(_Study):
         w("## Tab. 2: novel-view co-segmentation and keypoints (one instance, another view)\n\n")
         w(_table(entries, cats, [("2D part mIoU", "part2d_novel/miou"), ("2D kp PCK@10", "kp2d_novel/pck@10")]))
         w("\n## Tab. 3: ablation (cross-view and same-view part mIoU, internal feature)\n\n")
-        w(_table(entries, cats, [("2D same-view", "part2d_cross/miou"), ("2D cross-view", "part2d_xview/miou"),
-                                 ("3D same-view", "part3d_cross/miou"), ("3D cross-view", "part3d_xview/miou")],
-                 keys=("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill")))
+        w(
+            _table(
+                entries,
+                cats,
+                [
+                    ("2D same-view", "part2d_cross/miou"),
+                    ("2D cross-view", "part2d_xview/miou"),
+                    ("3D same-view", "part3d_cross/miou"),
+                    ("3D cross-view", "part3d_xview/miou"),
+                ],
+                keys=("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill"),
+            )
+        )
         w("\n## Tab. 4: novel-view synthesis\n\n")
         w("| | " + " | ".join(cats) + " |\n|---|" + "---:|" * len(cats) + "\n")
         fams = [k for k in ORDER if ":" not in k and k.startswith("featurenerf")]
-        for key, title, digits in (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 3), ("steps", "steps", 0), ("train_min", "training minutes (wall)", 1),
-                                         ("train_cpu_min", "training CPU minutes (all threads)", 1)):
+        for key, title, digits in (
+            ("psnr", "PSNR (dB)", 2),
+            ("ssim", "SSIM", 3),
+            ("steps", "steps", 0),
+            ("train_min", "training minutes (wall)", 1),
+            ("train_cpu_min", "training CPU minutes (all threads)", 1),
+        ):
             for fam in fams:
                 cells = []
                 label = METHOD_LABELS.get(fam, fam).replace(", internal feature", "")
@@ -338,10 +419,22 @@ class Report(_Study):
                     cells.append(e.fmt(key, digits) if e else "—")
                 if not all(x == "—" for x in cells):
                     w(f"| {title}: {label} | " + " | ".join(cells) + " |\n")
-        w("| PSNR (dB): untrained network | " + " | ".join(
-            f"{baselines[c]['results'].get('untrained_psnr', float('nan')):.2f}" if c in baselines else "—" for c in cats) + " |\n")
-        w("| PSNR (dB): all-black image | " + " | ".join(
-            f"{baselines[c]['results'].get('black_psnr', float('nan')):.2f}" if c in baselines else "—" for c in cats) + " |\n")
+        w(
+            "| PSNR (dB): untrained network | "
+            + " | ".join(
+                f"{baselines[c]['results'].get('untrained_psnr', float('nan')):.2f}" if c in baselines else "—"
+                for c in cats
+            )
+            + " |\n"
+        )
+        w(
+            "| PSNR (dB): all-black image | "
+            + " | ".join(
+                f"{baselines[c]['results'].get('black_psnr', float('nan')):.2f}" if c in baselines else "—"
+                for c in cats
+            )
+            + " |\n"
+        )
         w("\n## Learning curves (training callback)\n\n")
         for cat in cats:
             name = f"curves_{cat}.png"

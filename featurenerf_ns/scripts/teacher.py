@@ -1,11 +1,11 @@
 """``featurenerf-teacher``: cache teacher features, evaluate a teacher on its own, look at its features.
 
-    featurenerf-teacher cache --data data/shapenet/chair                      # train split, DINOv2 default
-    featurenerf-teacher cache --data data/shapenet/chair --max-instances 10 --teacher.layer 8 --teacher.facet key
-    featurenerf-teacher cache --data data/shapenet/chair --teacher.pca-dim 64         # N3F-style PCA-64 cache
-    featurenerf-teacher eval-pck --data data/shapenet/chair                   # DINOv2 vs the same net, random weights
-    featurenerf-teacher pca-images --data data/shapenet/chair --out outputs/teacher_pca
-    featurenerf-teacher info --data data/shapenet/chair
+featurenerf-teacher cache --data data/shapenet/chair                      # train split, DINOv2 default
+featurenerf-teacher cache --data data/shapenet/chair --max-instances 10 --teacher.layer 8 --teacher.facet key
+featurenerf-teacher cache --data data/shapenet/chair --teacher.pca-dim 64         # N3F-style PCA-64 cache
+featurenerf-teacher eval-pck --data data/shapenet/chair                   # DINOv2 vs the same net, random weights
+featurenerf-teacher pca-images --data data/shapenet/chair --out outputs/teacher_pca
+featurenerf-teacher info --data data/shapenet/chair
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-from featurenerf_ns.utils.cli import make_console
 from rich.table import Table
 
 from featurenerf_ns.teachers import TeacherSpec
+from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -63,12 +63,16 @@ class Cache(_TeacherOnSplit):
 
         cat, ids = self.instances()
         t = self.teacher.setup()
-        CONSOLE.print(f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})")
+        CONSOLE.print(
+            f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})"
+        )
         r = build_cache(cat, t, ids, self.teacher.cache_dir, pca_dim=self.teacher.pca_dim)
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
         rate = f"{r.images_per_second:.1f} images/s" if r.built else "nothing to do (cache up to date)"
-        CONSOLE.print(f"cache {r.cache_dir}: {len(r.built)} instances extracted, {len(r.reused)} reused; {r.images} images in "
-                      f"{r.seconds:.1f} s = {rate}; {size / 2**20:.1f} MiB ({size / max(len(ids), 1) / 2**20:.2f} MiB/instance)")
+        CONSOLE.print(
+            f"cache {r.cache_dir}: {len(r.built)} instances extracted, {len(r.reused)} reused; {r.images} images in "
+            f"{r.seconds:.1f} s = {rate}; {size / 2**20:.1f} MiB ({size / max(len(ids), 1) / 2**20:.2f} MiB/instance)"
+        )
 
 
 @dataclass
@@ -91,7 +95,9 @@ class EvalPck(_TeacherOnSplit):
         proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)
         pairs = proto.cross_instance
         if len(pairs) < self.num_pairs:
-            CONSOLE.print(f"[yellow]only {len(pairs)} pairs with shared visible keypoints among {len(ids)} instances[/yellow]")
+            CONSOLE.print(
+                f"[yellow]only {len(pairs)} pairs with shared visible keypoints among {len(ids)} instances[/yellow]"
+            )
         runs = [("trained", None)] + ([("random", "random")] if self.random_baseline else [])
         results = {}
         for tag, w in runs:
@@ -99,11 +105,17 @@ class EvalPck(_TeacherOnSplit):
             t0 = time.perf_counter()
             m, _ = evaluate(TeacherProvider(cat, teacher), cat, proto, ("kp2d_cross",), resolution=128)
             r = {k.rsplit("/", 1)[-1]: v for k, v in m.items()}
-            r.update(num_pairs=len(pairs), num_keypoints=int(r["num_keypoints"]), seconds=round(time.perf_counter() - t0, 1),
-                     label=teacher.label)
+            r.update(
+                num_pairs=len(pairs),
+                num_keypoints=int(r["num_keypoints"]),
+                seconds=round(time.perf_counter() - t0, 1),
+                label=teacher.label,
+            )
             results[tag] = r
-        table = Table(title=f"teacher-only 2D keypoint transfer, {cat.category}, {len(pairs)} cross-instance pairs "
-                            f"({results['trained']['num_keypoints']} keypoints), PCK at px/128")
+        table = Table(
+            title=f"teacher-only 2D keypoint transfer, {cat.category}, {len(pairs)} cross-instance pairs "
+            f"({results['trained']['num_keypoints']} keypoints), PCK at px/128"
+        )
         table.add_column("teacher")
         keys = [k for k in results["trained"] if k.startswith("pck@")]
         for k in keys:
@@ -164,7 +176,9 @@ class PcaImages(_TeacherOnData):
         grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
         name = f"{cat.category}_{self.teacher.name}.png"
         Image.fromarray(grid).save(self.out / name)
-        CONSOLE.print(f"wrote {self.out / name}: rows = {' | '.join(labels)}; columns = {len(ids)} instances x views {list(self.views)}")
+        CONSOLE.print(
+            f"wrote {self.out / name}: rows = {' | '.join(labels)}; columns = {len(ids)} instances x views {list(self.views)}"
+        )
 
 
 @dataclass
@@ -177,24 +191,31 @@ class Info:
         root = self.data if (self.data / "teacher_cache").is_dir() else self.data.parent
         mfs = sorted((root / "teacher_cache").glob("*/*/manifest.json"))
         if not mfs:
-            CONSOLE.print(f"no teacher caches under {root / 'teacher_cache'}; build one with `featurenerf-teacher cache`")
+            CONSOLE.print(
+                f"no teacher caches under {root / 'teacher_cache'}; build one with `featurenerf-teacher cache`"
+            )
         for mf in mfs:
             m = json.loads(mf.read_text())
             size = sum(f.stat().st_size for f in mf.parent.glob("*.npy"))
             idn = m["identity"]
             state = "complete" if m.get("complete") else "[yellow]incomplete[/yellow]"
-            CONSOLE.print(f"{mf.parent}: {m['label']}, {idn.get('pca_dim') or idn['dim']} x {idn['map_size']}, "
-                          f"{len(m.get('instances', []))} instances, {size / 2**20:.1f} MiB, {state}, "
-                          f"{m.get('images_per_second')} images/s")
+            CONSOLE.print(
+                f"{mf.parent}: {m['label']}, {idn.get('pca_dim') or idn['dim']} x {idn['map_size']}, "
+                f"{len(m.get('instances', []))} instances, {size / 2**20:.1f} MiB, {state}, "
+                f"{m.get('images_per_second')} images/s"
+            )
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.utils.cli import run_subcommands
     from featurenerf_ns.data.layout import FeatureNeRFDataError
     from featurenerf_ns.teachers import TeacherError
+    from featurenerf_ns.utils.cli import run_subcommands
 
-    run_subcommands({"cache": Cache, "eval-pck": EvalPck, "pca-images": PcaImages, "info": Info}, __doc__,
-                    (FeatureNeRFDataError, TeacherError))
+    run_subcommands(
+        {"cache": Cache, "eval-pck": EvalPck, "pca-images": PcaImages, "info": Info},
+        __doc__,
+        (FeatureNeRFDataError, TeacherError),
+    )
 
 
 if __name__ == "__main__":

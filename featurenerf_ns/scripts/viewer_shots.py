@@ -26,9 +26,18 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 CHROMIUM = Path(os.environ.get("FEATURENERF_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-gl=swiftshader", "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 
 class ViewerShotsError(RuntimeError):
@@ -46,7 +55,9 @@ def check_browser() -> None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        raise ViewerShotsError("playwright is not installed; `pip install playwright` (the browser is Debian's chromium)") from None
+        raise ViewerShotsError(
+            "playwright is not installed; `pip install playwright` (the browser is Debian's chromium)"
+        ) from None
     if not CHROMIUM.is_file():
         raise ViewerShotsError(f"{CHROMIUM} not found; `apt-get install chromium` (or set FEATURENERF_CHROMIUM)")
 
@@ -61,20 +72,28 @@ class ViewerProcess:
     def __enter__(self) -> "ViewerProcess":
         exe = Path(sys.executable).parent / "ns-viewer"
         self._log = open(self.log, "w")
-        self.proc = subprocess.Popen([str(exe), "--load-config", str(self.config), "--viewer.websocket-port", str(self.port)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1"))
+        self.proc = subprocess.Popen(
+            [str(exe), "--load-config", str(self.config), "--viewer.websocket-port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, WANDB_MODE="offline", HF_HUB_OFFLINE="1"),
+        )
         t0 = time.time()
         while time.time() - t0 < self.timeout:
             if self.proc.poll() is not None:
-                raise ViewerShotsError(f"ns-viewer exited with {self.proc.returncode}; see {self.log}: "
-                                       + self.log.read_text()[-400:].replace("\n", " | "))
+                raise ViewerShotsError(
+                    f"ns-viewer exited with {self.proc.returncode}; see {self.log}: "
+                    + self.log.read_text()[-400:].replace("\n", " | ")
+                )
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.5)
         self.__exit__()
-        raise ViewerShotsError(f"ns-viewer did not listen on 127.0.0.1:{self.port} within {self.timeout:.0f} s; see {self.log}")
+        raise ViewerShotsError(
+            f"ns-viewer did not listen on 127.0.0.1:{self.port} within {self.timeout:.0f} s; see {self.log}"
+        )
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -132,7 +151,9 @@ class BrowserClient:
                 with self._lock:
                     self.frames.append(Frame(time.time(), img))
 
-    def wait_settled(self, after: float, min_pixels: int = 64 * 64, quiet: float = 3.0, timeout: float = 300.0) -> Frame:
+    def wait_settled(
+        self, after: float, min_pixels: int = 64 * 64, quiet: float = 3.0, timeout: float = 300.0
+    ) -> Frame:
         """The last frame received after time ``after`` once it is a full-resolution one (at least ``min_pixels``;
         while the view changes the viewer first streams ~30 px previews) and no new frame came for ``quiet`` s."""
         t0 = time.time()
@@ -140,10 +161,16 @@ class BrowserClient:
             self.page.wait_for_timeout(500)  # (Playwright delivers websocket events only while it is called)
             with self._lock:
                 recent = [f for f in self.frames if f.time > after]
-            if recent and time.time() - recent[-1].time > quiet and recent[-1].image.shape[0] * recent[-1].image.shape[1] >= min_pixels:
+            if (
+                recent
+                and time.time() - recent[-1].time > quiet
+                and recent[-1].image.shape[0] * recent[-1].image.shape[1] >= min_pixels
+            ):
                 return recent[-1]
-        raise ViewerShotsError(f"the viewer sent no settled image within {timeout:.0f} s (got "
-                               f"{len([f for f in self.frames if f.time > after])} frames)")
+        raise ViewerShotsError(
+            f"the viewer sent no settled image within {timeout:.0f} s (got "
+            f"{len([f for f in self.frames if f.time > after])} frames)"
+        )
 
     def select(self, label: str, option: str) -> float:
         """Choose ``option`` in the dropdown labelled ``label``; returns the time just before."""
@@ -165,7 +192,9 @@ class BrowserClient:
         """Click the 3D view at fractions (x, y) of the canvas."""
         t = time.time()
         canvases = self.page.locator("canvas")
-        boxes = [b for b in (canvases.nth(i).bounding_box() for i in range(canvases.count())) if b and b["height"] > 100]
+        boxes = [
+            b for b in (canvases.nth(i).bounding_box() for i in range(canvases.count())) if b and b["height"] > 100
+        ]
         box = min(boxes, key=lambda b: b["width"])  # the 3D view (a wider one lies under the control panel)
         self.page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
         return t
@@ -188,9 +217,16 @@ class CheckResult:
     screenshots: List[Path]
 
 
-def run_check(config: Path, out: Optional[Path], port: Optional[int] = None, keypoint: Optional[str] = None,
-              other_instance: Optional[str] = None, part_source: Optional[str] = None, click: bool = True,
-              log: Optional[Path] = None) -> CheckResult:
+def run_check(
+    config: Path,
+    out: Optional[Path],
+    port: Optional[int] = None,
+    keypoint: Optional[str] = None,
+    other_instance: Optional[str] = None,
+    part_source: Optional[str] = None,
+    click: bool = True,
+    log: Optional[Path] = None,
+) -> CheckResult:
     """Start ns-viewer on ``config``, open it in Chromium, check feature_pca and (with ``out``) save screenshots."""
     check_browser()
     port = port or free_port()
@@ -213,10 +249,13 @@ def run_check(config: Path, out: Optional[Path], port: Optional[int] = None, key
         shot(client, "viewer_rgb.png")
         t = client.select("Output type", "feature_pca")
         second = client.wait_settled(t)
-        result = CheckResult(float(first.image.astype(np.float32).std()),
-                             first.image.shape == second.image.shape and bool(np.array_equal(first.image, second.image)),
-                             first.image.shape != rgb.image.shape or not np.array_equal(first.image, rgb.image),
-                             tuple(first.image.shape), shots)
+        result = CheckResult(
+            float(first.image.astype(np.float32).std()),
+            first.image.shape == second.image.shape and bool(np.array_equal(first.image, second.image)),
+            first.image.shape != rgb.image.shape or not np.array_equal(first.image, rgb.image),
+            tuple(first.image.shape),
+            shots,
+        )
         if out is None:
             return result
         t = client.select("Output type", "nerf_feature_pca")
@@ -304,8 +343,10 @@ class ViewerShots:
         other = self.other_instance or (ids[1] if len(ids) > 1 else None)
         parts = self.part_source or (ids[2 % len(ids)] if cat.has_annotations else None)
         res = run_check(self.load_config, self.out, self.port, kp, other, parts)
-        captions = [("viewer_feature_pca.png", "feature_pca (distilled, PCA fitted once)"),
-                    ("viewer_nerf_feature_pca.png", "nerf_feature_pca (internal 3D feature)")]
+        captions = [
+            ("viewer_feature_pca.png", "feature_pca (distilled, PCA fitted once)"),
+            ("viewer_nerf_feature_pca.png", "nerf_feature_pca (internal 3D feature)"),
+        ]
         if kp:
             captions.append(("viewer_similarity_keypoint.png", f"similarity: keypoint {kp} of {ids[0]}"))
             if other:
@@ -315,8 +356,10 @@ class ViewerShots:
             captions.append(("viewer_parts.png", f"parts transferred from {parts}"))
         res.screenshots.append(overview(self.out, [c for c in captions if (self.out / c[0]).is_file()]))
         ok = res.identical and res.differs_from_rgb and res.feature_pca_std > 2.0
-        CONSOLE.print(f"feature_pca frame {res.frame_shape}: std {res.feature_pca_std:.1f}, two renders identical: "
-                      f"{res.identical}, differs from rgb: {res.differs_from_rgb} -> {'OK' if ok else 'FAILED'}")
+        CONSOLE.print(
+            f"feature_pca frame {res.frame_shape}: std {res.feature_pca_std:.1f}, two renders identical: "
+            f"{res.identical}, differs from rgb: {res.differs_from_rgb} -> {'OK' if ok else 'FAILED'}"
+        )
         for p in res.screenshots:
             CONSOLE.print(f"wrote {p}")
         if not ok:

@@ -70,15 +70,23 @@ class Info:
         for mp in metas:
             m = json.loads(mp.read_text())
             f = d / m["file"]
-            state = "missing" if not f.is_file() else ("hash OK" if sha256_file(f) == m["sha256"] else "[red]HASH MISMATCH[/red]")
-            CONSOLE.print(f"  {m['file']}: {m['label']} from {m['source']}; max abs diff {m['verification']['max_abs_diff']:.2g}; {state}")
+            state = (
+                "missing"
+                if not f.is_file()
+                else ("hash OK" if sha256_file(f) == m["sha256"] else "[red]HASH MISMATCH[/red]")
+            )
+            CONSOLE.print(
+                f"  {m['file']}: {m['label']} from {m['source']}; max abs diff {m['verification']['max_abs_diff']:.2g}; {state}"
+            )
 
 
 def entrypoint() -> None:
     from featurenerf_ns.utils.cli import run_subcommands
 
-    run_subcommands({"dinov2-vits14": Dinov2Vits14, "efficientnet-lite0": EfficientnetLite0, "info": Info}, __doc__,
-                    (WeightsError,))
+    run_subcommands(
+        {"dinov2-vits14": Dinov2Vits14, "efficientnet-lite0": EfficientnetLite0, "info": Info}, __doc__, (WeightsError,)
+    )
+
 
 if __name__ == "__main__":
     entrypoint()

@@ -1,8 +1,8 @@
 """2D teacher networks whose features FeatureNeRF distills, behind one interface (:mod:`.base`).
 
-    from featurenerf_ns.teachers import make_teacher_config
-    teacher = make_teacher_config("dinov2-vits14", layer=8, facet="key").setup(device="cpu")
-    fmap = teacher.extract(rgb, alpha)          # FeatureMap(features (B, D, h, w), stride (sy, sx))
+from featurenerf_ns.teachers import make_teacher_config
+teacher = make_teacher_config("dinov2-vits14", layer=8, facet="key").setup(device="cpu")
+fmap = teacher.extract(rgb, alpha)          # FeatureMap(features (B, D, h, w), stride (sy, sx))
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def make_teacher_config(name: str = DEFAULT_TEACHER, **overrides) -> TeacherConf
         if v is None:
             continue
         if k not in known:
-            raise TeacherError(f"teacher {name} has no option {k!r}; its options: {', '.join(sorted(known - {'_target'}))}")
+            raise TeacherError(
+                f"teacher {name} has no option {k!r}; its options: {', '.join(sorted(known - {'_target'}))}"
+            )
         setattr(cfg, k, v)
     return cfg
 

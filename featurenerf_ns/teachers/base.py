@@ -111,8 +111,13 @@ class Teacher(nn.Module):
 
     def identity(self) -> Dict[str, Any]:
         """Everything that determines the features: compared by the cache to decide reuse vs rebuild."""
-        ident = {"teacher": self.config.name, "label": self.label, "weights_sha256": self.weights_sha256,
-                 "dim": int(self.dim), "map_size": list(self.map_size())}
+        ident = {
+            "teacher": self.config.name,
+            "label": self.label,
+            "weights_sha256": self.weights_sha256,
+            "dim": int(self.dim),
+            "map_size": list(self.map_size()),
+        }
         ident.update({k: v for k, v in self.config.options().items() if k not in ("name", "batch_size")})
         return ident
 
@@ -126,7 +131,9 @@ class Teacher(nn.Module):
         return x * 2.0 - 1.0
 
     @torch.inference_mode()
-    def extract(self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, category: Optional[str] = None) -> FeatureMap:
+    def extract(
+        self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, category: Optional[str] = None
+    ) -> FeatureMap:
         """rgb (B, 3, H, W) in [0, 1] (background already composited), alpha (B, 1, H, W) in [0, 1] or None."""
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise TeacherError(f"teacher {self.config.name}: expected images (B, 3, H, W), got {tuple(rgb.shape)}")
@@ -139,13 +146,18 @@ class Teacher(nn.Module):
             f = self.features(x, category).float()
             if self.config.mask_background and alpha is not None:
                 a = alpha[i : i + self.config.batch_size].to(f.device, torch.float32)
-                f = f * F.adaptive_avg_pool2d(a, f.shape[-2:]) if (H % f.shape[-2] == 0 and W % f.shape[-1] == 0) \
+                f = (
+                    f * F.adaptive_avg_pool2d(a, f.shape[-2:])
+                    if (H % f.shape[-2] == 0 and W % f.shape[-1] == 0)
                     else f * F.interpolate(a, size=f.shape[-2:], mode="area")
+                )
             outs.append(f)
         feats = torch.cat(outs)
         return FeatureMap(feats, (H / feats.shape[-2], W / feats.shape[-1]))
 
-    def forward(self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, category: Optional[str] = None) -> FeatureMap:
+    def forward(
+        self, rgb: torch.Tensor, alpha: Optional[torch.Tensor] = None, category: Optional[str] = None
+    ) -> FeatureMap:
         return self.extract(rgb, alpha, category)
 
 
@@ -164,7 +176,9 @@ def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, in
     if features.device.type != "cpu":
         H, W = image_hw
         grid = torch.stack([uv[..., 0] * (2.0 / W) - 1.0, uv[..., 1] * (2.0 / H) - 1.0], dim=-1).unsqueeze(1)
-        out = F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(
+            features, grid.to(features.dtype), mode="bilinear", padding_mode="border", align_corners=False
+        )
         return out[:, :, 0].transpose(1, 2)
     return _sample_map_sparse(features, uv, image_hw)
 

@@ -29,8 +29,14 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write, atomic_write_bytes, atomic_write_json, npz_bytes
 from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
+from featurenerf_ns.data.layout import (
+    FeatureNeRFDataError,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    npz_bytes,
+)
 from featurenerf_ns.teachers.base import Teacher
 
 CONSOLE = Console(soft_wrap=True)
@@ -99,8 +105,13 @@ class FeaturePCA:
         return (feats - feats.new_tensor(self.mean)) @ feats.new_tensor(self.components).T
 
     def to_bytes(self) -> bytes:
-        return npz_bytes({"mean": self.mean.astype(np.float32), "components": self.components.astype(np.float32),
-                          "explained": self.explained.astype(np.float32)})
+        return npz_bytes(
+            {
+                "mean": self.mean.astype(np.float32),
+                "components": self.components.astype(np.float32),
+                "explained": self.explained.astype(np.float32),
+            }
+        )
 
     @classmethod
     def load(cls, path: Path) -> "FeaturePCA":
@@ -108,13 +119,17 @@ class FeaturePCA:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["mean"], z["components"], z["explained"])
         except Exception as e:
-            raise TeacherCacheError(f"{path}: unreadable PCA file ({type(e).__name__}); delete the cache directory and rebuild it") from None
+            raise TeacherCacheError(
+                f"{path}: unreadable PCA file ({type(e).__name__}); delete the cache directory and rebuild it"
+            ) from None
 
 
 def fit_pca(feats: torch.Tensor, k: int) -> FeaturePCA:
     """PCA of (N, D) foreground feature vectors (float64 covariance, deterministic eigendecomposition)."""
     if feats.shape[0] < 2:
-        raise TeacherCacheError("PCA: fewer than 2 foreground feature vectors to fit on; check the alpha masks of the train split")
+        raise TeacherCacheError(
+            "PCA: fewer than 2 foreground feature vectors to fit on; check the alpha masks of the train split"
+        )
     if not 0 < k <= feats.shape[1]:
         raise TeacherCacheError(f"PCA: pca_dim {k} must be in 1..{feats.shape[1]} (the teacher's feature dimension)")
     x = feats.double()
@@ -180,13 +195,19 @@ class TeacherCache:
         self.dir = Path(cache_dir)
         mf = self.dir / MANIFEST
         if not mf.is_file():
-            raise TeacherCacheError(f"{mf}: teacher cache manifest not found; build it with `featurenerf-teacher cache --data <data>`")
+            raise TeacherCacheError(
+                f"{mf}: teacher cache manifest not found; build it with `featurenerf-teacher cache --data <data>`"
+            )
         try:
             self.manifest = json.loads(mf.read_text())
         except json.JSONDecodeError:
-            raise TeacherCacheError(f"{mf}: corrupt manifest; delete {self.dir} and rebuild with `featurenerf-teacher cache`") from None
+            raise TeacherCacheError(
+                f"{mf}: corrupt manifest; delete {self.dir} and rebuild with `featurenerf-teacher cache`"
+            ) from None
         if self.manifest.get("format_version") != FORMAT_VERSION:
-            raise TeacherCacheError(f"{mf}: cache format {self.manifest.get('format_version')} (this version reads {FORMAT_VERSION}); rebuild with `featurenerf-teacher cache`")
+            raise TeacherCacheError(
+                f"{mf}: cache format {self.manifest.get('format_version')} (this version reads {FORMAT_VERSION}); rebuild with `featurenerf-teacher cache`"
+            )
         self.identity: Dict[str, Any] = self.manifest["identity"]
         self.key: str = self.manifest["identity_key"]
         self.instances: List[str] = list(self.manifest.get("instances", []))
@@ -213,13 +234,19 @@ class TeacherCache:
         if inst not in self._maps:
             p = self.path(inst)
             if not p.is_file():
-                raise TeacherCacheError(f"{p}: instance {inst} not in the teacher cache; run `featurenerf-teacher cache` for this data")
+                raise TeacherCacheError(
+                    f"{p}: instance {inst} not in the teacher cache; run `featurenerf-teacher cache` for this data"
+                )
             try:
                 arr = np.load(p, mmap_mode="r")
             except Exception as e:
-                raise TeacherCacheError(f"{p}: unreadable cache file ({type(e).__name__}); delete it and re-run `featurenerf-teacher cache`") from None
+                raise TeacherCacheError(
+                    f"{p}: unreadable cache file ({type(e).__name__}); delete it and re-run `featurenerf-teacher cache`"
+                ) from None
             if arr.ndim != 4 or arr.shape[1] != self.dim or tuple(arr.shape[2:]) != self.map_size:
-                raise TeacherCacheError(f"{p}: shape {arr.shape} does not match the manifest (V, {self.dim}, {self.map_size}); delete it and re-run `featurenerf-teacher cache`")
+                raise TeacherCacheError(
+                    f"{p}: shape {arr.shape} does not match the manifest (V, {self.dim}, {self.map_size}); delete it and re-run `featurenerf-teacher cache`"
+                )
             self._maps[inst] = arr
         return self._maps[inst]
 
@@ -236,8 +263,12 @@ def _sidecar_ok(cache_dir: Path, inst: str, key: str, fingerprint: str, shape: T
         a = np.load(arr, mmap_mode="r")
     except Exception:
         return False
-    return meta.get("identity_key") == key and meta.get("fingerprint") == fingerprint and tuple(a.shape) == tuple(shape) \
+    return (
+        meta.get("identity_key") == key
+        and meta.get("fingerprint") == fingerprint
+        and tuple(a.shape) == tuple(shape)
         and tuple(meta.get("shape", ())) == tuple(shape)
+    )
 
 
 def _clear(cache_dir: Path) -> None:
@@ -247,13 +278,28 @@ def _clear(cache_dir: Path) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=CONSOLE, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=CONSOLE,
+        transient=False,
+    )
 
 
-def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_dir: Optional[Path] = None,
-                pca_dim: Optional[int] = None, pca_ids: Optional[Sequence[str]] = None, pca_views: int = 10,
-                quiet: bool = False) -> BuildReport:
+def build_cache(
+    cat: CategoryData,
+    teacher: Teacher,
+    ids: Sequence[str],
+    cache_dir: Optional[Path] = None,
+    pca_dim: Optional[int] = None,
+    pca_ids: Optional[Sequence[str]] = None,
+    pca_views: int = 10,
+    quiet: bool = False,
+) -> BuildReport:
     """Caches ``teacher`` features of every view of ``ids``; resumable and never reusing stale files.
 
     PCA (``pca_dim``) is fitted on ``pca_ids`` (default: up to 20 train instances, ``pca_views`` evenly spaced
@@ -293,8 +339,10 @@ def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_d
             pca = fit_pca(torch.cat(samples), pca_dim)
             images += n_img
             if not quiet:
-                CONSOLE.print(f"PCA-{pca_dim} fitted on {sum(len(s) for s in samples)} foreground cells of {n_img} train images: "
-                              f"{pca.explained.sum() * 100:.1f}% of the variance kept")
+                CONSOLE.print(
+                    f"PCA-{pca_dim} fitted on {sum(len(s) for s in samples)} foreground cells of {n_img} train images: "
+                    f"{pca.explained.sum() * 100:.1f}% of the variance kept"
+                )
         pca_sha = hashlib.sha256(pca.to_bytes()).hexdigest()
     ident = cache_identity(teacher, pca_dim, pca_sha)
     key = _sha(ident)[:16]
@@ -303,7 +351,9 @@ def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_d
     if old is not None and old.get("identity_key") != key:
         reason = _diff(old.get("identity", {}), ident) or "identity changed"
         if not quiet:
-            CONSOLE.print(f"[yellow]teacher cache {cache_dir} was built with different settings ({reason}); rebuilding[/yellow]")
+            CONSOLE.print(
+                f"[yellow]teacher cache {cache_dir} was built with different settings ({reason}); rebuilding[/yellow]"
+            )
         _clear(cache_dir)
     elif old is None and any(cache_dir.glob("*.npy")):
         reason = "manifest missing"
@@ -312,9 +362,17 @@ def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_d
         _clear(cache_dir)
     if pca is not None:
         atomic_write_bytes(cache_dir / PCA_FILE, pca.to_bytes())
-    manifest = {"format_version": FORMAT_VERSION, "identity": ident, "identity_key": key, "label": teacher.label,
-                "category": cat.category, "data_root": str(cat.root), "complete": False, "instances": [],
-                "pca_fit_identity": pca_fit_ident if pca_dim else None}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "identity": ident,
+        "identity_key": key,
+        "label": teacher.label,
+        "category": cat.category,
+        "data_root": str(cat.root),
+        "complete": False,
+        "instances": [],
+        "pca_fit_identity": pca_fit_ident if pca_dim else None,
+    }
     atomic_write_json(mf_path, manifest)
 
     h, w = teacher.map_size()
@@ -340,24 +398,34 @@ def build_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_d
                 rgb, alpha = load_views(rec, range(s, min(s + bs, len(rec.image_paths))))
                 f = teacher.extract(rgb, alpha, category=cat.category).features
                 if not torch.isfinite(f).all():
-                    raise TeacherCacheError(f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the images and teacher weights")
+                    raise TeacherCacheError(
+                        f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the images and teacher weights"
+                    )
                 if pca is not None:
                     f = pca.project(f, cell_alpha(alpha, f.shape[-2:]) if teacher.config.mask_background else None)
                 chunks.append(f.half().numpy())
             arr = np.concatenate(chunks)
             if tuple(arr.shape) != shape:
-                raise TeacherCacheError(f"teacher {teacher.config.name} returned maps {arr.shape[1:]} but announced {shape[1:]}; report this bug")
+                raise TeacherCacheError(
+                    f"teacher {teacher.config.name} returned maps {arr.shape[1:]} but announced {shape[1:]}; report this bug"
+                )
             atomic_write(cache_dir / f"{inst}.npy", lambda fobj: np.save(fobj, arr, allow_pickle=False))
-            atomic_write_json(cache_dir / f"{inst}.json", {"identity_key": key, "fingerprint": fp, "shape": list(shape)})
+            atomic_write_json(
+                cache_dir / f"{inst}.json", {"identity_key": key, "fingerprint": fp, "shape": list(shape)}
+            )
             t_extract += time.perf_counter() - t0
             n_extract += shape[0]
             images += shape[0]
             built.append(inst)
             progress.update(task, advance=1, rate=f"{n_extract / t_extract:.1f} images/s")
     seconds = time.perf_counter() - t_start
-    manifest.update(complete=True, instances=list(ids), dataset_fingerprint=_sha([fingerprints[i] for i in ids]),
-                    images_per_second=round(n_extract / t_extract, 2) if n_extract else old and old.get("images_per_second"),
-                    bytes=int(sum((cache_dir / f"{i}.npy").stat().st_size for i in ids)))
+    manifest.update(
+        complete=True,
+        instances=list(ids),
+        dataset_fingerprint=_sha([fingerprints[i] for i in ids]),
+        images_per_second=round(n_extract / t_extract, 2) if n_extract else old and old.get("images_per_second"),
+        bytes=int(sum((cache_dir / f"{i}.npy").stat().st_size for i in ids)),
+    )
     atomic_write_json(mf_path, manifest)
     return BuildReport(cache_dir, built, reused, images, seconds, reason)
 
@@ -370,8 +438,15 @@ class _Null:
         return False
 
 
-def open_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_dir: Optional[Path] = None,
-               pca_dim: Optional[int] = None, build: bool = True, quiet: bool = False) -> TeacherCache:
+def open_cache(
+    cat: CategoryData,
+    teacher: Teacher,
+    ids: Sequence[str],
+    cache_dir: Optional[Path] = None,
+    pca_dim: Optional[int] = None,
+    build: bool = True,
+    quiet: bool = False,
+) -> TeacherCache:
     """The cache for ``teacher`` covering ``ids``, built or completed first when ``build`` (else an error)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(cat, teacher.config.name)
     if build:
@@ -379,8 +454,12 @@ def open_cache(cat: CategoryData, teacher: Teacher, ids: Sequence[str], cache_di
     cache = TeacherCache(cache_dir)
     missing = [i for i in ids if i not in cache.instances]
     if missing or not cache.manifest.get("complete"):
-        raise TeacherCacheError(f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run `featurenerf-teacher cache`")
+        raise TeacherCacheError(
+            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run `featurenerf-teacher cache`"
+        )
     want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"))
     if _sha(want)[:16] != cache.key:
-        raise TeacherCacheError(f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with `featurenerf-teacher cache`")
+        raise TeacherCacheError(
+            f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with `featurenerf-teacher cache`"
+        )
     return cache

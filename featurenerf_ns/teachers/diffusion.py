@@ -53,8 +53,12 @@ TINY = "random-tiny"
 DEFAULT_HUB_ID = "runwayml/stable-diffusion-v1-5"
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 NO_CATEGORY_PROMPT = "an object"
-UNET_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
-                     "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
+UNET_WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "diffusion_pytorch_model.fp16.bin",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -118,7 +122,9 @@ class HashWordTokenizer:
     def save_pretrained(self, directory: Union[str, Path]) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / self.FILE).write_text(json.dumps({"vocab_size": self.vocab_size, "model_max_length": self.model_max_length}))
+        (d / self.FILE).write_text(
+            json.dumps({"vocab_size": self.vocab_size, "model_max_length": self.model_max_length})
+        )
 
     @classmethod
     def from_pretrained(cls, directory: Union[str, Path]) -> "HashWordTokenizer":
@@ -138,17 +144,41 @@ def tiny_components(seed: int = 0) -> Dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, block_out_channels=(8, 16, 32, 32), layers_per_block=2,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16, 32, 32),
+            layers_per_block=2,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+            cross_attention_dim=16,
+            attention_head_dim=2,
+            norm_num_groups=4,
+        )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16), layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-            norm_num_groups=4, sample_size=64)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=1000, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=16, bos_token_id=998, eos_token_id=999, pad_token_id=999))
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(8, 16, 16),
+            layers_per_block=1,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            norm_num_groups=4,
+            sample_size=64,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=1000,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=16,
+                bos_token_id=998,
+                eos_token_id=999,
+                pad_token_id=999,
+            )
+        )
     tokenizer = HashWordTokenizer(vocab_size=1000, model_max_length=16)
     return {"unet": unet.eval(), "vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer}
 
@@ -177,7 +207,7 @@ def read_geometry(unet: nn.Module, vae_factor: int, up_block: int, up_layer: Opt
     else:
         dim = int(block.resnets[up_layer].in_channels)
         where = f"resnet {up_layer} input ({dim} ch = decoder + skip"
-    return dim, vae_factor * 2 ** level, where
+    return dim, vae_factor * 2**level, where
 
 
 # ------------------------------------------------------------------------------------------------ teacher
@@ -217,13 +247,17 @@ class DiffusionTeacher(Teacher):
 
         ups = self.unet.up_blocks
         if not -len(ups) <= config.up_block < len(ups):
-            raise TeacherError(f"teacher {name}: up_block {config.up_block} out of range for a U-Net with {len(ups)} up "
-                               f"blocks (use 0..{len(ups) - 1})")
+            raise TeacherError(
+                f"teacher {name}: up_block {config.up_block} out of range for a U-Net with {len(ups)} up "
+                f"blocks (use 0..{len(ups) - 1})"
+            )
         self.block_index = config.up_block % len(ups)
         block = ups[self.block_index]
         if config.up_layer is not None and not 0 <= config.up_layer < len(block.resnets):
-            raise TeacherError(f"teacher {name}: up_layer {config.up_layer} out of range for up_block {self.block_index} "
-                               f"with {len(block.resnets)} resnets (use 0..{len(block.resnets) - 1} or None)")
+            raise TeacherError(
+                f"teacher {name}: up_layer {config.up_layer} out of range for up_block {self.block_index} "
+                f"with {len(block.resnets)} resnets (use 0..{len(block.resnets) - 1} or None)"
+            )
         n_train = len(self.alphas_cumprod)
         if not 0 <= config.timestep < n_train:
             raise TeacherError(f"teacher {name}: timestep {config.timestep} outside the scheduler's 0..{n_train - 1}")
@@ -231,19 +265,25 @@ class DiffusionTeacher(Teacher):
         vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.dim, self.stride_in_input, where = read_geometry(self.unet, vae_factor, self.block_index, config.up_layer)
         n_down = sum(getattr(b, "downsamplers", None) is not None for b in self.unet.down_blocks)
-        multiple = vae_factor * 2 ** n_down
+        multiple = vae_factor * 2**n_down
         if config.input_size % multiple:
-            raise TeacherError(f"teacher {name}: input_size {config.input_size} is not a multiple of {multiple} (VAE x "
-                               f"U-Net downsampling); use e.g. {max(multiple, config.input_size // multiple * multiple)}")
-        self.label = (f"Stable Diffusion U-Net up_block {self.block_index} {where}, 1/{self.stride_in_input}), "
-                      f"t={config.timestep}, {source}, {config.input_size}px")
+            raise TeacherError(
+                f"teacher {name}: input_size {config.input_size} is not a multiple of {multiple} (VAE x "
+                f"U-Net downsampling); use e.g. {max(multiple, config.input_size // multiple * multiple)}"
+            )
+        self.label = (
+            f"Stable Diffusion U-Net up_block {self.block_index} {where}, 1/{self.stride_in_input}), "
+            f"t={config.timestep}, {source}, {config.input_size}px"
+        )
         self._prompt_cache: Dict[str, torch.Tensor] = {}
 
     # -------------------------------------------------------------------------------------------- loading
     def _load(self, cfg: DiffusionTeacherConfig) -> Tuple[Dict[str, Any], str, str, str]:
         w = cfg.weights
-        fix = ("pass weights=<local diffusers Stable Diffusion directory with unet/, vae/, text_encoder/, tokenizer/>, "
-               f"a hub id such as {DEFAULT_HUB_ID} when online, or weights={TINY}")
+        fix = (
+            "pass weights=<local diffusers Stable Diffusion directory with unet/, vae/, text_encoder/, tokenizer/>, "
+            f"a hub id such as {DEFAULT_HUB_ID} when online, or weights={TINY}"
+        )
         if w is None:
             raise TeacherError(f"teacher {cfg.name}: no diffusion weights are obtainable offline; {fix}")
         if w == TINY:
@@ -260,12 +300,16 @@ class DiffusionTeacher(Teacher):
 
     def _load_dir(self, cfg: DiffusionTeacherConfig, path: Path) -> Tuple[Dict[str, Any], str, str, str]:
         if not path.is_dir():
-            raise TeacherError(f"teacher {cfg.name}: weights {path} is a file, not a diffusers directory; pass the "
-                               f"Stable Diffusion directory that holds unet/, vae/, text_encoder/, tokenizer/")
+            raise TeacherError(
+                f"teacher {cfg.name}: weights {path} is a file, not a diffusers directory; pass the "
+                f"Stable Diffusion directory that holds unet/, vae/, text_encoder/, tokenizer/"
+            )
         for sub in ("unet", "vae", "text_encoder"):
             if not (path / sub).is_dir():
-                raise TeacherError(f"teacher {cfg.name}: {path / sub} not found; pass a diffusers Stable Diffusion "
-                                   f"directory with unet/, vae/, text_encoder/, tokenizer/ (e.g. a save_pretrained pipeline)")
+                raise TeacherError(
+                    f"teacher {cfg.name}: {path / sub} not found; pass a diffusers Stable Diffusion "
+                    f"directory with unet/, vae/, text_encoder/, tokenizer/ (e.g. a save_pretrained pipeline)"
+                )
         comps = self._from_pretrained(cfg, str(path), local=True, where=str(path))
         unet_file = next((path / "unet" / f for f in UNET_WEIGHT_FILES if (path / "unet" / f).is_file()), None)
         if unet_file is None:
@@ -281,8 +325,9 @@ class DiffusionTeacher(Teacher):
         self.weights_sha256 = f"hub:{hub_id}"
         return comps, f"hub {hub_id}", self._tok_kind, self._sched_src
 
-    def _from_pretrained(self, cfg: DiffusionTeacherConfig, src: str, local: bool, where: str,
-                         fix: Optional[str] = None) -> Dict[str, Any]:
+    def _from_pretrained(
+        self, cfg: DiffusionTeacherConfig, src: str, local: bool, where: str, fix: Optional[str] = None
+    ) -> Dict[str, Any]:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel
 
@@ -295,10 +340,13 @@ class DiffusionTeacher(Teacher):
             comps["vae"] = AutoencoderKL.from_pretrained(src, subfolder="vae", **dkw)
             comps["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **kw)
         except Exception as e:  # noqa: BLE001 - any loader failure becomes one actionable line
-            hint = fix or "re-save it with the diffusers save_pretrained layout (unet/, vae/, text_encoder/, tokenizer/)"
+            hint = (
+                fix or "re-save it with the diffusers save_pretrained layout (unet/, vae/, text_encoder/, tokenizer/)"
+            )
             offline = " (offline?)" if not os.path.isdir(src) else ""
-            raise TeacherError(f"teacher {cfg.name}: cannot load Stable Diffusion from {where}{offline} "
-                               f"({_first_line(e)}); {hint}") from None
+            raise TeacherError(
+                f"teacher {cfg.name}: cannot load Stable Diffusion from {where}{offline} ({_first_line(e)}); {hint}"
+            ) from None
         comps["tokenizer"] = self._load_tokenizer(cfg, src, local, where, comps["text_encoder"])
         self._sched_src, sched = "sd-v1-default", None
         sched_dir = Path(src) / "scheduler"
@@ -310,8 +358,10 @@ class DiffusionTeacher(Teacher):
                 self._sched_src = "pipeline"
             except Exception as e:  # noqa: BLE001
                 if sched_dir.is_dir():
-                    raise TeacherError(f"teacher {cfg.name}: {sched_dir} is unreadable ({_first_line(e)}); fix or "
-                                       f"remove it (SD v1's scaled-linear schedule is then used)") from None
+                    raise TeacherError(
+                        f"teacher {cfg.name}: {sched_dir} is unreadable ({_first_line(e)}); fix or "
+                        f"remove it (SD v1's scaled-linear schedule is then used)"
+                    ) from None
         self.alphas_cumprod = self._alphas_cumprod(sched)
         return comps
 
@@ -323,8 +373,10 @@ class DiffusionTeacher(Teacher):
         if os.path.isdir(src) and not tok_dir.is_dir():
             tcfg = text_encoder.config
             if tcfg.vocab_size >= 10000:  # a real CLIP text encoder needs its real vocabulary
-                raise TeacherError(f"teacher {cfg.name}: {tok_dir} not found; copy the pipeline's tokenizer/ folder "
-                                   f"(CLIP vocab.json + merges.txt) next to text_encoder/")
+                raise TeacherError(
+                    f"teacher {cfg.name}: {tok_dir} not found; copy the pipeline's tokenizer/ folder "
+                    f"(CLIP vocab.json + merges.txt) next to text_encoder/"
+                )
             self._tok_kind = "hash-words"
             return HashWordTokenizer(tcfg.vocab_size, tcfg.max_position_embeddings)
         from transformers import AutoTokenizer
@@ -332,8 +384,10 @@ class DiffusionTeacher(Teacher):
         try:
             tok = AutoTokenizer.from_pretrained(src, subfolder="tokenizer", local_files_only=local)
         except Exception as e:  # noqa: BLE001
-            raise TeacherError(f"teacher {cfg.name}: cannot load the tokenizer of {where} ({_first_line(e)}); "
-                               f"provide tokenizer/ with the CLIP vocab.json + merges.txt") from None
+            raise TeacherError(
+                f"teacher {cfg.name}: cannot load the tokenizer of {where} ({_first_line(e)}); "
+                f"provide tokenizer/ with the CLIP vocab.json + merges.txt"
+            ) from None
         self._tok_kind = "clip"
         return tok
 
@@ -342,8 +396,9 @@ class DiffusionTeacher(Teacher):
         if scheduler is None:
             from diffusers import DDPMScheduler
 
-            scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                      beta_schedule="scaled_linear")
+            scheduler = DDPMScheduler(
+                num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+            )
         return scheduler.alphas_cumprod.detach().double().cpu()
 
     # -------------------------------------------------------------------------------------------- features
@@ -359,8 +414,13 @@ class DiffusionTeacher(Teacher):
             if isinstance(self.tokenizer, HashWordTokenizer):
                 ids = self.tokenizer([prompt])
             else:
-                ids = self.tokenizer([prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                     truncation=True, return_tensors="pt").input_ids
+                ids = self.tokenizer(
+                    [prompt],
+                    padding="max_length",
+                    max_length=self.tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids
             emb = self.text_encoder(ids.to(self.device))[0].float()
             self._prompt_cache[prompt] = emb
         return emb
@@ -405,7 +465,7 @@ class DiffusionTeacher(Teacher):
         t = torch.full((B,), self.config.timestep, device=dev, dtype=torch.long)
         out = None
         for k in range(self.config.ensemble):
-            zt = abar ** 0.5 * z + (1.0 - abar) ** 0.5 * noise[k : k + 1]
+            zt = abar**0.5 * z + (1.0 - abar) ** 0.5 * noise[k : k + 1]
             f = self._read(zt, t, cond).float()
             out = f if out is None else out + f
         return out / self.config.ensemble
@@ -417,8 +477,14 @@ class DiffusionTeacher(Teacher):
 
     def identity(self) -> Dict[str, Any]:
         ident = super().identity()
-        ident.update(up_block=self.block_index, up_layer=self.config.up_layer, timestep=int(self.config.timestep),
-                     prompt_template=self.config.prompt_template, ensemble=int(self.config.ensemble),
-                     alpha_bar=round(float(self.alphas_cumprod[self.config.timestep]), 10),
-                     scheduler=self.scheduler_source, tokenizer=self.tokenizer_kind)
+        ident.update(
+            up_block=self.block_index,
+            up_layer=self.config.up_layer,
+            timestep=int(self.config.timestep),
+            prompt_template=self.config.prompt_template,
+            ensemble=int(self.config.ensemble),
+            alpha_bar=round(float(self.alphas_cumprod[self.config.timestep]), 10),
+            scheduler=self.scheduler_source,
+            tokenizer=self.tokenizer_kind,
+        )
         return ident

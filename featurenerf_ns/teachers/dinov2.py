@@ -197,7 +197,9 @@ class DinoV2ViT(nn.Module):
         out["cls_token"], out["patch_tokens"] = t[:, 0], grid(t)
         return out
 
-    def extract(self, x: torch.Tensor, layer: int = -1, facet: Facet = "token", norm: Optional[bool] = None) -> torch.Tensor:
+    def extract(
+        self, x: torch.Tensor, layer: int = -1, facet: Facet = "token", norm: Optional[bool] = None
+    ) -> torch.Tensor:
         """Dense descriptors (B, h, w, C) of one block and facet, stopping after that block.
 
         ``norm`` applies the final LayerNorm to tokens (default: only for the last block's tokens, i.e. the
@@ -249,7 +251,14 @@ def config_from_state_dict(sd: Dict[str, torch.Tensor], **overrides) -> DinoV2Co
     grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
     heads = {384: 6, 768: 12, 1024: 16, 1536: 24}.get(d, max(1, d // 64))
     mlp = sd["blocks.0.mlp.fc1.weight"].shape[0] / d
-    cfg = DinoV2Config(patch_size=sd["patch_embed.proj.weight"].shape[-1], embed_dim=d, depth=depth,
-                       num_heads=heads, mlp_ratio=mlp, pos_grid=grid, layerscale="blocks.0.ls1.gamma" in sd,
-                       mask_token="mask_token" in sd)
+    cfg = DinoV2Config(
+        patch_size=sd["patch_embed.proj.weight"].shape[-1],
+        embed_dim=d,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp,
+        pos_grid=grid,
+        layerscale="blocks.0.ls1.gamma" in sd,
+        mask_token="mask_token" in sd,
+    )
     return replace(cfg, **overrides)

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Type
 import torch
 
 from featurenerf_ns.teachers.base import Teacher, TeacherConfig, TeacherError
-from featurenerf_ns.teachers.dinov2 import FACETS, CONFIGS, DinoV2ViT, config_from_state_dict
+from featurenerf_ns.teachers.dinov2 import CONFIGS, FACETS, DinoV2ViT, config_from_state_dict
 
 HUB_URLS = {
     "vits14": "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
@@ -48,19 +48,25 @@ class ViTTeacher(Teacher):
     def __init__(self, config: ViTTeacherConfig, device: str = "cpu"):
         super().__init__(config, device)
         if config.arch not in CONFIGS:
-            raise TeacherError(f"teacher {config.name}: unknown arch {config.arch!r}; choose one of {', '.join(CONFIGS)}")
+            raise TeacherError(
+                f"teacher {config.name}: unknown arch {config.arch!r}; choose one of {', '.join(CONFIGS)}"
+            )
         if config.facet not in FACETS:
             raise TeacherError(f"teacher {config.name}: facet={config.facet!r}; choose one of {', '.join(FACETS)}")
         self.net = self._load(config)
         depth = len(self.net.blocks)
         if not -depth <= config.layer < depth:
-            raise TeacherError(f"teacher {config.name}: layer {config.layer} out of range for a {depth}-block ViT (use 0..{depth - 1} or -1)")
+            raise TeacherError(
+                f"teacher {config.name}: layer {config.layer} out of range for a {depth}-block ViT (use 0..{depth - 1} or -1)"
+            )
         self.net.eval().requires_grad_(False).to(device)
         self.dim = self.net.embed_dim
         self.stride_in_input = self.net.patch_size
         if config.input_size % self.stride_in_input:
-            raise TeacherError(f"teacher {config.name}: input_size {config.input_size} is not a multiple of the patch size "
-                               f"{self.stride_in_input}; use e.g. {config.input_size // self.stride_in_input * self.stride_in_input}")
+            raise TeacherError(
+                f"teacher {config.name}: input_size {config.input_size} is not a multiple of the patch size "
+                f"{self.stride_in_input}; use e.g. {config.input_size // self.stride_in_input * self.stride_in_input}"
+            )
         layer = config.layer % depth
         self.label = f"{self.label} block {layer} {config.facet}, {config.input_size}px"
 
@@ -83,17 +89,23 @@ class ViTTeacher(Teacher):
             self.weights_sha256 = meta["sha256"]
             return net
         if w is None:
-            raise TeacherError(f"teacher {cfg.name}: {base} weights are not obtainable offline; pass weights=<local "
-                               f"{Path(HUB_URLS.get(cfg.arch, 'checkpoint.pth')).name}>, weights=hub (online) or weights=random")
+            raise TeacherError(
+                f"teacher {cfg.name}: {base} weights are not obtainable offline; pass weights=<local "
+                f"{Path(HUB_URLS.get(cfg.arch, 'checkpoint.pth')).name}>, weights=hub (online) or weights=random"
+            )
         if w in ("hub", "torch.hub"):
             url = HUB_URLS.get(cfg.arch)
             if url is None:
-                raise TeacherError(f"teacher {cfg.name}: no hub checkpoint known for arch {cfg.arch}; pass a local file")
+                raise TeacherError(
+                    f"teacher {cfg.name}: no hub checkpoint known for arch {cfg.arch}; pass a local file"
+                )
             try:
                 sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, check_hash=False)
             except Exception as e:
-                raise TeacherError(f"teacher {cfg.name}: cannot download {url} ({type(e).__name__}: offline?); pass "
-                                   f"weights=<local {Path(url).name}>") from None
+                raise TeacherError(
+                    f"teacher {cfg.name}: cannot download {url} ({type(e).__name__}: offline?); pass "
+                    f"weights=<local {Path(url).name}>"
+                ) from None
             self.label, self.weights_sha256 = f"{base} (official, torch.hub)", f"url:{Path(url).name}"
             return self._build(sd, url)
         path = Path(w).expanduser()
@@ -116,10 +128,17 @@ class ViTTeacher(Teacher):
             net.load_state_dict(sd, strict=True)
         except (KeyError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0][:200]
-            raise TeacherError(f"{where}: not a DINO/DINOv2 ViT state dict ({first}); pass the official backbone checkpoint") from None
-        if net.patch_size != CONFIGS[self.config.arch].patch_size or net.embed_dim != CONFIGS[self.config.arch].embed_dim:
-            raise TeacherError(f"{where}: checkpoint is patch {net.patch_size}, width {net.embed_dim}, but teacher "
-                               f"{self.config.name} expects arch {self.config.arch}; pass the matching checkpoint")
+            raise TeacherError(
+                f"{where}: not a DINO/DINOv2 ViT state dict ({first}); pass the official backbone checkpoint"
+            ) from None
+        if (
+            net.patch_size != CONFIGS[self.config.arch].patch_size
+            or net.embed_dim != CONFIGS[self.config.arch].embed_dim
+        ):
+            raise TeacherError(
+                f"{where}: checkpoint is patch {net.patch_size}, width {net.embed_dim}, but teacher "
+                f"{self.config.name} expects arch {self.config.arch}; pass the matching checkpoint"
+            )
         return net
 
     def features(self, x: torch.Tensor, category: Optional[str] = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Dict, Tuple, Type
 import tyro
 from rich.console import Console
 
+
 def make_console(**kwargs) -> Console:
     """A rich console that keeps tables whole in log files: rich draws 80 columns when stdout is not a terminal,
     which cut the main job's tables; then it draws 200 (a terminal keeps its own width)."""

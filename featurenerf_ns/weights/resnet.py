@@ -14,8 +14,10 @@ from featurenerf_ns.weights.checkpoints import key_mismatch, read_checkpoint, st
 
 CONSOLE = Console()
 RESNET34_URL = "https://download.pytorch.org/models/resnet34-b627a593.pth"
-RESNET_WARNING = ("ResNet-34 ImageNet weights not available offline; starting from random init "
-                  "(pass encoder weights=<resnet34-b627a593.pth> or hub)")
+RESNET_WARNING = (
+    "ResNet-34 ImageNet weights not available offline; starting from random init "
+    "(pass encoder weights=<resnet34-b627a593.pth> or hub)"
+)
 
 
 def load_resnet34(source: Optional[str] = None) -> Tuple[nn.Module, str, Optional[str]]:
@@ -34,8 +36,10 @@ def load_resnet34(source: Optional[str] = None) -> Tuple[nn.Module, str, Optiona
         try:
             sd = torchvision.models.ResNet34_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
         except Exception as e:
-            raise WeightsError(f"cannot download {RESNET34_URL} ({type(e).__name__}: offline?); pass encoder "
-                               "weights=<local resnet34-b627a593.pth> or weights=random") from None
+            raise WeightsError(
+                f"cannot download {RESNET34_URL} ({type(e).__name__}: offline?); pass encoder "
+                "weights=<local resnet34-b627a593.pth> or weights=random"
+            ) from None
         net.load_state_dict(sd, strict=True)
         return net, "ImageNet, torchvision IMAGENET1K_V1 (torch.hub)", None
     path = Path(source).expanduser()

@@ -22,9 +22,10 @@ def reference_image() -> Tuple[np.ndarray, str]:
     return np.asarray(Image.open(path).convert("RGB")), "matplotlib mpl-data/sample_data/grace_hopper.jpg"
 
 
-
 def resize_normalize(rgb: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     """Plain resize to (H, W) + ImageNet normalisation -> (1, 3, H, W) float32."""
     from PIL import Image
 
-    return imagenet_normalize_np(np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BICUBIC), np.float32) / 255.0)
+    return imagenet_normalize_np(
+        np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BICUBIC), np.float32) / 255.0
+    )
