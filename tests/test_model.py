@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, bilinear_gather, camera_rays
+from featurenerf_ns.cameras import camera_rays, project, world_to_source
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
-from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews, project, world_to_source
+from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
+from featurenerf_ns.model_components.map_sampling import bilinear_gather, sample_map
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
-from featurenerf_ns.teachers import TeacherSpec, sample_map
+from featurenerf_ns.teachers import TeacherSpec
 
 SMALL_FIELD = FieldConfig(hidden_dim=32, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
 

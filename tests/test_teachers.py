@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from featurenerf_ns.eval.metrics import nn_match, part_iou, pck
-from featurenerf_ns.teachers import TEACHERS, TeacherError, make_teacher_config, sample_map
+from featurenerf_ns.model_components.map_sampling import sample_map
+from featurenerf_ns.teachers import TEACHERS, TeacherError, make_teacher_config
 from featurenerf_ns.teachers.dinov2 import CONFIGS, DinoV2ViT
 
 

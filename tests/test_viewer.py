@@ -28,7 +28,7 @@ def pipeline(run_dir):
 
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
-    from featurenerf_ns.data.datamanager import pinhole_camera
+    from featurenerf_ns.cameras import pinhole_camera
     from featurenerf_ns.eval.correspondence import view_camera
 
     c2w, f = view_camera(pipe.datamanager.cat, inst, view, res)
@@ -160,7 +160,7 @@ def test_ns_viewer_defaults_to_localhost(monkeypatch):
     import sys
     import types
 
-    from featurenerf_ns.viewer import panel as viewer
+    from featurenerf_ns.viewer import patch as viewer
 
     seen = {}
     mod = types.ModuleType("nerfstudio.scripts.viewer.run_viewer")

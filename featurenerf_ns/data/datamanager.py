@@ -20,16 +20,18 @@ from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.nn import Parameter
 
+from featurenerf_ns.cameras import camera_rays, pinhole_camera
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
-from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
+from featurenerf_ns.fields.featurenerf_field import SourceViews
+from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
 
 
@@ -84,7 +86,9 @@ class _Instance:
         bbox = []
         for v in range(V):
             yy, xx = torch.nonzero(ys[v])[:, 0], torch.nonzero(xs[v])[:, 0]
-            bbox.append([int(xx.min()), int(yy.min()), int(xx.max()), int(yy.max())] if len(yy) else [0, 0, W - 1, H - 1])
+            bbox.append(
+                [int(xx.min()), int(yy.min()), int(xx.max()), int(yy.max())] if len(yy) else [0, 0, W - 1, H - 1]
+            )
         self.bbox = torch.tensor(bbox)  # (V, 4) x0, y0, x1, y1 inclusive
         counts = fg.flatten(1).sum(1)
         self.fg_flat = torch.nonzero(fg.flatten(1))[:, 1]  # foreground pixel indices (y * W + x), view after view
@@ -95,46 +99,18 @@ class _Instance:
         return self.rgba[views, :3].float() / 255.0
 
 
-def bilinear_gather(maps, view: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
-    """maps (V, D, h, w) (tensor, array or memory-mapped array), per-ray view index (R,), pixel coordinates (R, 2)
-    -> (R, D) float32; same convention as ``grid_sample(align_corners=False, padding_mode='border')`` with the map
-    covering the whole image. Only the 4 cells around each ray are read (not whole maps of a memory-mapped cache)."""
-    V, D, h, w = maps.shape
-    H, W = image_hw
-    x = (uv[:, 0] * (w / W) - 0.5).clamp(0, w - 1)
-    y = (uv[:, 1] * (h / H) - 0.5).clamp(0, h - 1)
-    x0, y0 = x.floor().long().clamp(max=w - 1), y.floor().long().clamp(max=h - 1)
-    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    arr = maps.numpy() if isinstance(maps, torch.Tensor) else maps
-    vi = np.asarray(view, dtype=np.int64)
-    ys, xs = torch.stack([y0, y0, y1, y1]).numpy(), torch.stack([x0, x1, x0, x1]).numpy()
-    # advanced indices around a slice: the result is (4, R, D)
-    corners = torch.from_numpy(np.asarray(arr[np.broadcast_to(vi, ys.shape), :, ys, xs], dtype=np.float32))
-    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    return (corners * wts).sum(0)
-
-
-def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.Tensor, v: torch.Tensor):
-    """Rays through pixel centres (u + 0.5, v + 0.5) of OpenGL cameras c2w (R, 4, 4): origins, unit directions."""
-    H, W = hw
-    d = torch.stack([(u + 0.5 - W / 2) / focal, -(v + 0.5 - H / 2) / focal, -torch.ones_like(u, dtype=torch.float32)], -1)
-    d = torch.einsum("rij,rj->ri", c2w[:, :3, :3], d)
-    return c2w[:, :3, 3], F.normalize(d, dim=-1)
-
-
-def pinhole_camera(c2w: torch.Tensor, focal: float, hw: Tuple[int, int]) -> Cameras:
-    """A nerfstudio camera: OpenGL c2w (4, 4) (or (3, 4)), focal in pixels, principal point at the image centre."""
-    H, W = hw
-    return Cameras(camera_to_worlds=c2w[None, :3, :4].float(), fx=focal, fy=focal, cx=W / 2.0, cy=H / 2.0, width=W,
-                   height=H, camera_type=CameraType.PERSPECTIVE)
-
-
 class FeatureNeRFDataManager(DataManager):
     config: FeatureNeRFDataManagerConfig
 
-    def __init__(self, config: FeatureNeRFDataManagerConfig, device: Union[torch.device, str] = "cpu",
-                 test_mode: Literal["test", "val", "inference"] = "val", world_size: int = 1, local_rank: int = 0, **kwargs):
+    def __init__(
+        self,
+        config: FeatureNeRFDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
         self.config = config
         self.device = device
         self.world_size, self.local_rank = world_size, local_rank
@@ -151,7 +127,10 @@ class FeatureNeRFDataManager(DataManager):
         ids = list(eval_outputs.metadata["instance_ids"])
         self.eval_ids: List[str] = ids[: config.eval_num_instances] if config.eval_num_instances else ids
         if len(self.train_ids) < world_size:
-            raise ValueError(f"{self.cat.layout.split_file}: {len(self.train_ids)} train instances for {world_size} devices; use fewer devices or more data")
+            raise ValueError(
+                f"{self.cat.layout.split_file}: {len(self.train_ids)} train instances for {world_size} devices; use "
+                "fewer devices or more data"
+            )
         self.rank_ids = self.train_ids[local_rank::world_size]
         self._lru: "OrderedDict[str, _Instance]" = OrderedDict()
         self.teacher_cache = None
@@ -177,7 +156,9 @@ class FeatureNeRFDataManager(DataManager):
             if self.local_rank == 0:
                 open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=True)
             dist.barrier()
-        cache = open_cache(self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=not distributed)
+        cache = open_cache(
+            self.cat, teacher, self.train_ids, spec.cache_dir, pca_dim=spec.pca_dim, build=not distributed
+        )
         del teacher
         return cache
 
@@ -225,7 +206,9 @@ class FeatureNeRFDataManager(DataManager):
                 vf = view[:n_fg]
                 cnt = it.fg_count[vf]
                 k = (torch.from_numpy(rng.random(n_fg)).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
-                flat = it.fg_flat[(it.fg_start[vf] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
+                flat = (
+                    it.fg_flat[(it.fg_start[vf] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
+                )
                 has = cnt > 0
                 u[:n_fg] = torch.where(has, flat % W, u[:n_fg])
                 v[:n_fg] = torch.where(has, flat // W, v[:n_fg])
@@ -234,15 +217,23 @@ class FeatureNeRFDataManager(DataManager):
             dirs.append(d)
             rgbs.append(it.rgba[view, :3, v, u].float() / 255.0)
             if with_teacher:
-                feats.append(bilinear_gather(self.teacher_cache.features(inst_id), view,
-                                             torch.stack([u, v], -1).float() + 0.5, it.hw))
+                feats.append(
+                    bilinear_gather(
+                        self.teacher_cache.features(inst_id), view, torch.stack([u, v], -1).float() + 0.5, it.hw
+                    )
+                )
         n = len(ids) * R
         bundle = RayBundle(
-            origins=torch.cat(origins), directions=torch.cat(dirs), pixel_area=torch.full((n, 1), 1e-4),
+            origins=torch.cat(origins),
+            directions=torch.cat(dirs),
+            pixel_area=torch.full((n, 1), 1e-4),
             camera_indices=torch.arange(len(ids)).repeat_interleave(R)[:, None],
         ).to(self.device)
-        batch = {"image": torch.cat(rgbs).to(self.device), "source": self.sources(insts, torch.stack(src_views)),
-                 "instance_ids": list(ids)}
+        batch = {
+            "image": torch.cat(rgbs).to(self.device),
+            "source": self.sources(insts, torch.stack(src_views)),
+            "instance_ids": list(ids),
+        }
         if with_teacher:
             batch["teacher_feature"] = torch.cat(feats).to(self.device)
         self._deliver(batch["source"])
@@ -267,7 +258,9 @@ class FeatureNeRFDataManager(DataManager):
         rng = self._rng(step, 0)
         k = self.config.objects_per_batch
         ids = [self.rank_ids[i] for i in rng.choice(len(self.rank_ids), size=k, replace=len(self.rank_ids) < k)]
-        return self._ray_batch(ids, step, rng, bbox=step < self.config.bbox_sampling_steps, with_teacher=self.teacher_cache is not None)
+        return self._ray_batch(
+            ids, step, rng, bbox=step < self.config.bbox_sampling_steps, with_teacher=self.teacher_cache is not None
+        )
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
         self.eval_count += 1
@@ -282,8 +275,12 @@ class FeatureNeRFDataManager(DataManager):
         V = it.rgba.shape[0]
         src = torch.tensor([source_views if source_views is not None else [self.config.eval_source_view % V]])
         camera = pinhole_camera(it.c2w[target_view % V], it.focal, it.hw).to(self.device)
-        batch = {"image": it.rgb(target_view % V).permute(1, 2, 0).to(self.device), "source": self.sources([it], src),
-                 "instance_id": inst_id, "target_view": int(target_view % V)}
+        batch = {
+            "image": it.rgb(target_view % V).permute(1, 2, 0).to(self.device),
+            "source": self.sources([it], src),
+            "instance_id": inst_id,
+            "target_view": int(target_view % V),
+        }
         self._deliver(batch["source"])
         return camera, batch
 

@@ -19,8 +19,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from featurenerf_ns.data.layout import FAR, NEAR
 from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import FAR, NEAR
 
 
 @dataclass
@@ -53,7 +53,9 @@ class FeatureNeRFDataParser(DataParser):
         if self.config.max_instances is not None:
             ids = ids[: self.config.max_instances]
         if not ids:
-            raise ValueError(f"{data.layout.split_file}: split {split!r} is empty; generate more instances (--num-instances)")
+            raise ValueError(
+                f"{data.layout.split_file}: split {split!r} is empty; generate more instances (--num-instances)"
+            )
         records = [data.instance(i) for i in ids]
         image_filenames, poses, fx, width, height, inst_index, view_index = [], [], [], [], [], [], []
         for k, rec in enumerate(records):

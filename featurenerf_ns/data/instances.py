@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from featurenerf_ns.data.layout import (
+    SYNSET_TO_NAME,
+    SYNSETS,
     FeatureNeRFDataError,
     Layout,
-    SYNSETS,
-    SYNSET_TO_NAME,
     category_dirnames,
     focal_from_angle,
     load_json,
@@ -54,7 +54,9 @@ def resolve_data_path(data: Path, category: Optional[str] = None) -> Tuple[Path,
         if not available:
             raise FeatureNeRFDataError(f"{data / 'img'}: no category directories inside; {GENERATE_HINT}")
         raise FeatureNeRFDataError(
-            f"{data}: holds several categories ({', '.join(available)}); pass --data {data / available[0]} or set the category")
+            f"{data}: holds several categories ({', '.join(available)}); pass --data {data / available[0]} or set the "
+            "category"
+        )
     if (data.parent / "img" / data.name).is_dir():
         return data.parent, data.name
     if (data.parent / "img").is_dir():
@@ -70,7 +72,8 @@ def _unknown_category(root: Path, category: str) -> FeatureNeRFDataError:
     else:
         fix = f"known categories: {', '.join(SYNSETS)}"
     return FeatureNeRFDataError(
-        f"{root / 'img' / category}: unknown category {category!r} (present: {', '.join(available) or 'none'}); {fix}")
+        f"{root / 'img' / category}: unknown category {category!r} (present: {', '.join(available) or 'none'}); {fix}"
+    )
 
 
 @dataclass
@@ -106,7 +109,8 @@ def check_image(path: Path) -> Tuple[int, int]:
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise FeatureNeRFDataError(
             f"{path}: corrupt or unreadable image ({e.__class__.__name__}); delete that instance's files and re-run "
-            f"featurenerf-data procedural (or re-copy the renders)") from e
+            f"featurenerf-data procedural (or re-copy the renders)"
+        ) from e
 
 
 def load_rgba(path: Path) -> np.ndarray:
@@ -119,7 +123,8 @@ def load_rgba(path: Path) -> np.ndarray:
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise FeatureNeRFDataError(
             f"{path}: corrupt or unreadable image ({e.__class__.__name__}); delete that instance's files and re-run "
-            f"featurenerf-data procedural (or re-copy the renders)") from e
+            f"featurenerf-data procedural (or re-copy the renders)"
+        ) from e
     arr[..., :3] *= arr[..., 3:4]
     return arr
 
@@ -136,14 +141,17 @@ class CategoryData:
         if not split_file.is_file():
             raise FeatureNeRFDataError(
                 f"{split_file}: split file not found — the category is incomplete (interrupted generation?); re-run "
-                f"`featurenerf-data procedural --category {self.category} --out {self.root}` to finish it")
+                f"`featurenerf-data procedural --category {self.category} --out {self.root}` to finish it"
+            )
         splits = load_json(split_file, "split file")
         if not isinstance(splits, dict) or not all(k in splits for k in ("train", "val", "test")):
-            raise FeatureNeRFDataError(f"{split_file}: must be a JSON object with 'train', 'val' and 'test' id lists; fix or regenerate it")
+            raise FeatureNeRFDataError(
+                f"{split_file}: must be a JSON object with 'train', 'val' and 'test' id lists; fix or regenerate it"
+            )
         self.splits: Dict[str, List[str]] = {k: [str(i) for i in splits[k]] for k in ("train", "val", "test")}
         self._records: Dict[str, InstanceRecord] = {}
 
-    # -- metadata -------------------------------------------------------------------------------------------------------
+    # -- metadata ------------------------------------------------------------------------------------------------------
     @cached_property
     def manifest(self) -> Optional[dict]:
         """Our category.json (part and keypoint names), or None for official renders without annotations."""
@@ -167,7 +175,7 @@ class CategoryData:
             raise ValueError(f"unknown split {split!r}; use train, val or test")
         return self.splits[split]
 
-    # -- instances ------------------------------------------------------------------------------------------------------
+    # -- instances -----------------------------------------------------------------------------------------------------
     def instance(self, inst: str) -> InstanceRecord:
         if inst not in self._records:
             self._records[inst] = self._load_instance(inst)
@@ -182,48 +190,74 @@ class CategoryData:
         img_dir = self.layout.img_dir(inst)
         if not cam_file.is_file():
             raise FeatureNeRFDataError(
-                f"{cam_file}: camera file missing for instance {inst} listed in {self.layout.split_file}; regenerate the "
-                f"category (featurenerf-data procedural resumes) or remove the id from the split")
+                f"{cam_file}: camera file missing for instance {inst} listed in {self.layout.split_file}; regenerate "
+                "the "
+                f"category (featurenerf-data procedural resumes) or remove the id from the split"
+            )
         if not img_dir.is_dir():
-            raise FeatureNeRFDataError(f"{img_dir}: image directory missing for instance {inst}; regenerate or re-copy it")
+            raise FeatureNeRFDataError(
+                f"{img_dir}: image directory missing for instance {inst}; regenerate or re-copy it"
+            )
         cam = load_json(cam_file, "camera file")
         frames = cam.get("frames") if isinstance(cam, dict) else None
         if not frames or "camera_angle_x" not in cam:
-            raise FeatureNeRFDataError(f"{cam_file}: needs 'camera_angle_x' and a non-empty 'frames' list (NeRF-synthetic style); fix or regenerate it")
+            raise FeatureNeRFDataError(
+                f"{cam_file}: needs 'camera_angle_x' and a non-empty 'frames' list (NeRF-synthetic style); fix or "
+                "regenerate it"
+            )
         poses, paths = [], []
         for i, frame in enumerate(frames):
             m = np.asarray(frame.get("transform_matrix", []), dtype=np.float64)
             if m.shape != (4, 4):
                 raise FeatureNeRFDataError(
-                    f"{cam_file}: frame {i} transform_matrix has shape {m.shape}, expected 4x4 camera-to-world; fix the camera file")
+                    f"{cam_file}: frame {i} transform_matrix has shape {m.shape}, expected 4x4 camera-to-world; fix "
+                    "the camera file"
+                )
             if not np.isfinite(m).all():
-                raise FeatureNeRFDataError(f"{cam_file}: frame {i} transform_matrix contains NaN/inf; fix the camera file")
+                raise FeatureNeRFDataError(
+                    f"{cam_file}: frame {i} transform_matrix contains NaN/inf; fix the camera file"
+                )
             poses.append(m)
             paths.append(_frame_image_path(img_dir, frame.get("file_path", f"{i:03d}")))
         n_images = len(list(img_dir.glob("*.png")))
         if n_images != len(frames):
             raise FeatureNeRFDataError(
-                f"{img_dir}: {n_images} images but {cam_file} lists {len(frames)} poses; regenerate the instance or fix the camera file")
+                f"{img_dir}: {n_images} images but {cam_file} lists {len(frames)} poses; regenerate the instance or "
+                "fix the camera file"
+            )
         missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise FeatureNeRFDataError(f"{missing[0]}: image named in {cam_file} not found; fix file_path or regenerate the instance")
+            raise FeatureNeRFDataError(
+                f"{missing[0]}: image named in {cam_file} not found; fix file_path or regenerate the instance"
+            )
         if self.verify_images:
             sizes = {check_image(p) for p in paths}
         else:
             with Image.open(paths[0]) as im:
                 sizes = {im.size}
         if len(sizes) != 1:
-            raise FeatureNeRFDataError(f"{img_dir}: images of one instance differ in size {sorted(sizes)}; re-render the instance")
+            raise FeatureNeRFDataError(
+                f"{img_dir}: images of one instance differ in size {sorted(sizes)}; re-render the instance"
+            )
         width, height = sizes.pop()
-        return InstanceRecord(id=inst, split=split, image_paths=paths, poses=np.stack(poses),
-                              camera_angle_x=float(cam["camera_angle_x"]), width=width, height=height)
+        return InstanceRecord(
+            id=inst,
+            split=split,
+            image_paths=paths,
+            poses=np.stack(poses),
+            camera_angle_x=float(cam["camera_angle_x"]),
+            width=width,
+            height=height,
+        )
 
-    # -- annotations (procedural data) ----------------------------------------------------------------------------------
+    # -- annotations (procedural data) ---------------------------------------------------------------------------------
     def _require_annotations(self) -> None:
         if not self.has_annotations:
             raise FeatureNeRFDataError(
-                f"{self.layout.category_file}: no annotations for {self.category} (official renders carry none); use the "
-                f"procedural benchmark or add annotation files in its format (see README)")
+                f"{self.layout.category_file}: no annotations for {self.category} (official renders carry none); use "
+                "the "
+                f"procedural benchmark or add annotation files in its format (see README)"
+            )
 
     def shape_annotations(self, inst: str) -> Dict[str, np.ndarray]:
         """points (N,3), point_labels (N,), point_normals, keypoints (K,3; NaN = absent), keypoint_present (K,),

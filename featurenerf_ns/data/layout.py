@@ -139,12 +139,17 @@ def npz_bytes(arrays: Dict[str, np.ndarray]) -> bytes:
 def load_npz(path: Path) -> Dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
-        raise FeatureNeRFDataError(f"{path}: annotation file missing; regenerate the instance with featurenerf-data procedural")
+        raise FeatureNeRFDataError(
+            f"{path}: annotation file missing; regenerate the instance with featurenerf-data procedural"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError ...
-        raise FeatureNeRFDataError(f"{path}: unreadable annotation archive ({e.__class__.__name__}); delete it and re-run featurenerf-data procedural to regenerate") from e
+        raise FeatureNeRFDataError(
+            f"{path}: unreadable annotation archive ({e.__class__.__name__}); delete it and re-run featurenerf-data "
+            "procedural to regenerate"
+        ) from e
 
 
 def load_json(path: Path, what: str = "file") -> Any:
@@ -154,7 +159,9 @@ def load_json(path: Path, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise FeatureNeRFDataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno}); fix or regenerate the {what}") from e
+        raise FeatureNeRFDataError(
+            f"{path}: invalid JSON ({e.msg} at line {e.lineno}); fix or regenerate the {what}"
+        ) from e
 
 
 def replace_dir(src: Path, dst: Path) -> None:

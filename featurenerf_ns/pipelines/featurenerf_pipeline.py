@@ -51,7 +51,8 @@ class FeatureNeRFPipeline(VanillaPipeline):
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
         self._curve_clock: Optional[_CurveClock] = None
-        from featurenerf_ns.viewer.panel import FeatureViewerPanel, prefer_localhost_for_ns_viewer
+        from featurenerf_ns.viewer.panel import FeatureViewerPanel
+        from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
         prefer_localhost_for_ns_viewer()
@@ -78,7 +79,8 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 and not attrs.trainer.stop_training
             ):
                 CONSOLE.print(
-                    f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; stopping[/yellow]"
+                    f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; "
+                    "stopping[/yellow]"
                 )
                 attrs.trainer.stop_training = True
             _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - self._t0))
@@ -154,19 +156,13 @@ class FeatureNeRFPipeline(VanillaPipeline):
 
         dm = self.datamanager
         images = dm.fixed_indices_eval_dataloader if instances is None else FixedEvalImages(dm, list(instances))
-        was_training = self.model.training
-        conditioning = (self.model._sources, self.model._maps)
-        self.model.eval()
         vals: Dict[str, list] = {}
-        try:
+        with self.model.evaluating():
             for camera, batch in images:
                 out = self.model.get_outputs_for_camera(camera)
                 m, _ = self.model.get_image_metrics_and_images(out, batch)
                 for key in ("psnr", "ssim"):
                     vals.setdefault(key, []).append(float(m[key]))
-        finally:
-            self.model.train(was_training)
-            self.model._sources, self.model._maps = conditioning
         return {k: float(np.mean(v)) for k, v in vals.items()}
 
     # ------------------------------------------------------------------ evaluation
@@ -230,12 +226,9 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 CONSOLE.print(f"[yellow]teacher-2D baseline skipped: {e}[/yellow]")
         if priors:
             providers += [PositionPrior(cat, "view"), PositionPrior(cat, "object")]
-        was_training = self.model.training
-        conditioning = (self.model._sources, self.model._maps)
-        self.model.eval()
         metrics: Dict[str, float] = {}
         examples: list = []
-        try:
+        with self.model.evaluating():
             for prov in providers:
                 with _progress(
                     progress,
@@ -246,9 +239,6 @@ class FeatureNeRFPipeline(VanillaPipeline):
                     m, ex = evaluate(prov, cat, proto, c.tasks, resolution, keep=keep, progress=advance)
                 metrics.update({f"{cat.category}/{k}": v for k, v in m.items()})
                 examples.append(ex)
-        finally:
-            self.model.train(was_training)
-            self.model._sources, self.model._maps = conditioning
         return metrics, _merge_examples(examples)
 
 

@@ -110,7 +110,8 @@ def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
 
 
 def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
-    """Forward FLOPs per sample of the field's linear layers (the 1x1-conv conditioning runs per map pixel, excluded)."""
+    """Forward FLOPs per sample of the field's linear layers (the 1x1-conv conditioning runs per map pixel,
+    excluded)."""
     w = cfg.hidden_dim
     in_dim = 3 + 6 * cfg.num_freqs + (3 if cfg.use_viewdirs else 0)
     head = 1 + 3 + 3 + (feature_dim if per_sample_feature else 0)
@@ -305,7 +306,7 @@ def part_inference(device: str) -> dict:
     from nerfstudio.cameras.rays import RayBundle
 
     import featurenerf_ns.method_configs as mc
-    from featurenerf_ns.data.datamanager import camera_rays
+    from featurenerf_ns.cameras import camera_rays
 
     cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
     cfg.precision = "float32"

@@ -101,7 +101,8 @@ class Procedural:
                 total_views += round(views * made / self.num_instances)  # views rendered by this run
         elapsed = time.perf_counter() - start
         CONSOLE.print(
-            f"[green]done[/green]: {len(cats)} categor{'y' if len(cats) == 1 else 'ies'} x {self.num_instances} instances "
+            f"[green]done[/green]: {len(cats)} categor{'y' if len(cats) == 1 else 'ies'} "
+            f"x {self.num_instances} instances "
             f"at {self.resolution}x{self.resolution} in {self.out} — rendered {total_views} views in {elapsed:.1f} s "
             f"({total_views / max(elapsed, 1e-9):.0f} views/s, {self.workers} worker(s))",
             soft_wrap=True,

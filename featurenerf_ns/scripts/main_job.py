@@ -154,9 +154,11 @@ class MainJob:
             f"## Teacher ({self.train_category})",
             "",
             f"{t['label']}: cache `{t['cache_dir']}`, {t['instances']} instances, "
-            f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; PCA picture `{t['pca_image']}`",
+            f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; "
+            f"PCA picture `{t['pca_image']}`",
             "",
-            f"Teacher-only 2D cross-instance keypoint transfer ({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):",
+            "Teacher-only 2D cross-instance keypoint transfer "
+            f"({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):",
             "",
             "| teacher | " + " | ".join(k for k in t["pck"]["trained"] if k.startswith("pck@")) + " |",
             "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")]),

@@ -31,6 +31,7 @@ from rich.table import Table
 from featurenerf_ns.eval.correspondence import PRIOR_LABELS
 from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 from featurenerf_ns.utils.cli import make_console
+from featurenerf_ns.utils.palette import part_colors, part_colors_uint8
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -56,20 +57,6 @@ PCK_TASKS = [
     ("kp2d_xview", "2D keypoints, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
     ("kp3d_xview", "3D keypoints, cross-view", PCK_THRESHOLDS_3D, "object units"),
 ]
-PART_COLORS = np.array(
-    [
-        [0, 0, 0],
-        [228, 26, 28],
-        [55, 126, 184],
-        [77, 175, 74],
-        [152, 78, 163],
-        [255, 127, 0],
-        [255, 255, 51],
-        [166, 86, 40],
-        [247, 129, 191],
-    ],
-    dtype=np.uint8,
-)
 
 
 class ReportError(ValueError):
@@ -316,7 +303,8 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]
         cfg = run_config_path(d)
         if cfg is None:
             CONSOLE.print(
-                f"[yellow]{d['_path']}: checkpoint {d.get('checkpoint')} not found; no qualitative figures for it[/yellow]"
+                f"[yellow]{d['_path']}: checkpoint {d.get('checkpoint')} not found; "
+                "no qualitative figures for it[/yellow]"
             )
             continue
         _, pipeline, _, _ = eval_setup(cfg, test_mode="test")
@@ -369,9 +357,9 @@ def untrained_rows(evals: List[dict]) -> List[Row]:
 def _overlay(rgb: np.ndarray, xy: np.ndarray, labels: np.ndarray, alpha: float = 0.65) -> np.ndarray:
     img = rgb.copy()
     ij = np.floor(xy).astype(int)
-    img[ij[:, 1], ij[:, 0]] = (
-        alpha * PART_COLORS[labels % len(PART_COLORS)] + (1 - alpha) * img[ij[:, 1], ij[:, 0]]
-    ).astype(np.uint8)
+    img[ij[:, 1], ij[:, 0]] = (alpha * part_colors_uint8(labels) + (1 - alpha) * img[ij[:, 1], ij[:, 0]]).astype(
+        np.uint8
+    )
     return img
 
 
@@ -424,7 +412,7 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
         ax[3].imshow(_overlay(tgt_img, e["target_fg"], e["target_pred_labels"]))
         if "points_target" in e:
             p, lab = e["points_target"], e["labels_target_pred"]
-            ax[4].scatter(p[:, 0], p[:, 2], c=PART_COLORS[lab % len(PART_COLORS)] / 255.0, s=2)
+            ax[4].scatter(p[:, 0], p[:, 2], c=part_colors(lab), s=2)
             ax[4].set_aspect("equal")
         ax[0].set_ylabel(name, fontsize=8)
         for a in ax:

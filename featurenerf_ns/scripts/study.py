@@ -36,7 +36,8 @@ from featurenerf_ns.utils.cli import make_console
 CONSOLE = make_console(soft_wrap=True)
 DEFAULT_METHODS = ("featurenerf-tiny", "featurenerf-nodistill-tiny", "featurenerf-nocoord-tiny")
 SPEC_KEYS = ("steps", "train_args", "curve_every", "curve_pairs", "image_size")
-"""Settings that change what a run trains: a study folder refuses a second value (other runs were made with the first)."""
+"""Settings that change what a run trains: a study folder refuses a second value (other runs were made with the
+first)."""
 
 
 class StudyError(ValueError):
@@ -378,21 +379,3 @@ class Status(_Study):
             state = "done" if (run / "train_done.json").is_file() else (f"at step {last[0] + 1}" if last else "waiting")
             ev = "evaluated" if self.eval_path(cat, method, seed).is_file() else "-"
             CONSOLE.print(f"{cat:10s} {method:28s} seed {seed}: {state:14s} {ev}")
-
-
-def _entry_commands() -> dict:
-    from featurenerf_ns.scripts.study_precision import Precision
-    from featurenerf_ns.scripts.study_report import Report
-
-    return {"run": Run, "report": Report, "status": Status, "precision": Precision}
-
-
-def entrypoint() -> None:
-    from featurenerf_ns.data.layout import FeatureNeRFDataError
-    from featurenerf_ns.utils.cli import run_subcommands
-
-    run_subcommands(_entry_commands(), __doc__, (StudyError, FeatureNeRFDataError))
-
-
-if __name__ == "__main__":
-    entrypoint()

@@ -273,7 +273,8 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
     lines.append(
         f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
         f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
-        f"distilled − no-distill {p_fn - p_nd:+.2f} dB (target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
+        f"distilled − no-distill {p_fn - p_nd:+.2f} dB "
+        f"(target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
     )
     return lines
 
@@ -320,22 +321,25 @@ class Report(_Study):
         w("## Setup\n\n")
         spec = self.spec()
         w(
-            f"- Runs: {', '.join(self.methods)}; categories {', '.join(cats)}; seeds {', '.join(map(str, self.seeds))}; "
+            f"- Runs: {', '.join(self.methods)}; categories {', '.join(cats)}; "
+            f"seeds {', '.join(map(str, self.seeds))}; "
             f"{spec['steps']} steps each at {spec['image_size']}² (CPU preset), extra ns-train args: "
             f"`{spec['train_args'] or '(none)'}`.\n"
         )
         w(
-            f"- Evaluation: protocol v2 (`configs/protocols/<category>_test_v2.json`), the first {self.eval_pairs} pairs of "
+            f"- Evaluation: protocol v2 (`configs/protocols/<category>_test_v2.json`), "
+            f"the first {self.eval_pairs} pairs of "
             "each kind: same-view cross-instance (v1's pairs: both objects conditioned on the same view index), "
             "novel-view (one instance), and cross-view cross-instance (source conditioned on view i, target on view j, "
             "optical axes ≥ 60° apart). Cosine nearest neighbour on the model's features; priors by Euclidean distance "
             "of positions. PSNR/SSIM over every test instance x 4 novel views from one input view.\n"
         )
         w(
-            "- Baselines, labelled by what they use: teacher 2D (DINOv2 on the real image of each view; 3D points projected "
-            "into the input view); untrained network (the architecture at its seeded initialisation); view-frame position "
-            "prior (no features: the ground-truth surface point's position in its conditioning camera's frame, the "
-            "shortcut the field can take); alignment oracle (position in the aligned object frame, which photos do not give).\n\n"
+            "- Baselines, labelled by what they use: teacher 2D (DINOv2 on the real image of each view; 3D points "
+            "projected into the input view); untrained network (the architecture at its seeded initialisation); "
+            "view-frame position prior (no features: the ground-truth surface point's position in its conditioning "
+            "camera's frame, the shortcut the field can take); alignment oracle (position in the aligned object frame, "
+            "which photos do not give).\n\n"
         )
         w("Commands of the runs (from each run's `train_done.json`):\n\n")
         for cat in cats:

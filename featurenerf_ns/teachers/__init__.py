@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from featurenerf_ns.teachers.base import FeatureMap, Teacher, TeacherConfig, TeacherError, sample_map  # noqa: F401
+from featurenerf_ns.teachers.base import FeatureMap, Teacher, TeacherConfig, TeacherError  # noqa: F401
 
 
 def _dinov2() -> TeacherConfig:

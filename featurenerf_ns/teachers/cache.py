@@ -35,9 +35,9 @@ from featurenerf_ns.data.layout import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_json,
-    npz_bytes,
 )
 from featurenerf_ns.teachers.base import Teacher
+from featurenerf_ns.teachers.pca import FeaturePCA, fit_pca
 
 CONSOLE = Console(soft_wrap=True)
 FORMAT_VERSION = 1
@@ -86,89 +86,6 @@ def load_views(rec: InstanceRecord, views: Optional[Sequence[int]] = None) -> Tu
     return rgba[:, :3].contiguous(), rgba[:, 3:].contiguous()
 
 
-# ---------------------------------------------------------------------------------------------------------- PCA
-@dataclass
-class FeaturePCA:
-    mean: np.ndarray  # (D,)
-    components: np.ndarray  # (k, D), rows orthonormal
-    explained: np.ndarray  # (k,) fraction of variance
-
-    def project(self, feats: torch.Tensor, cell_alpha: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, D, h, w) -> (B, k, h, w); background cells (alpha 0) stay 0 when ``cell_alpha`` is given."""
-        mean = feats.new_tensor(self.mean).view(1, -1, 1, 1)
-        comp = feats.new_tensor(self.components)
-        out = torch.einsum("bdhw,kd->bkhw", feats - mean, comp)
-        return out * cell_alpha if cell_alpha is not None else out
-
-    def project_vectors(self, feats: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., k)."""
-        return (feats - feats.new_tensor(self.mean)) @ feats.new_tensor(self.components).T
-
-    def to_bytes(self) -> bytes:
-        return npz_bytes(
-            {
-                "mean": self.mean.astype(np.float32),
-                "components": self.components.astype(np.float32),
-                "explained": self.explained.astype(np.float32),
-            }
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> "FeaturePCA":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(z["mean"], z["components"], z["explained"])
-        except Exception as e:
-            raise TeacherCacheError(
-                f"{path}: unreadable PCA file ({type(e).__name__}); delete the cache directory and rebuild it"
-            ) from None
-
-
-def fit_pca(feats: torch.Tensor, k: int) -> FeaturePCA:
-    """PCA of (N, D) foreground feature vectors (float64 covariance, deterministic eigendecomposition)."""
-    if feats.shape[0] < 2:
-        raise TeacherCacheError(
-            "PCA: fewer than 2 foreground feature vectors to fit on; check the alpha masks of the train split"
-        )
-    if not 0 < k <= feats.shape[1]:
-        raise TeacherCacheError(f"PCA: pca_dim {k} must be in 1..{feats.shape[1]} (the teacher's feature dimension)")
-    x = feats.double()
-    mean = x.mean(0)
-    cov = (x - mean).T @ (x - mean) / (x.shape[0] - 1)
-    evals, evecs = torch.linalg.eigh(cov)
-    order = torch.argsort(evals, descending=True)[:k]
-    comps = evecs[:, order].T
-    # fix the sign so components are reproducible: largest-magnitude entry positive
-    sign = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
-    comps = comps * sign
-    explained = evals[order] / evals.clamp(min=0).sum()
-    return FeaturePCA(mean.float().numpy(), comps.float().numpy(), explained.float().numpy())
-
-
-@dataclass
-class PcaColors:
-    """A PCA-3 colouring fitted once and applied to any number of feature maps (stable colours across frames):
-    components from :func:`fit_pca`, each channel scaled by the 1st/99th percentiles of the fitted vectors."""
-
-    pca: FeaturePCA
-    lo: torch.Tensor  # (3,)
-    hi: torch.Tensor  # (3,)
-
-    @classmethod
-    def fit(cls, feats: torch.Tensor) -> "PcaColors":
-        """feats (N, D) foreground feature vectors."""
-        feats = feats.float().cpu()
-        pca = fit_pca(feats, 3)
-        proj = pca.project_vectors(feats)
-        return cls(pca, proj.quantile(0.01, dim=0), proj.quantile(0.99, dim=0))
-
-    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., 3) in [0, 1]."""
-        proj = self.pca.project_vectors(feats)
-        lo, hi = self.lo.to(feats), self.hi.to(feats)
-        return ((proj - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
-
-
 def cell_alpha(alpha: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     return F.interpolate(alpha.float(), size=hw, mode="area")
 
@@ -206,7 +123,8 @@ class TeacherCache:
             ) from None
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise TeacherCacheError(
-                f"{mf}: cache format {self.manifest.get('format_version')} (this version reads {FORMAT_VERSION}); rebuild with `featurenerf-teacher cache`"
+                f"{mf}: cache format {self.manifest.get('format_version')} (this version reads {FORMAT_VERSION}); "
+                "rebuild with `featurenerf-teacher cache`"
             )
         self.identity: Dict[str, Any] = self.manifest["identity"]
         self.key: str = self.manifest["identity_key"]
@@ -245,7 +163,8 @@ class TeacherCache:
                 ) from None
             if arr.ndim != 4 or arr.shape[1] != self.dim or tuple(arr.shape[2:]) != self.map_size:
                 raise TeacherCacheError(
-                    f"{p}: shape {arr.shape} does not match the manifest (V, {self.dim}, {self.map_size}); delete it and re-run `featurenerf-teacher cache`"
+                    f"{p}: shape {arr.shape} does not match the manifest (V, {self.dim}, {self.map_size}); delete it "
+                    "and re-run `featurenerf-teacher cache`"
                 )
             self._maps[inst] = arr
         return self._maps[inst]
@@ -399,7 +318,8 @@ def build_cache(
                 f = teacher.extract(rgb, alpha, category=cat.category).features
                 if not torch.isfinite(f).all():
                     raise TeacherCacheError(
-                        f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the images and teacher weights"
+                        f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the "
+                        "images and teacher weights"
                     )
                 if pca is not None:
                     f = pca.project(f, cell_alpha(alpha, f.shape[-2:]) if teacher.config.mask_background else None)
@@ -407,7 +327,8 @@ def build_cache(
             arr = np.concatenate(chunks)
             if tuple(arr.shape) != shape:
                 raise TeacherCacheError(
-                    f"teacher {teacher.config.name} returned maps {arr.shape[1:]} but announced {shape[1:]}; report this bug"
+                    f"teacher {teacher.config.name} returned maps {arr.shape[1:]} but announced {shape[1:]}; report "
+                    "this bug"
                 )
             atomic_write(cache_dir / f"{inst}.npy", lambda fobj: np.save(fobj, arr, allow_pickle=False))
             atomic_write_json(
@@ -455,11 +376,13 @@ def open_cache(
     missing = [i for i in ids if i not in cache.instances]
     if missing or not cache.manifest.get("complete"):
         raise TeacherCacheError(
-            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run `featurenerf-teacher cache`"
+            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run "
+            "`featurenerf-teacher cache`"
         )
     want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"))
     if _sha(want)[:16] != cache.key:
         raise TeacherCacheError(
-            f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with `featurenerf-teacher cache`"
+            f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with "
+            "`featurenerf-teacher cache`"
         )
     return cache

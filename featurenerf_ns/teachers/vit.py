@@ -57,7 +57,8 @@ class ViTTeacher(Teacher):
         depth = len(self.net.blocks)
         if not -depth <= config.layer < depth:
             raise TeacherError(
-                f"teacher {config.name}: layer {config.layer} out of range for a {depth}-block ViT (use 0..{depth - 1} or -1)"
+                f"teacher {config.name}: layer {config.layer} out of range for a {depth}-block ViT "
+                f"(use 0..{depth - 1} or -1)"
             )
         self.net.eval().requires_grad_(False).to(device)
         self.dim = self.net.embed_dim

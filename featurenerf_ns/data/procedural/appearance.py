@@ -34,8 +34,12 @@ class Material:
     noise_seed: int
 
     def to_json(self) -> Dict[str, object]:
-        return {"color": [round(float(c), 4) for c in self.color], "pattern": self.pattern,
-                "frequency": round(self.frequency, 4), "amplitude": round(self.amplitude, 4)}
+        return {
+            "color": [round(float(c), 4) for c in self.color],
+            "pattern": self.pattern,
+            "frequency": round(self.frequency, 4),
+            "amplitude": round(self.amplitude, 4),
+        }
 
 
 def _random_color(rng: np.random.Generator) -> np.ndarray:
@@ -111,8 +115,9 @@ def texture_value(mat: Material, p: np.ndarray) -> np.ndarray:
     return 2.0 * n - 1.0
 
 
-def shade(points: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray, material_ids: np.ndarray,
-          materials: List[Material]) -> np.ndarray:
+def shade(
+    points: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray, material_ids: np.ndarray, materials: List[Material]
+) -> np.ndarray:
     """Lambertian colour (N, 3) of surface points with unit normals, seen along ``view_dirs``."""
     n = normals.copy()
     flip = np.einsum("ij,ij->i", n, view_dirs) > 0  # make normals face the viewer

@@ -9,17 +9,18 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from featurenerf_ns.data.instances import CategoryData
-
-PART_COLORS = np.array(
-    [[0.90, 0.10, 0.10], [0.10, 0.55, 0.95], [0.15, 0.80, 0.20], [0.98, 0.70, 0.05], [0.70, 0.20, 0.90],
-     [0.05, 0.85, 0.85], [0.95, 0.45, 0.75], [0.55, 0.35, 0.15]]
-)
+from featurenerf_ns.utils.palette import part_colors
 
 
 def _pick_view(poses: np.ndarray) -> int:
     """The view closest to a front-left three-quarter view at ~25 degrees elevation."""
-    target = np.array([np.cos(np.deg2rad(25)) * np.cos(np.deg2rad(-60)), np.cos(np.deg2rad(25)) * np.sin(np.deg2rad(-60)),
-                       np.sin(np.deg2rad(25))])
+    target = np.array(
+        [
+            np.cos(np.deg2rad(25)) * np.cos(np.deg2rad(-60)),
+            np.cos(np.deg2rad(25)) * np.sin(np.deg2rad(-60)),
+            np.sin(np.deg2rad(25)),
+        ]
+    )
     dirs = poses[:, :3, 3] / np.linalg.norm(poses[:, :3, 3], axis=1, keepdims=True)
     return int(np.argmax(dirs @ target))
 
@@ -35,7 +36,9 @@ def make_contact_sheet(root: Path, out: Path, categories: Optional[Sequence[str]
     if categories is None:
         categories = sorted(p.stem for p in (root / "splits").glob("*.json"))
     if not categories:
-        raise FileNotFoundError(f"{root / 'splits'}: no generated categories found; run featurenerf-data procedural first")
+        raise FileNotFoundError(
+            f"{root / 'splits'}: no generated categories found; run featurenerf-data procedural first"
+        )
     datas: List[CategoryData] = [CategoryData(root, c) for c in categories]
     fig, axes = plt.subplots(len(datas), 2 * instances, figsize=(2.0 * 2 * instances, 2.35 * len(datas)), squeeze=False)
     for row, data in enumerate(datas):
@@ -62,21 +65,38 @@ def make_contact_sheet(root: Path, out: Path, categories: Optional[Sequence[str]
             labels = views["parts"][v]
             overlay = 0.35 * rgb.mean(axis=2, keepdims=True).repeat(3, 2) + 0.65
             fg = labels > 0
-            overlay[fg] = 0.45 * rgb[fg] + 0.55 * PART_COLORS[(labels[fg] - 1) % len(PART_COLORS)]
+            overlay[fg] = 0.45 * rgb[fg] + 0.55 * part_colors(labels[fg])
             ax_ann.imshow(overlay)
             uv, vis = views["kp2d"][v], views["kp_visible"][v]
             ok = np.isfinite(uv).all(axis=1)
             # imshow puts pixel (row i, col j) centre at (j, i); our keypoints have centres at +0.5.
-            ax_ann.scatter(uv[ok & vis, 0] - 0.5, uv[ok & vis, 1] - 0.5, s=14, c="black", edgecolors="white", linewidths=0.6)
-            ax_ann.scatter(uv[ok & ~vis, 0] - 0.5, uv[ok & ~vis, 1] - 0.5, s=14, facecolors="none", edgecolors="black",
-                           linewidths=0.8)
+            ax_ann.scatter(
+                uv[ok & vis, 0] - 0.5, uv[ok & vis, 1] - 0.5, s=14, c="black", edgecolors="white", linewidths=0.6
+            )
+            ax_ann.scatter(
+                uv[ok & ~vis, 0] - 0.5,
+                uv[ok & ~vis, 1] - 0.5,
+                s=14,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=0.8,
+            )
             ax_ann.set_xlim(-0.5, rgb.shape[1] - 0.5)
             ax_ann.set_ylim(rgb.shape[0] - 0.5, -0.5)
         axes[row, 0].set_ylabel(data.category, fontsize=10)
-        handles = [plt.Line2D([], [], marker="s", ls="", color=PART_COLORS[i % len(PART_COLORS)], label=n)
-                   for i, n in enumerate(data.part_names)]
-        axes[row, -1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False,
-                             title=f"parts ({len(data.part_names)})", title_fontsize=7)
+        handles = [
+            plt.Line2D([], [], marker="s", ls="", color=part_colors(i + 1), label=n)
+            for i, n in enumerate(data.part_names)
+        ]
+        axes[row, -1].legend(
+            handles=handles,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+            fontsize=7,
+            frameon=False,
+            title=f"parts ({len(data.part_names)})",
+            title_fontsize=7,
+        )
     fig.suptitle("Procedural benchmark: RGB | part labels + keypoints (filled = visible, ring = occluded)", fontsize=10)
     fig.tight_layout()
     out = Path(out)

@@ -30,9 +30,9 @@ from PIL import Image
 from featurenerf_ns.data.layout import (
     FAR,
     NEAR,
+    SYNSETS,
     FeatureNeRFDataError,
     Layout,
-    SYNSETS,
     atomic_write_json,
     load_json,
     npz_bytes,
@@ -91,8 +91,8 @@ def split_assignment(settings: GeneratorSettings) -> Dict[str, List[str]]:
     ids = [instance_id(i) for i in perm]
     return {
         "train": sorted(ids[:n_train]),
-        "val": sorted(ids[n_train:n_train + n_val]),
-        "test": sorted(ids[n_train + n_val:]),
+        "val": sorted(ids[n_train : n_train + n_val]),
+        "test": sorted(ids[n_train + n_val :]),
     }
 
 
@@ -192,8 +192,9 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
         parts.append(view.parts)
         kp2d.append(uv)
         kp_vis.append(vis)
-    points, point_labels, point_normals = _sample_surface(caster, vertices, faces, face_normals, face_labels,
-                                                          settings.num_points, rng)
+    points, point_labels, point_normals = _sample_surface(
+        caster, vertices, faces, face_normals, face_labels, settings.num_points, rng
+    )
     return {
         "id": instance_id(index),
         "split": split,
@@ -300,8 +301,13 @@ def category_manifest(settings: GeneratorSettings) -> Dict[str, object]:
         "keypoints": [{"name": k, "part": p} for k, p in module.KEYPOINTS],
         "generator": {**asdict(settings), "version": GENERATOR_VERSION},
         "fingerprint": settings.fingerprint(),
-        "camera": {"radius": 1.3, "camera_angle_x": CAMERA_ANGLE_X, "near": NEAR, "far": FAR,
-                   "longest_edge": LONGEST_EDGE},
+        "camera": {
+            "radius": 1.3,
+            "camera_angle_x": CAMERA_ANGLE_X,
+            "near": NEAR,
+            "far": FAR,
+            "longest_edge": LONGEST_EDGE,
+        },
         "conventions": {
             "object_frame": "+z up, front faces -y; left/right are the object's own (+x is its left)",
             "depth": "views.npz depth = distance along the camera's optical axis (0 = background), float16",
@@ -311,8 +317,9 @@ def category_manifest(settings: GeneratorSettings) -> Dict[str, object]:
     }
 
 
-def generate_category(root: Path, settings: GeneratorSettings, workers: int = 1, overwrite: bool = False,
-                      progress=None) -> Dict[str, List[str]]:
+def generate_category(
+    root: Path, settings: GeneratorSettings, workers: int = 1, overwrite: bool = False, progress=None
+) -> Dict[str, List[str]]:
     """Generates (or resumes) one category; returns its split. ``progress(n_done, n_total)`` is called."""
     root = Path(root)
     if settings.category not in CATEGORY_NAMES:
@@ -322,13 +329,22 @@ def generate_category(root: Path, settings: GeneratorSettings, workers: int = 1,
     if layout.category_file.exists() and not overwrite:
         old = load_json(layout.category_file, "category manifest")
         if old.get("fingerprint") != settings.fingerprint():
-            diff = {k: (old.get("generator", {}).get(k), v) for k, v in manifest["generator"].items()
-                    if old.get("generator", {}).get(k) != v}
+            diff = {
+                k: (old.get("generator", {}).get(k), v)
+                for k, v in manifest["generator"].items()
+                if old.get("generator", {}).get(k) != v
+            }
             raise FeatureNeRFDataError(
                 f"{layout.category_file}: existing {settings.category} data was generated with other settings "
-                f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); pass --overwrite or choose another --out")
+                f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); pass --overwrite or choose another "
+                "--out"
+            )
     if overwrite:
-        for path in (layout.root / "img" / layout.dirname, layout.root / "camera" / layout.dirname, layout.annotation_root):
+        for path in (
+            layout.root / "img" / layout.dirname,
+            layout.root / "camera" / layout.dirname,
+            layout.annotation_root,
+        ):
             shutil.rmtree(path, ignore_errors=True)
         layout.split_file.unlink(missing_ok=True)
     shutil.rmtree(root / ".staging" / settings.category, ignore_errors=True)  # leftovers of killed runs
@@ -336,8 +352,11 @@ def generate_category(root: Path, settings: GeneratorSettings, workers: int = 1,
 
     split = split_assignment(settings)
     split_of = {inst: name for name, ids in split.items() for inst in ids}
-    todo = [(root, settings, i, split_of[instance_id(i)]) for i in range(settings.num_instances)
-            if not instance_complete(root, settings, instance_id(i))]
+    todo = [
+        (root, settings, i, split_of[instance_id(i)])
+        for i in range(settings.num_instances)
+        if not instance_complete(root, settings, instance_id(i))
+    ]
     done = settings.num_instances - len(todo)
     if progress:
         progress(done, settings.num_instances)

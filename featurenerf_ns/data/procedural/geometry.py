@@ -145,8 +145,12 @@ def cylinder(p0: Sequence[float], p1: Sequence[float], radius: float, sections: 
     return loft([p0, p1], [radius, radius], sections=sections)
 
 
-def revolve(profile: Sequence[Sequence[float]], center: Sequence[float] = (0, 0, 0), axis: Sequence[float] = (0, 0, 1),
-            sections: int = 32) -> trimesh.Trimesh:
+def revolve(
+    profile: Sequence[Sequence[float]],
+    center: Sequence[float] = (0, 0, 0),
+    axis: Sequence[float] = (0, 0, 1),
+    sections: int = 32,
+) -> trimesh.Trimesh:
     """Surface of revolution of a profile ``[(r, h), ...]`` (radius, height along ``axis``) about an
     axis through ``center``. Profile ends with r > 0 are capped with a disk."""
     prof = np.asarray(profile, dtype=np.float64)
@@ -172,8 +176,14 @@ def sphere(center: Sequence[float], radius: float, subdivisions: int = 2) -> tri
     return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.faces, process=False)
 
 
-def torus(center: Sequence[float], axis: Sequence[float], major: float, minor: float, sections: int = 32,
-          tube_sections: int = 12) -> trimesh.Trimesh:
+def torus(
+    center: Sequence[float],
+    axis: Sequence[float],
+    major: float,
+    minor: float,
+    sections: int = 32,
+    tube_sections: int = 12,
+) -> trimesh.Trimesh:
     """Ring (e.g. a tyre) around ``axis`` through ``center``."""
     phi = np.linspace(0.0, 2.0 * np.pi, tube_sections, endpoint=False)
     c = np.asarray(center, dtype=np.float64)

@@ -36,10 +36,14 @@ def look_at(position: np.ndarray, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) ->
 
 
 def spherical_position(azimuth: float, elevation: float, radius: float = CAMERA_RADIUS) -> np.ndarray:
-    return radius * np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+    return radius * np.array(
+        [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
+    )
 
 
-def random_hemisphere_poses(rng: np.random.Generator, n: int, min_elev_deg: float = 5.0, max_elev_deg: float = 75.0) -> np.ndarray:
+def random_hemisphere_poses(
+    rng: np.random.Generator, n: int, min_elev_deg: float = 5.0, max_elev_deg: float = 75.0
+) -> np.ndarray:
     """``n`` camera-to-world matrices uniformly distributed (by area) over a band of the upper hemisphere."""
     z = rng.uniform(np.sin(np.deg2rad(min_elev_deg)), np.sin(np.deg2rad(max_elev_deg)), size=n)
     az = rng.uniform(0.0, 2.0 * np.pi, size=n)
@@ -111,8 +115,9 @@ class Raycaster:
 
     def first_hit(self, origins: np.ndarray, dirs: np.ndarray):
         """(triangle id or -1, ray parameter t or inf) for each ray."""
-        res = self.scene.run(np.ascontiguousarray(origins, dtype=np.float32), np.ascontiguousarray(dirs, dtype=np.float32),
-                             output=1)
+        res = self.scene.run(
+            np.ascontiguousarray(origins, dtype=np.float32), np.ascontiguousarray(dirs, dtype=np.float32), output=1
+        )
         prim = res["primID"].astype(np.int64)
         t = res["tfar"].astype(np.float64)
         hit = prim >= 0
@@ -128,8 +133,16 @@ class RenderedView:
     parts: np.ndarray  # (H, W) uint8 part label (0 background)
 
 
-def render_view(caster: Raycaster, face_normals: np.ndarray, face_labels: np.ndarray, face_materials: np.ndarray,
-                materials: List[Material], c2w: np.ndarray, K: Intrinsics, supersample: int = 2) -> RenderedView:
+def render_view(
+    caster: Raycaster,
+    face_normals: np.ndarray,
+    face_labels: np.ndarray,
+    face_materials: np.ndarray,
+    materials: List[Material],
+    c2w: np.ndarray,
+    K: Intrinsics,
+    supersample: int = 2,
+) -> RenderedView:
     """Renders RGBA (anti-aliased with ``supersample``^2 rays per pixel), and depth and part labels from
     the ray through each pixel centre."""
     H, W = K.height, K.width

@@ -98,8 +98,9 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     t_ts = rng.uniform(0.6, 0.72)  # tail-cone start (fraction of length)
     tail_r = rng.uniform(0.12, 0.3)
     up = rng.uniform(0.6, 0.95)  # how much the tail cone's bottom sweeps up (top line stays nearly flat)
-    ts = np.concatenate([nl * np.array([0.0, 0.04, 0.15, 0.35, 0.6, 1.0]), [t_ts],
-                         t_ts + (1 - t_ts) * np.array([0.3, 0.6, 0.85, 1.0])])
+    ts = np.concatenate(
+        [nl * np.array([0.0, 0.04, 0.15, 0.35, 0.6, 1.0]), [t_ts], t_ts + (1 - t_ts) * np.array([0.3, 0.6, 0.85, 1.0])]
+    )
     radii, zc = [], []
     for t in ts:
         if t <= nl:
@@ -107,7 +108,7 @@ def build(rng: np.random.Generator) -> ShapeSpec:
             z = -droop * (1 - t / nl) ** 2
         else:
             tau = max(t - t_ts, 0.0) / (1 - t_ts)
-            r = rf * (1 - (1 - tail_r) * tau ** 1.3)
+            r = rf * (1 - (1 - tail_r) * tau**1.3)
             z = (rf - r) * up
         radii.append(r)
         zc.append(z)
@@ -144,8 +145,9 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     fin_sweep = np.deg2rad(rng.uniform(25, 50))
     y_fte = y1 - rng.uniform(0.005, 0.03) * L
     z_fin = centre_z(y_fte)
-    fin = _Surface((0, y_fte - cf, z_fin), (0, 0, 1), hf, cf, cf * fin_taper, fin_sweep, (1, 0, 0),
-                   rng.uniform(0.08, 0.12))
+    fin = _Surface(
+        (0, y_fte - cf, z_fin), (0, 0, 1), hf, cf, cf * fin_taper, fin_sweep, (1, 0, 0), rng.uniform(0.08, 0.12)
+    )
     spec.add("tail", fin.mesh())
     spec.kp("fin_top", fin.tip_point())
 
@@ -184,22 +186,36 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     wing_tc = rng.uniform(0.08, 0.13)
     wings = {}
     for side, s in (("left", 1), ("right", -1)):
-        wings[side] = _Surface((0, y_wle, z_w), (s * np.cos(dihedral), 0, np.sin(dihedral)), span, cr, cr * taper,
-                               sweep, (0, 0, 1), wing_tc)
+        wings[side] = _Surface(
+            (0, y_wle, z_w),
+            (s * np.cos(dihedral), 0, np.sin(dihedral)),
+            span,
+            cr,
+            cr * taper,
+            sweep,
+            (0, 0, 1),
+            wing_tc,
+        )
         spec.add("wing", wings[side].mesh())
         spec.kp(f"wing_tip_{side}", wings[side].tip_point())
     # Wing root keypoint: where the upper front face leaves the fuselage (plus a small margin).
     v = 0.35
     z_top = wings["left"].front_upper_point(0.0, v)[2]
-    x_exit = np.sqrt(max(rf ** 2 - z_top ** 2, 0.0))
+    x_exit = np.sqrt(max(rf**2 - z_top**2, 0.0))
     spec.kp("wing_root_front_left", wings["left"].front_upper_point((x_exit + 0.04 * span) / span, v))
 
     # Canopy on slender fighter-like fuselages.
     if wing == "delta":
         yc = y0 + (nl + rng.uniform(-0.04, 0.02)) * L
         lc = rng.uniform(0.1, 0.16) * L
-        spec.add("body", loft([(0, yc, 0.55 * rf), (0, yc + 0.3 * lc, 0.8 * rf), (0, yc + lc, 0.6 * rf)],
-                              [(0.05 * rf, 0.05 * rf), (0.55 * rf, 0.55 * rf), (0.05 * rf, 0.05 * rf)], sections=16))
+        spec.add(
+            "body",
+            loft(
+                [(0, yc, 0.55 * rf), (0, yc + 0.3 * lc, 0.8 * rf), (0, yc + lc, 0.6 * rf)],
+                [(0.05 * rf, 0.05 * rf), (0.55 * rf, 0.55 * rf), (0.05 * rf, 0.05 * rf)],
+                sections=16,
+            ),
+        )
 
     # Engines.
     re = rng.uniform(0.45, 0.7) * rf
@@ -209,8 +225,14 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     def nacelle(centre_front):
         """Nacelle along +y from its intake lip at ``centre_front``; returns the intake face centre."""
         inlet = 0.04 * le_len
-        profile = [(0.8 * re, inlet), (0.92 * re, 0.0), (re, 0.12 * le_len), (re, 0.65 * le_len),
-                   (0.7 * re, le_len), (0.45 * re, le_len)]
+        profile = [
+            (0.8 * re, inlet),
+            (0.92 * re, 0.0),
+            (re, 0.12 * le_len),
+            (re, 0.65 * le_len),
+            (0.7 * re, le_len),
+            (0.45 * re, le_len),
+        ]
         spec.add("engine", revolve(profile, center=centre_front, axis=(0, 1, 0), sections=24))
         return np.asarray(centre_front, dtype=np.float64) + np.array([0.0, inlet, 0.0])
 
@@ -228,8 +250,13 @@ def build(rng: np.random.Generator) -> ShapeSpec:
                 if k == 0:
                     front[side] = face
                 # Pylon from inside the nacelle up to the wing's mid-plane.
-                spec.add("engine", box((s * le[0], (y_p0 + y_p1) / 2, (z_e + 0.6 * re + le[2]) / 2),
-                                       (0.25 * re, y_p1 - y_p0, le[2] - z_e - 0.6 * re)))
+                spec.add(
+                    "engine",
+                    box(
+                        (s * le[0], (y_p0 + y_p1) / 2, (z_e + 0.6 * re + le[2]) / 2),
+                        (0.25 * re, y_p1 - y_p0, le[2] - z_e - 0.6 * re),
+                    ),
+                )
     elif engines == "rear2":
         x_e = rf + rng.uniform(0.5, 1.0) * re + re
         te_y = wings["left"].section(min(1.0, (x_e + re) / span))[2][1]
@@ -238,13 +265,26 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         for side, s in (("left", 1), ("right", -1)):
             front[side] = nacelle((s * x_e, y_front, z_e))
             # Horizontal pylon from the fuselage's centre plane into the nacelle.
-            spec.add("engine", box((s * (x_e - re) / 2, y_front + 0.55 * le_len, z_e),
-                                   (x_e - 0.6 * re, 0.4 * le_len, 0.25 * re)))
+            spec.add(
+                "engine",
+                box((s * (x_e - re) / 2, y_front + 0.55 * le_len, z_e), (x_e - 0.6 * re, 0.4 * le_len, 0.25 * re)),
+            )
     spec.kp("engine_front_left", front.get("left"))
     spec.kp("engine_front_right", front.get("right"))
 
-    spec.style.update(wing=wing, engines=engines, tail="T" if t_tail else "conventional", wing_position=position,
-                      fuselage_radius=rf, nose_length=nl, wing_sweep_deg=float(np.rad2deg(sweep)),
-                      wing_span=float(2 * span), wing_root_chord=cr, wing_taper=taper,
-                      wing_dihedral_deg=float(np.rad2deg(dihedral)), fin_height=hf, stabilizer_span=2 * sh)
+    spec.style.update(
+        wing=wing,
+        engines=engines,
+        tail="T" if t_tail else "conventional",
+        wing_position=position,
+        fuselage_radius=rf,
+        nose_length=nl,
+        wing_sweep_deg=float(np.rad2deg(sweep)),
+        wing_span=float(2 * span),
+        wing_root_chord=cr,
+        wing_taper=taper,
+        wing_dihedral_deg=float(np.rad2deg(dihedral)),
+        fin_height=hf,
+        stabilizer_span=2 * sh,
+    )
     return spec

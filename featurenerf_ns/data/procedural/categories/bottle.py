@@ -63,8 +63,10 @@ def _catmull_rom(points: np.ndarray, n: int = 8) -> np.ndarray:
     """Smooth curve through ``points`` (n samples per segment)."""
     p = np.vstack([2 * points[0] - points[1], points, 2 * points[-1] - points[-2]])
     t = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
-    out = [0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
-           for p0, p1, p2, p3 in zip(p[:-3], p[1:-2], p[2:-1], p[3:])]
+    out = [
+        0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
+        for p0, p1, p2, p3 in zip(p[:-3], p[1:-2], p[2:-1], p[3:])
+    ]
     return np.vstack(out + [points[-1:]])
 
 
@@ -79,47 +81,122 @@ def _params(style: str, rng: np.random.Generator) -> dict:
         sharp = bool(rng.random() < 0.5)
         R = u(0.095, 0.125)
         rn = R * u(0.36, 0.44)
-        return dict(R=R, rb=R * u(0.88, 0.95), z_heel=u(0.01, 0.025), e_heel=2.0, z_sh=u(0.48, 0.6),
-                    hs=u(0.05, 0.09) if sharp else u(0.14, 0.24), e_sh=u(2.0, 3.0) if sharp else u(1.1, 1.6),
-                    rn=rn, rn_base=rn * u(1.05, 1.2), neck_len=u(0.2, 0.3), cap="capsule", hc=u(0.08, 0.12),
-                    rc=rn * 1.06, shoulder="sharp" if sharp else "sloped")
+        return dict(
+            R=R,
+            rb=R * u(0.88, 0.95),
+            z_heel=u(0.01, 0.025),
+            e_heel=2.0,
+            z_sh=u(0.48, 0.6),
+            hs=u(0.05, 0.09) if sharp else u(0.14, 0.24),
+            e_sh=u(2.0, 3.0) if sharp else u(1.1, 1.6),
+            rn=rn,
+            rn_base=rn * u(1.05, 1.2),
+            neck_len=u(0.2, 0.3),
+            cap="capsule",
+            hc=u(0.08, 0.12),
+            rc=rn * 1.06,
+            shoulder="sharp" if sharp else "sloped",
+        )
     if style == "water":
         R = u(0.12, 0.17)
         rn = R * u(0.3, 0.4)
-        return dict(R=R, rb=R * u(0.8, 0.92), z_heel=u(0.02, 0.05), e_heel=u(2.0, 3.0), z_sh=u(0.55, 0.72),
-                    hs=u(0.08, 0.2), e_sh=u(1.2, 2.5), wall=pick(rng, {"plain": 1, "waist": 1, "grooves": 1}),
-                    rn=rn, neck_len=u(0.03, 0.06), collar=True, cap="screw", hc=u(0.04, 0.07),
-                    rc=rn * u(1.12, 1.25))
+        return dict(
+            R=R,
+            rb=R * u(0.8, 0.92),
+            z_heel=u(0.02, 0.05),
+            e_heel=u(2.0, 3.0),
+            z_sh=u(0.55, 0.72),
+            hs=u(0.08, 0.2),
+            e_sh=u(1.2, 2.5),
+            wall=pick(rng, {"plain": 1, "waist": 1, "grooves": 1}),
+            rn=rn,
+            neck_len=u(0.03, 0.06),
+            collar=True,
+            cap="screw",
+            hc=u(0.04, 0.07),
+            rc=rn * u(1.12, 1.25),
+        )
     if style == "jug":
         z_sh, hs = u(0.35, 0.5), u(0.15, 0.25)
         R = u(0.36, 0.42) * (z_sh + hs)
         rn = R * u(0.3, 0.4)
-        return dict(R=R, rb=R * u(0.85, 0.93), z_heel=u(0.03, 0.06), e_heel=2.0, z_sh=z_sh, hs=hs,
-                    e_sh=u(1.6, 2.4), power=2.0 if rng.random() < 0.5 else u(3.0, 4.5), rn=rn,
-                    neck_len=u(0.08, 0.12), cap="screw", hc=u(0.04, 0.07), rc=rn * u(1.1, 1.2), handle=True)
+        return dict(
+            R=R,
+            rb=R * u(0.85, 0.93),
+            z_heel=u(0.03, 0.06),
+            e_heel=2.0,
+            z_sh=z_sh,
+            hs=hs,
+            e_sh=u(1.6, 2.4),
+            power=2.0 if rng.random() < 0.5 else u(3.0, 4.5),
+            rn=rn,
+            neck_len=u(0.08, 0.12),
+            cap="screw",
+            hc=u(0.04, 0.07),
+            rc=rn * u(1.1, 1.2),
+            handle=True,
+        )
     if style == "square":
         R, q = u(0.13, 0.2), u(0.45, 1.0)
         rn = R * min(u(0.28, 0.38), 0.6 * q)  # the neck foot must stay inside the flat side
         stopper = bool(rng.random() < 0.5)
-        return dict(R=R, ratio=q, power=u(4.0, 10.0), rb=R * u(0.9, 0.97), z_heel=u(0.01, 0.03), e_heel=2.0,
-                    z_sh=u(0.5, 0.7), hs=u(0.04, 0.1), e_sh=u(1.5, 3.0), rn=rn, neck_len=u(0.04, 0.12),
-                    cap="stopper" if stopper else "screw", hc=u(0.08, 0.16) if stopper else u(0.05, 0.09),
-                    rc=rn * (u(1.3, 2.0) if stopper else u(1.15, 1.4)))
+        return dict(
+            R=R,
+            ratio=q,
+            power=u(4.0, 10.0),
+            rb=R * u(0.9, 0.97),
+            z_heel=u(0.01, 0.03),
+            e_heel=2.0,
+            z_sh=u(0.5, 0.7),
+            hs=u(0.04, 0.1),
+            e_sh=u(1.5, 3.0),
+            rn=rn,
+            neck_len=u(0.04, 0.12),
+            cap="stopper" if stopper else "screw",
+            hc=u(0.08, 0.16) if stopper else u(0.05, 0.09),
+            rc=rn * (u(1.3, 2.0) if stopper else u(1.15, 1.4)),
+        )
     # flask: spherical with a long neck, or a flat hip flask
     if rng.random() < 0.5:
         R = u(0.2, 0.28)
         z_heel = R * u(0.7, 0.9)
         rn = R * u(0.2, 0.3)
         cork = bool(rng.random() < 0.6)
-        return dict(variant="round", R=R, rb=R * u(0.4, 0.6), z_heel=z_heel, e_heel=2.0,
-                    z_sh=z_heel + R * u(0.0, 0.15), hs=R * u(0.8, 1.0), e_sh=2.0, rn=rn, neck_len=u(0.15, 0.3),
-                    lip=cork, cap="cork" if cork else "screw", hc=u(0.05, 0.09),
-                    rc=rn * (0.95 if cork else u(1.1, 1.25)))
+        return dict(
+            variant="round",
+            R=R,
+            rb=R * u(0.4, 0.6),
+            z_heel=z_heel,
+            e_heel=2.0,
+            z_sh=z_heel + R * u(0.0, 0.15),
+            hs=R * u(0.8, 1.0),
+            e_sh=2.0,
+            rn=rn,
+            neck_len=u(0.15, 0.3),
+            lip=cork,
+            cap="cork" if cork else "screw",
+            hc=u(0.05, 0.09),
+            rc=rn * (0.95 if cork else u(1.1, 1.25)),
+        )
     R, q = u(0.18, 0.26), u(0.3, 0.45)
     rn = R * q * u(0.35, 0.48)
-    return dict(variant="flat", R=R, ratio=q, power=u(2.2, 3.5), rb=R * u(0.7, 0.85), z_heel=R * u(0.2, 0.4),
-                e_heel=2.0, z_sh=u(0.45, 0.6), hs=R * u(0.3, 0.5), e_sh=u(1.8, 2.5), rn=rn, neck_len=u(0.03, 0.06),
-                cap="screw", hc=u(0.05, 0.08), rc=rn * u(1.15, 1.3))
+    return dict(
+        variant="flat",
+        R=R,
+        ratio=q,
+        power=u(2.2, 3.5),
+        rb=R * u(0.7, 0.85),
+        z_heel=R * u(0.2, 0.4),
+        e_heel=2.0,
+        z_sh=u(0.45, 0.6),
+        hs=R * u(0.3, 0.5),
+        e_sh=u(1.8, 2.5),
+        rn=rn,
+        neck_len=u(0.03, 0.06),
+        cap="screw",
+        hc=u(0.05, 0.08),
+        rc=rn * u(1.15, 1.3),
+    )
 
 
 def _body_profile(P: dict, rng: np.random.Generator) -> np.ndarray:
@@ -147,8 +224,15 @@ def _handle(spec: ShapeSpec, rng, P: dict, z_att: float, z_low: float) -> None:
     R, rn = P["R"], P["rn"]
     Y = R + rng.uniform(0.09, 0.14)  # outermost reach
     rise, h = rng.uniform(0.01, 0.04), z_att - z_low
-    yz = np.array([[0.3 * rn, z_att], [0.5 * (rn + Y), z_att + rise], [Y, z_att - 0.25 * h],
-                   [Y - 0.2 * (Y - R), z_low + 0.2 * h], [0.55 * R, z_low]])
+    yz = np.array(
+        [
+            [0.3 * rn, z_att],
+            [0.5 * (rn + Y), z_att + rise],
+            [Y, z_att - 0.25 * h],
+            [Y - 0.2 * (Y - R), z_low + 0.2 * h],
+            [0.55 * R, z_low],
+        ]
+    )
     path = _catmull_rom(yz)
     path = np.column_stack([np.zeros(len(path)), path])
     w, t = rng.uniform(0.05, 0.08), rng.uniform(0.022, 0.03)
@@ -203,8 +287,13 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         cap = [(rc, z_cap), (rc, z1 - 0.08 * hc), (0.88 * rc, z1)]
     elif P["cap"] == "stopper":  # plug in the mouth with a wide knob above it
         z1 = z_free + hc
-        cap = [(0.8 * rn, z_free - 0.3 * hc), (0.8 * rn, z_free + 0.12 * hc), (rc, z_free + 0.3 * hc),
-               (rc, z1 - 0.25 * hc), (0.55 * rc, z1)]
+        cap = [
+            (0.8 * rn, z_free - 0.3 * hc),
+            (0.8 * rn, z_free + 0.12 * hc),
+            (rc, z_free + 0.3 * hc),
+            (rc, z1 - 0.25 * hc),
+            (0.55 * rc, z1),
+        ]
     else:  # cork: tapered plug sticking out of the mouth
         z1 = z_free + 0.55 * hc
         cap = [(0.82 * rn, z_free - 0.45 * hc), (rc, z1)]
@@ -216,10 +305,10 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     else:
         spec.kp("handle_top", None)
 
-    spec.style.update({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in P.items()
-                       if k not in ("rn_base",)})
-    spec.style.update(style=style, section="round" if power == 2 and q == 1 else "superellipse",
-                      height=float(z1))
+    spec.style.update(
+        {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in P.items() if k not in ("rn_base",)}
+    )
+    spec.style.update(style=style, section="round" if power == 2 and q == 1 else "superellipse", height=float(z1))
     spec.style["z_scale"] = fit_sphere(spec)
     spec.keypoints = {name: spec.keypoints[name] for name, _ in KEYPOINTS}  # canonical order
     return spec

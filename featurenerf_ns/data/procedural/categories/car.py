@@ -46,24 +46,90 @@ STYLES = ("sedan", "hatchback", "suv", "pickup", "coupe", "van")
 # the nose), rear end of the cabin (fraction of length from the tail), windshield run, rear-window run,
 # nose drop below the belt line, front overhang (fraction of length).
 _RANGES = {
-    "sedan": dict(L=(4.4, 5.1), W=(1.75, 1.9), R=(0.31, 0.35), clr=(0.14, 0.19), belt=(0.86, 0.96),
-                  cab=(0.44, 0.54), hood=(0.28, 0.34), tail=(0.19, 0.25), ws=(0.55, 0.85), rw=(0.45, 0.75),
-                  drop=(0.08, 0.16), fo=(0.17, 0.21)),
-    "hatchback": dict(L=(3.7, 4.3), W=(1.65, 1.8), R=(0.29, 0.33), clr=(0.14, 0.18), belt=(0.86, 0.96),
-                      cab=(0.50, 0.60), hood=(0.24, 0.29), tail=(0.0, 0.0), ws=(0.55, 0.8), rw=(0.2, 0.45),
-                      drop=(0.08, 0.15), fo=(0.16, 0.2)),
-    "suv": dict(L=(4.4, 5.0), W=(1.85, 2.0), R=(0.36, 0.42), clr=(0.22, 0.28), belt=(1.08, 1.22),
-                cab=(0.56, 0.7), hood=(0.25, 0.3), tail=(0.0, 0.0), ws=(0.45, 0.65), rw=(0.06, 0.2),
-                drop=(0.04, 0.1), fo=(0.16, 0.2)),
-    "pickup": dict(L=(5.0, 5.8), W=(1.85, 2.0), R=(0.36, 0.4), clr=(0.22, 0.28), belt=(1.2, 1.35),
-                   cab=(0.58, 0.7), hood=(0.25, 0.3), tail=(0.0, 0.0), ws=(0.45, 0.6), rw=(0.03, 0.08),
-                   drop=(0.03, 0.08), fo=(0.15, 0.18)),
-    "coupe": dict(L=(4.2, 4.7), W=(1.85, 2.0), R=(0.31, 0.35), clr=(0.10, 0.13), belt=(0.74, 0.84),
-                  cab=(0.34, 0.42), hood=(0.36, 0.44), tail=(0.09, 0.15), ws=(0.75, 1.0), rw=(0.75, 1.15),
-                  drop=(0.1, 0.17), fo=(0.17, 0.2)),
-    "van": dict(L=(4.6, 5.3), W=(1.9, 2.0), R=(0.32, 0.36), clr=(0.15, 0.2), belt=(0.98, 1.1),
-                cab=(0.85, 1.05), hood=(0.11, 0.16), tail=(0.0, 0.0), ws=(0.45, 0.75), rw=(0.03, 0.08),
-                drop=(0.15, 0.3), fo=(0.15, 0.18)),
+    "sedan": dict(
+        L=(4.4, 5.1),
+        W=(1.75, 1.9),
+        R=(0.31, 0.35),
+        clr=(0.14, 0.19),
+        belt=(0.86, 0.96),
+        cab=(0.44, 0.54),
+        hood=(0.28, 0.34),
+        tail=(0.19, 0.25),
+        ws=(0.55, 0.85),
+        rw=(0.45, 0.75),
+        drop=(0.08, 0.16),
+        fo=(0.17, 0.21),
+    ),
+    "hatchback": dict(
+        L=(3.7, 4.3),
+        W=(1.65, 1.8),
+        R=(0.29, 0.33),
+        clr=(0.14, 0.18),
+        belt=(0.86, 0.96),
+        cab=(0.50, 0.60),
+        hood=(0.24, 0.29),
+        tail=(0.0, 0.0),
+        ws=(0.55, 0.8),
+        rw=(0.2, 0.45),
+        drop=(0.08, 0.15),
+        fo=(0.16, 0.2),
+    ),
+    "suv": dict(
+        L=(4.4, 5.0),
+        W=(1.85, 2.0),
+        R=(0.36, 0.42),
+        clr=(0.22, 0.28),
+        belt=(1.08, 1.22),
+        cab=(0.56, 0.7),
+        hood=(0.25, 0.3),
+        tail=(0.0, 0.0),
+        ws=(0.45, 0.65),
+        rw=(0.06, 0.2),
+        drop=(0.04, 0.1),
+        fo=(0.16, 0.2),
+    ),
+    "pickup": dict(
+        L=(5.0, 5.8),
+        W=(1.85, 2.0),
+        R=(0.36, 0.4),
+        clr=(0.22, 0.28),
+        belt=(1.2, 1.35),
+        cab=(0.58, 0.7),
+        hood=(0.25, 0.3),
+        tail=(0.0, 0.0),
+        ws=(0.45, 0.6),
+        rw=(0.03, 0.08),
+        drop=(0.03, 0.08),
+        fo=(0.15, 0.18),
+    ),
+    "coupe": dict(
+        L=(4.2, 4.7),
+        W=(1.85, 2.0),
+        R=(0.31, 0.35),
+        clr=(0.10, 0.13),
+        belt=(0.74, 0.84),
+        cab=(0.34, 0.42),
+        hood=(0.36, 0.44),
+        tail=(0.09, 0.15),
+        ws=(0.75, 1.0),
+        rw=(0.75, 1.15),
+        drop=(0.1, 0.17),
+        fo=(0.17, 0.2),
+    ),
+    "van": dict(
+        L=(4.6, 5.3),
+        W=(1.9, 2.0),
+        R=(0.32, 0.36),
+        clr=(0.15, 0.2),
+        belt=(0.98, 1.1),
+        cab=(0.85, 1.05),
+        hood=(0.11, 0.16),
+        tail=(0.0, 0.0),
+        ws=(0.45, 0.75),
+        rw=(0.03, 0.08),
+        drop=(0.15, 0.3),
+        fo=(0.15, 0.18),
+    ),
 }
 
 _END = 0.07  # length of the rounded nose / tail sections of the lower body
@@ -76,8 +142,16 @@ def _section_loft(sections) -> trimesh.Trimesh:
     rings = []
     for y, hw, zb, zt, cb, ct in sections:
         hs = hw - _TUCK
-        xz = [(hw - cb, zb), (hw, zb + cb), (hs, zt - ct), (hs - ct, zt),
-              (ct - hs, zt), (-hs, zt - ct), (-hw, zb + cb), (cb - hw, zb)]
+        xz = [
+            (hw - cb, zb),
+            (hw, zb + cb),
+            (hs, zt - ct),
+            (hs - ct, zt),
+            (ct - hs, zt),
+            (-hs, zt - ct),
+            (-hw, zb + cb),
+            (cb - hw, zb),
+        ]
         rings.append(np.array([(x, y, z) for x, z in xz]))
     n, m = len(rings), len(rings[0])
     verts = np.concatenate(rings + [rings[0].mean(0, keepdims=True), rings[-1].mean(0, keepdims=True)])
@@ -107,8 +181,15 @@ def _wheel(center, outward: float, radius: float, width: float) -> tuple[trimesh
     """Tyre + rim with a recessed flat hub face; returns the mesh and the hub-face centre."""
     r, w = radius, width / 2
     recess = 0.25 * w
-    profile = [(0.55 * r, -w), (0.9 * r, -w), (r, -0.6 * w), (r, 0.6 * w), (0.9 * r, w), (0.62 * r, w),
-               (0.55 * r, w - recess)]
+    profile = [
+        (0.55 * r, -w),
+        (0.9 * r, -w),
+        (r, -0.6 * w),
+        (r, 0.6 * w),
+        (0.9 * r, w),
+        (0.62 * r, w),
+        (0.55 * r, w - recess),
+    ]
     axis = np.array([outward, 0.0, 0.0])
     mesh = revolve(profile, center=center, axis=axis, sections=32)
     return mesh, np.asarray(center, dtype=np.float64) + axis * (w - recess)
@@ -143,8 +224,7 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         y_cb = y_ws + rng.uniform(0.2, 0.32) * L  # back of the cab (single to crew cab)
         y_rb = y_cb - 0.02
         z_floor = max(belt - rng.uniform(0.4, 0.5), R + ra + 0.12)  # bed floor above the rear arches
-        top += [(y_cb, belt), (y_cb + 0.03, z_floor), (y_r2, z_floor), (y1 - _END, z_floor),
-                (y1, z_floor - 0.06)]
+        top += [(y_cb, belt), (y_cb + 0.03, z_floor), (y_r2, z_floor), (y1 - _END, z_floor), (y1, z_floor - 0.06)]
     else:  # hatchback, SUV, van: cabin reaches (almost) the tail
         y_rb = y_r2 - 0.02
         top += [(y_rb, belt), (y_r2, z_deck), (y1 - _END, z_deck), (y1, z_deck - 0.07)]
@@ -153,15 +233,19 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     # Sections: profile knots plus wheel-arch sections; the arches raise the bottom above each wheel.
     arch = np.concatenate([[-ra - 0.03], ra * np.array([-1.0, -0.8, -0.5, 0.0, 0.5, 0.8, 1.0]), [ra + 0.03]])
     ys = np.unique(np.round(np.concatenate([ty, y_wf + arch, y_wr + arch]), 3))
-    hw_y = np.interp(ys, [y0, y0 + _END, y0 + 0.3, y1 - 0.3, y1 - _END, y1],
-                     hw * np.array([0.88, 0.98, 1.0, 1.0, 0.99, 0.92]))
-    zb_y = np.interp(ys, [y0, y0 + _END, y0 + 0.25, y1 - 0.25, y1 - _END, y1],
-                     [clr + 0.12, clr + 0.05, clr, clr, clr + 0.05, clr + 0.12])
+    hw_y = np.interp(
+        ys, [y0, y0 + _END, y0 + 0.3, y1 - 0.3, y1 - _END, y1], hw * np.array([0.88, 0.98, 1.0, 1.0, 0.99, 0.92])
+    )
+    zb_y = np.interp(
+        ys,
+        [y0, y0 + _END, y0 + 0.25, y1 - 0.25, y1 - _END, y1],
+        [clr + 0.12, clr + 0.05, clr, clr, clr + 0.05, clr + 0.12],
+    )
     zt_y = np.interp(ys, ty, tz)
     for yw in (y_wf, y_wr):
         d = np.abs(ys - yw)
         inside = d <= ra + 1e-9
-        zb_y[inside] = np.maximum(zb_y[inside], R + np.sqrt(np.maximum(ra ** 2 - d[inside] ** 2, 0.0)))
+        zb_y[inside] = np.maximum(zb_y[inside], R + np.sqrt(np.maximum(ra**2 - d[inside] ** 2, 0.0)))
     zb_y = np.minimum(zb_y, zt_y - 0.12)
     sections = []
     for y, h, zb, zt in zip(ys, hw_y, zb_y, zt_y):
@@ -180,10 +264,20 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         x_out = hw - _TUCK - 0.5 * ct  # the walls pierce the shoulder chamfer
         yb0, yb1 = y_cb - 0.02, y1 - 0.01  # bed walls, from inside the cab's body to the tail
         for s in (1, -1):
-            spec.add("body", box((s * (x_out - wall_t / 2), (yb0 + yb1) / 2, (z_floor - 0.1 + z_wall) / 2),
-                                 (wall_t, yb1 - yb0, z_wall - z_floor + 0.1)))
-        spec.add("body", box((0, y1 - 0.02 - 0.03, (z_floor - 0.05 + z_wall - 0.02) / 2),
-                             (2 * (x_out - wall_t / 2), 0.06, z_wall - 0.02 - z_floor + 0.05)))
+            spec.add(
+                "body",
+                box(
+                    (s * (x_out - wall_t / 2), (yb0 + yb1) / 2, (z_floor - 0.1 + z_wall) / 2),
+                    (wall_t, yb1 - yb0, z_wall - z_floor + 0.1),
+                ),
+            )
+        spec.add(
+            "body",
+            box(
+                (0, y1 - 0.02 - 0.03, (z_floor - 0.05 + z_wall - 0.02) / 2),
+                (2 * (x_out - wall_t / 2), 0.06, z_wall - 0.02 - z_floor + 0.05),
+            ),
+        )
         spec.kp("rear_left_corner", (x_out - wall_t / 2, y1 - 0.12, z_wall))
         spec.kp("rear_right_corner", (-(x_out - wall_t / 2), y1 - 0.12, z_wall))
     else:
@@ -200,12 +294,29 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     hw_t = hw_b - rng.uniform(0.08, 0.18)
     zr0, zr1 = belt - 0.04, belt + cab_h
     yt0, yt1 = y_ws + ws_run, y_rb - rw_run
-    spec.add("roof", hexahedron(np.array([
-        [-hw_b, y_ws, zr0], [hw_b, y_ws, zr0], [hw_b, y_rb, zr0], [-hw_b, y_rb, zr0],
-        [-hw_t, yt0, zr1], [hw_t, yt0, zr1], [hw_t, yt1, zr1], [-hw_t, yt1, zr1],
-    ])))
-    for name, fy, sx in (("roof_front_left", 0.12, 1), ("roof_front_right", 0.12, -1),
-                         ("roof_rear_left", 0.88, 1), ("roof_rear_right", 0.88, -1)):
+    spec.add(
+        "roof",
+        hexahedron(
+            np.array(
+                [
+                    [-hw_b, y_ws, zr0],
+                    [hw_b, y_ws, zr0],
+                    [hw_b, y_rb, zr0],
+                    [-hw_b, y_rb, zr0],
+                    [-hw_t, yt0, zr1],
+                    [hw_t, yt0, zr1],
+                    [hw_t, yt1, zr1],
+                    [-hw_t, yt1, zr1],
+                ]
+            )
+        ),
+    )
+    for name, fy, sx in (
+        ("roof_front_left", 0.12, 1),
+        ("roof_front_right", 0.12, -1),
+        ("roof_rear_left", 0.88, 1),
+        ("roof_rear_right", 0.88, -1),
+    ):
         spec.kp(name, (sx * 0.8 * hw_t, yt0 + fy * (yt1 - yt0), zr1))
 
     # Hood: thin raised panel on the front section, running under the windshield.
@@ -213,11 +324,23 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     hw_h = hw_b - 0.04
     y_he = y_ws + ws_run * (0.06 + th) / (cab_h + 0.04)
     z_he = z_nose + (belt - z_nose) * (y_he - y_h0) / (y_ws - y_h0)
-    spec.add("hood", hexahedron(np.array([
-        [-hw_h, y_h0, z_nose - 0.03], [hw_h, y_h0, z_nose - 0.03], [hw_h, y_he, z_he - 0.03],
-        [-hw_h, y_he, z_he - 0.03],
-        [-hw_h, y_h0, z_nose + th], [hw_h, y_h0, z_nose + th], [hw_h, y_he, z_he + th], [-hw_h, y_he, z_he + th],
-    ])))
+    spec.add(
+        "hood",
+        hexahedron(
+            np.array(
+                [
+                    [-hw_h, y_h0, z_nose - 0.03],
+                    [hw_h, y_h0, z_nose - 0.03],
+                    [hw_h, y_he, z_he - 0.03],
+                    [-hw_h, y_he, z_he - 0.03],
+                    [-hw_h, y_h0, z_nose + th],
+                    [hw_h, y_h0, z_nose + th],
+                    [hw_h, y_he, z_he + th],
+                    [-hw_h, y_he, z_he + th],
+                ]
+            )
+        ),
+    )
 
     # Optional rear spoiler on the trunk lid.
     spoiler = style in ("sedan", "coupe") and bool(rng.random() < (0.5 if style == "coupe" else 0.15))
@@ -235,8 +358,20 @@ def build(rng: np.random.Generator) -> ShapeSpec:
             spec.add("wheel", mesh)
             spec.kp(f"wheel_{name}_{side}", hub)
 
-    spec.style.update(style=style, length=L, width=W, belt_height=belt, roof_height=belt + cab_h,
-                      wheel_radius=R, wheel_width=wheel_w, wheelbase=y_wr - y_wf, clearance=clr,
-                      hood_length=y_ws - y0, cabin_length=cab_len, windshield_run=ws_run,
-                      rear_window_run=rw_run, spoiler=spoiler)
+    spec.style.update(
+        style=style,
+        length=L,
+        width=W,
+        belt_height=belt,
+        roof_height=belt + cab_h,
+        wheel_radius=R,
+        wheel_width=wheel_w,
+        wheelbase=y_wr - y_wf,
+        clearance=clr,
+        hood_length=y_ws - y0,
+        cabin_length=cab_len,
+        windshield_run=ws_run,
+        rear_window_run=rw_run,
+        spoiler=spoiler,
+    )
     return spec

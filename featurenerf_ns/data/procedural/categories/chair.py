@@ -44,8 +44,14 @@ def _tilted_slab(x0, x1, y0, thickness, z0, z1, tilt):
     return hexahedron(
         np.array(
             [
-                [x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0],
-                [x0, y0 + dy, z1], [x1, y0 + dy, z1], [x1, y1 + dy, z1], [x0, y1 + dy, z1],
+                [x0, y0, z0],
+                [x1, y0, z0],
+                [x1, y1, z0],
+                [x0, y1, z0],
+                [x0, y0 + dy, z1],
+                [x1, y0 + dy, z1],
+                [x1, y1 + dy, z1],
+                [x0, y1 + dy, z1],
             ]
         )
     )
@@ -63,8 +69,16 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     back_h = rng.uniform(0.30, 0.62)
     tilt = np.deg2rad(rng.uniform(0.0, 16.0))
     back_t = rng.uniform(0.025, 0.06)
-    spec.style.update(base=str(base), back=str(back_style), arms=has_arms, seat_w=w, seat_d=d, seat_h=h,
-                      back_h=back_h, back_tilt_deg=float(np.rad2deg(tilt)))
+    spec.style.update(
+        base=str(base),
+        back=str(back_style),
+        arms=has_arms,
+        seat_w=w,
+        seat_d=d,
+        seat_h=h,
+        back_h=back_h,
+        back_tilt_deg=float(np.rad2deg(tilt)),
+    )
 
     # Seat: the occupant faces -y, so the back sits at +y.
     z_bottom = h - t
@@ -90,39 +104,69 @@ def build(rng: np.random.Generator) -> ShapeSpec:
             spec.add("back", _tilted_slab(min(x_in, x_out), max(x_in, x_out), y0, back_t, zb0, zb1 - 0.002, tilt))
         # The top rail overlaps the posts (slightly thicker, so no coplanar faces).
         frac0 = (zb1 - rail_h - zb0) / (zb1 - zb0)
-        spec.add("back", _tilted_slab(-w / 2 - 0.004, w / 2 + 0.004, y0 + frac0 * dy_top - 0.003, back_t + 0.006,
-                                      zb1 - rail_h, zb1, tilt))
+        spec.add(
+            "back",
+            _tilted_slab(
+                -w / 2 - 0.004, w / 2 + 0.004, y0 + frac0 * dy_top - 0.003, back_t + 0.006, zb1 - rail_h, zb1, tilt
+            ),
+        )
         top_z = zb1
         inner = w / 2 - post_w
         if back_style == "slats":
             n = int(rng.integers(2, 6))
             slat_w = rng.uniform(0.02, 0.045)
             for x in np.linspace(-inner + slat_w, inner - slat_w, n):
-                spec.add("back", _tilted_slab(x - slat_w / 2, x + slat_w / 2, y0 + 0.004, back_t - 0.008,
-                                              zb0 + 0.01, zb1 - rail_h + 0.01, tilt))
+                spec.add(
+                    "back",
+                    _tilted_slab(
+                        x - slat_w / 2,
+                        x + slat_w / 2,
+                        y0 + 0.004,
+                        back_t - 0.008,
+                        zb0 + 0.01,
+                        zb1 - rail_h + 0.01,
+                        tilt,
+                    ),
+                )
         else:
             n = int(rng.integers(1, 4))
             for k in range(n):
                 zc = zb0 + (k + 1) * (zb1 - rail_h - zb0) / (n + 1)
                 f = (zc - 0.02 - zb0) / (zb1 - zb0)
-                spec.add("back", _tilted_slab(-inner - 0.005, inner + 0.005, y0 + f * dy_top + 0.004, back_t - 0.008,
-                                              zc - 0.02, zc + 0.02, tilt))
+                spec.add(
+                    "back",
+                    _tilted_slab(
+                        -inner - 0.005,
+                        inner + 0.005,
+                        y0 + f * dy_top + 0.004,
+                        back_t - 0.008,
+                        zc - 0.02,
+                        zc + 0.02,
+                        tilt,
+                    ),
+                )
     bx = 0.40 * w
     y_top_mid = y0 + dy_top + back_t / 2
     spec.kp("back_top_left", (bx, y_top_mid, top_z))
     spec.kp("back_top_right", (-bx, y_top_mid, top_z))
 
     # Base.
-    leg_kps = {name: None for name in ("leg_front_left_foot", "leg_front_right_foot", "leg_back_left_foot",
-                                       "leg_back_right_foot")}
+    leg_kps = {
+        name: None
+        for name in ("leg_front_left_foot", "leg_front_right_foot", "leg_back_left_foot", "leg_back_right_foot")
+    }
     if base == "four_legs":
         round_legs = bool(rng.random() < 0.4)
         lt = rng.uniform(0.025, 0.055)  # leg thickness
         splay = rng.uniform(0.0, 0.05)
         inset = lt / 2 + rng.uniform(0.0, 0.03)
         foot_z = 0.03
-        for name, sx, sy in (("leg_front_left_foot", 1, -1), ("leg_front_right_foot", -1, -1),
-                             ("leg_back_left_foot", 1, 1), ("leg_back_right_foot", -1, 1)):
+        for name, sx, sy in (
+            ("leg_front_left_foot", 1, -1),
+            ("leg_front_right_foot", -1, -1),
+            ("leg_back_left_foot", 1, 1),
+            ("leg_back_right_foot", -1, 1),
+        ):
             top = np.array([sx * (w / 2 - inset), sy * (d / 2 - inset), z_bottom + 0.5 * t])
             bot = np.array([sx * (w / 2 - inset + splay), sy * (d / 2 - inset + splay), 0.0])
             if round_legs:
@@ -136,10 +180,14 @@ def build(rng: np.random.Generator) -> ShapeSpec:
                 ht = lt / 2
                 corners = np.array(
                     [
-                        [bot[0] - ht, bot[1] - ht, 0.0], [bot[0] + ht, bot[1] - ht, 0.0],
-                        [bot[0] + ht, bot[1] + ht, 0.0], [bot[0] - ht, bot[1] + ht, 0.0],
-                        [top[0] - ht, top[1] - ht, top[2]], [top[0] + ht, top[1] - ht, top[2]],
-                        [top[0] + ht, top[1] + ht, top[2]], [top[0] - ht, top[1] + ht, top[2]],
+                        [bot[0] - ht, bot[1] - ht, 0.0],
+                        [bot[0] + ht, bot[1] - ht, 0.0],
+                        [bot[0] + ht, bot[1] + ht, 0.0],
+                        [bot[0] - ht, bot[1] + ht, 0.0],
+                        [top[0] - ht, top[1] - ht, top[2]],
+                        [top[0] + ht, top[1] - ht, top[2]],
+                        [top[0] + ht, top[1] + ht, top[2]],
+                        [top[0] - ht, top[1] + ht, top[2]],
                     ]
                 )
                 spec.add("leg", hexahedron(corners))
@@ -183,11 +231,17 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         for name, sx in (("arm_front_left", 1), ("arm_front_right", -1)):
             xc = sx * (w / 2 - arm_w / 2 + 0.005)
             z_rest = h + arm_h
-            spec.add("arm", box((xc, (y_front + y_back) / 2, z_rest - arm_t / 2),
-                                (arm_w + 0.006, y_back - y_front, arm_t)))
+            spec.add(
+                "arm", box((xc, (y_front + y_back) / 2, z_rest - arm_t / 2), (arm_w + 0.006, y_back - y_front, arm_t))
+            )
             if solid:  # a closed side panel under the rest
-                spec.add("arm", box((xc, (y_front + y_back) / 2 + 0.01, h + arm_h / 2 - 0.01),
-                                    (arm_w * 0.8, y_back - y_front - 0.04, arm_h - 0.01)))
+                spec.add(
+                    "arm",
+                    box(
+                        (xc, (y_front + y_back) / 2 + 0.01, h + arm_h / 2 - 0.01),
+                        (arm_w * 0.8, y_back - y_front - 0.04, arm_h - 0.01),
+                    ),
+                )
             else:
                 spec.add("arm", box((xc, y_front + 0.03, h + arm_h / 2 - 0.01), (arm_w * 0.6, 0.03, arm_h)))
             spec.kp(name, (xc, y_front + 0.1 * (y_back - y_front), z_rest))

@@ -45,34 +45,116 @@ STYLES = ("sport", "naked", "cruiser", "dirt", "scooter")
 # section radius, fork rake, steering-head top height, seat height, handlebar half-width, rise and
 # rearward sweep.
 _RANGES = {
-    "sport": dict(wb=(1.36, 1.48), rf=(0.29, 0.31), rr=(0.3, 0.32), tf=(0.055, 0.06), tr=(0.075, 0.09),
-                  rake=(21, 26), head=(0.8, 0.92), seat=(0.78, 0.88), bar_w=(0.3, 0.34), rise=(-0.06, -0.02),
-                  back=(0.06, 0.1)),
-    "naked": dict(wb=(1.4, 1.48), rf=(0.3, 0.32), rr=(0.3, 0.32), tf=(0.05, 0.058), tr=(0.065, 0.08),
-                  rake=(24, 27), head=(0.93, 1.0), seat=(0.78, 0.84), bar_w=(0.36, 0.4), rise=(0.08, 0.14),
-                  back=(0.04, 0.1)),
-    "cruiser": dict(wb=(1.6, 1.75), rf=(0.33, 0.36), rr=(0.31, 0.33), tf=(0.055, 0.065), tr=(0.085, 0.1),
-                    rake=(30, 38), head=(0.9, 1.0), seat=(0.62, 0.7), bar_w=(0.42, 0.48), rise=(0.1, 0.35),
-                    back=(0.16, 0.28)),
-    "dirt": dict(wb=(1.45, 1.5), rf=(0.36, 0.39), rr=(0.33, 0.36), tf=(0.042, 0.05), tr=(0.055, 0.065),
-                 rake=(26, 28), head=(1.04, 1.12), seat=(0.9, 0.97), bar_w=(0.38, 0.42), rise=(0.1, 0.14),
-                 back=(0.02, 0.06)),
-    "scooter": dict(wb=(1.25, 1.38), rf=(0.2, 0.24), rr=(0.2, 0.24), tf=(0.05, 0.06), tr=(0.05, 0.06),
-                    rake=(25, 29), head=(0.92, 1.0), seat=(0.74, 0.8), bar_w=(0.32, 0.36), rise=(0.04, 0.08),
-                    back=(0.0, 0.03)),
+    "sport": dict(
+        wb=(1.36, 1.48),
+        rf=(0.29, 0.31),
+        rr=(0.3, 0.32),
+        tf=(0.055, 0.06),
+        tr=(0.075, 0.09),
+        rake=(21, 26),
+        head=(0.8, 0.92),
+        seat=(0.78, 0.88),
+        bar_w=(0.3, 0.34),
+        rise=(-0.06, -0.02),
+        back=(0.06, 0.1),
+    ),
+    "naked": dict(
+        wb=(1.4, 1.48),
+        rf=(0.3, 0.32),
+        rr=(0.3, 0.32),
+        tf=(0.05, 0.058),
+        tr=(0.065, 0.08),
+        rake=(24, 27),
+        head=(0.93, 1.0),
+        seat=(0.78, 0.84),
+        bar_w=(0.36, 0.4),
+        rise=(0.08, 0.14),
+        back=(0.04, 0.1),
+    ),
+    "cruiser": dict(
+        wb=(1.6, 1.75),
+        rf=(0.33, 0.36),
+        rr=(0.31, 0.33),
+        tf=(0.055, 0.065),
+        tr=(0.085, 0.1),
+        rake=(30, 38),
+        head=(0.9, 1.0),
+        seat=(0.62, 0.7),
+        bar_w=(0.42, 0.48),
+        rise=(0.1, 0.35),
+        back=(0.16, 0.28),
+    ),
+    "dirt": dict(
+        wb=(1.45, 1.5),
+        rf=(0.36, 0.39),
+        rr=(0.33, 0.36),
+        tf=(0.042, 0.05),
+        tr=(0.055, 0.065),
+        rake=(26, 28),
+        head=(1.04, 1.12),
+        seat=(0.9, 0.97),
+        bar_w=(0.38, 0.42),
+        rise=(0.1, 0.14),
+        back=(0.02, 0.06),
+    ),
+    "scooter": dict(
+        wb=(1.25, 1.38),
+        rf=(0.2, 0.24),
+        rr=(0.2, 0.24),
+        tf=(0.05, 0.06),
+        tr=(0.05, 0.06),
+        rake=(25, 29),
+        head=(0.92, 1.0),
+        seat=(0.74, 0.8),
+        bar_w=(0.32, 0.36),
+        rise=(0.04, 0.08),
+        back=(0.0, 0.03),
+    ),
 }
 
 # Body proportions of the non-scooter styles: tank length/height/width, swingarm length, pivot height
 # above the rear axle, engine bottom height and width, rider seat length.
 _BODY = {
-    "sport": dict(tank_len=(0.42, 0.5), tank_h=(0.2, 0.25), tank_w=(0.36, 0.42), arm=(0.5, 0.58), piv=(0.04, 0.1),
-                  eng_z=(0.22, 0.28), eng_w=(0.3, 0.36), seat_len=(0.3, 0.38)),
-    "naked": dict(tank_len=(0.4, 0.48), tank_h=(0.18, 0.24), tank_w=(0.32, 0.4), arm=(0.5, 0.58), piv=(0.04, 0.1),
-                  eng_z=(0.22, 0.28), eng_w=(0.3, 0.36), seat_len=(0.55, 0.65)),
-    "cruiser": dict(tank_len=(0.45, 0.55), tank_h=(0.17, 0.22), tank_w=(0.3, 0.36), arm=(0.55, 0.62),
-                    piv=(0.04, 0.1), eng_z=(0.14, 0.18), eng_w=(0.26, 0.3), seat_len=(0.3, 0.36)),
-    "dirt": dict(tank_len=(0.3, 0.36), tank_h=(0.14, 0.18), tank_w=(0.26, 0.3), arm=(0.56, 0.62), piv=(0.12, 0.18),
-                 eng_z=(0.3, 0.36), eng_w=(0.2, 0.24), seat_len=(0.6, 0.7)),
+    "sport": dict(
+        tank_len=(0.42, 0.5),
+        tank_h=(0.2, 0.25),
+        tank_w=(0.36, 0.42),
+        arm=(0.5, 0.58),
+        piv=(0.04, 0.1),
+        eng_z=(0.22, 0.28),
+        eng_w=(0.3, 0.36),
+        seat_len=(0.3, 0.38),
+    ),
+    "naked": dict(
+        tank_len=(0.4, 0.48),
+        tank_h=(0.18, 0.24),
+        tank_w=(0.32, 0.4),
+        arm=(0.5, 0.58),
+        piv=(0.04, 0.1),
+        eng_z=(0.22, 0.28),
+        eng_w=(0.3, 0.36),
+        seat_len=(0.55, 0.65),
+    ),
+    "cruiser": dict(
+        tank_len=(0.45, 0.55),
+        tank_h=(0.17, 0.22),
+        tank_w=(0.3, 0.36),
+        arm=(0.55, 0.62),
+        piv=(0.04, 0.1),
+        eng_z=(0.14, 0.18),
+        eng_w=(0.26, 0.3),
+        seat_len=(0.3, 0.36),
+    ),
+    "dirt": dict(
+        tank_len=(0.3, 0.36),
+        tank_h=(0.14, 0.18),
+        tank_w=(0.26, 0.3),
+        arm=(0.56, 0.62),
+        piv=(0.12, 0.18),
+        eng_z=(0.3, 0.36),
+        eng_w=(0.2, 0.24),
+        seat_len=(0.6, 0.7),
+    ),
 }
 
 X = np.array([1.0, 0.0, 0.0])
@@ -94,11 +176,18 @@ def _pad(y0, y1, z0, z1, w0, w1, thickness):
     Returns the mesh and a function giving the top-centre-line point at fraction t from the front."""
     inset = 0.2 * thickness
     ya, yb = y0 + inset, y1 - inset
-    c = np.array([
-        [-w0 / 2, y0, z0 - thickness], [w0 / 2, y0, z0 - thickness], [w1 / 2, y1, z1 - thickness],
-        [-w1 / 2, y1, z1 - thickness],
-        [-0.4 * w0, ya, z0], [0.4 * w0, ya, z0], [0.4 * w1, yb, z1], [-0.4 * w1, yb, z1],
-    ])
+    c = np.array(
+        [
+            [-w0 / 2, y0, z0 - thickness],
+            [w0 / 2, y0, z0 - thickness],
+            [w1 / 2, y1, z1 - thickness],
+            [-w1 / 2, y1, z1 - thickness],
+            [-0.4 * w0, ya, z0],
+            [0.4 * w0, ya, z0],
+            [0.4 * w1, yb, z1],
+            [-0.4 * w1, yb, z1],
+        ]
+    )
     return hexahedron(c), lambda t: np.array([0.0, ya + t * (yb - ya), z0 + t * (z1 - z0)])
 
 
@@ -185,9 +274,20 @@ def build(rng: np.random.Generator) -> ShapeSpec:
         _scooter(spec, rng, p, axle, head_top, bar_c, hub_hw_rear, f)
     else:
         _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear)
-    spec.style.update(style=style, wheelbase=wb, front_wheel_radius=rf, rear_wheel_radius=rr,
-                      front_tyre=p["tf"], rear_tyre=p["tr"], rake_deg=p["rake"], seat_height=p["seat"],
-                      bar_half_width=bar_w, bar_rise=rise, bar_sweep=back, spoked=spoked)
+    spec.style.update(
+        style=style,
+        wheelbase=wb,
+        front_wheel_radius=rf,
+        rear_wheel_radius=rr,
+        front_tyre=p["tf"],
+        rear_tyre=p["tr"],
+        rake_deg=p["rake"],
+        seat_height=p["seat"],
+        bar_half_width=bar_w,
+        bar_rise=rise,
+        bar_sweep=back,
+        spoked=spoked,
+    )
     return spec
 
 
@@ -208,9 +308,14 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
     z_tc = z_tank_top - tank_h / 2
     ts = np.array([0.0, 0.12, 0.4, 0.7, 0.92, 1.0])
     drop = np.array([0.0, 0.0, 0.01, 0.04, 0.08, 0.1]) * (2.0 if style == "cruiser" else 1.0)
-    tank = loft([(0, y_t0 + t * tank_len, z_tc - d) for t, d in zip(ts, drop)],
-                [(tank_w / 2 * a, tank_h / 2 * b) for a, b in zip([0.55, 0.9, 1.0, 0.95, 0.75, 0.35],
-                                                                 [0.6, 0.9, 1.0, 0.92, 0.75, 0.4])], sections=20)
+    tank = loft(
+        [(0, y_t0 + t * tank_len, z_tc - d) for t, d in zip(ts, drop)],
+        [
+            (tank_w / 2 * a, tank_h / 2 * b)
+            for a, b in zip([0.55, 0.9, 1.0, 0.95, 0.75, 0.35], [0.6, 0.9, 1.0, 0.92, 0.75, 0.4])
+        ],
+        sections=20,
+    )
     spec.add("gas_tank", tank)
     centroids = tank.triangles.mean(axis=1)  # top: highest triangle in the middle of the tank
     mid = np.abs(centroids[:, 1] - (y_t0 + 0.45 * tank_len)) < 0.15 * tank_len
@@ -242,8 +347,11 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
         width = ew * 0.85 if style != "dirt" else 0.12
         base = crank + np.array([0, 0, 0.08])
         top = crank + lean * length
-        c = [np.array([sx * width / 2, q[1] + sy * 0.09, q[2]]) for q in (base, top) for sx, sy in
-             ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+        c = [
+            np.array([sx * width / 2, q[1] + sy * 0.09, q[2]])
+            for q in (base, top)
+            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+        ]
         spec.add("body", hexahedron(np.array(c)))
 
     # Swingarm (clear of the hub faces) and rear suspension.
@@ -251,8 +359,9 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
     for s in (1, -1):
         spec.add("body", cylinder((s * ax, y_piv, z_piv), (s * ax, yr + 0.04, rr), 0.025, sections=10))
         if style in ("naked", "cruiser"):  # twin shocks
-            spec.add("body", cylinder((s * ax, yr - 0.08, rr + 0.02), (s * ax, yr - 0.2, z_seat - 0.1), 0.022,
-                                      sections=10))
+            spec.add(
+                "body", cylinder((s * ax, yr - 0.08, rr + 0.02), (s * ax, yr - 0.2, z_seat - 0.1), 0.022, sections=10)
+            )
     spec.add("body", cylinder((-ax - 0.03, y_piv, z_piv), (ax + 0.03, y_piv, z_piv), 0.03, sections=10))
 
     # Seat (+ pillion) and tail.
@@ -264,50 +373,90 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
         pillion, rear_at = _pad(y_s1 - 0.02, y_s1 + u(0.18, 0.24), z_seat + 0.07, z_tail - 0.01, 0.2, 0.16, 0.1)
         spec.add("seat", rider)
         spec.add("seat", pillion)
-        spec.add("body", loft([(0, y_s0 + 0.05, z_seat - 0.12), (0, y_s1, z_seat - 0.03), (0, y_tail, z_tail - 0.04)],
-                              [(0.14, 0.09), (0.12, 0.08), (0.05, 0.035)], sections=16))
-        spec.add("light", cylinder((0, y_tail - 0.03, z_tail - 0.04), (0, y_tail + 0.015, z_tail - 0.04), 0.03,
-                                   sections=12))
+        spec.add(
+            "body",
+            loft(
+                [(0, y_s0 + 0.05, z_seat - 0.12), (0, y_s1, z_seat - 0.03), (0, y_tail, z_tail - 0.04)],
+                [(0.14, 0.09), (0.12, 0.08), (0.05, 0.035)],
+                sections=16,
+            ),
+        )
+        spec.add(
+            "light", cylinder((0, y_tail - 0.03, z_tail - 0.04), (0, y_tail + 0.015, z_tail - 0.04), 0.03, sections=12)
+        )
     else:
         y_s1 = y_s0 + q["seat_len"]
         if style == "cruiser":
             rider, rider_at = _pad(y_s0, y_s1, z_seat + 0.02, z_seat, 0.28, 0.36, seat_th)
-            pillion, rear_at = _pad(y_s1 - 0.03, y_s1 + u(0.18, 0.26), z_seat + u(0.06, 0.1), z_seat + u(0.06, 0.12),
-                                    0.22, 0.2, 0.12)
+            pillion, rear_at = _pad(
+                y_s1 - 0.03, y_s1 + u(0.18, 0.26), z_seat + u(0.06, 0.1), z_seat + u(0.06, 0.12), 0.22, 0.2, 0.12
+            )
             spec.add("seat", rider)
             spec.add("seat", pillion)
             y_s1 = y_s1 + 0.2
         else:
             z_front = z_seat + (0.05 if style == "dirt" else 0.0)
-            rider, rider_at = _pad(y_s0, y_s1, z_front, z_seat + 0.02, 0.24 if style == "dirt" else 0.3,
-                                   0.2 if style == "dirt" else 0.28, seat_th)
+            rider, rider_at = _pad(
+                y_s0,
+                y_s1,
+                z_front,
+                z_seat + 0.02,
+                0.24 if style == "dirt" else 0.3,
+                0.2 if style == "dirt" else 0.28,
+                seat_th,
+            )
             rear_at = rider_at
             spec.add("seat", rider)
         # Side covers / subframe under the seat.
         z_cb = min(z_e1 - 0.08, z_seat - seat_th - 0.12)
         z0, z1 = rider_at(0.0)[2] - seat_th + 0.03, z_seat - seat_th + 0.03  # just into the seat's underside
-        spec.add("body", hexahedron(np.array([
-            [-0.11, y_s0 - 0.02, z_cb], [0.11, y_s0 - 0.02, z_cb],
-            [0.09, y_s1 - 0.08, z_seat - seat_th - 0.02], [-0.09, y_s1 - 0.08, z_seat - seat_th - 0.02],
-            [-0.11, y_s0 - 0.02, z0], [0.11, y_s0 - 0.02, z0], [0.09, y_s1 - 0.08, z1], [-0.09, y_s1 - 0.08, z1],
-        ])))
+        spec.add(
+            "body",
+            hexahedron(
+                np.array(
+                    [
+                        [-0.11, y_s0 - 0.02, z_cb],
+                        [0.11, y_s0 - 0.02, z_cb],
+                        [0.09, y_s1 - 0.08, z_seat - seat_th - 0.02],
+                        [-0.09, y_s1 - 0.08, z_seat - seat_th - 0.02],
+                        [-0.11, y_s0 - 0.02, z0],
+                        [0.11, y_s0 - 0.02, z0],
+                        [0.09, y_s1 - 0.08, z1],
+                        [-0.09, y_s1 - 0.08, z1],
+                    ]
+                )
+            ),
+        )
         # Rear fender: hugging arc (naked, cruiser) or a high straight plate (dirt) with a tail light.
         if style == "dirt":
             y_end = yr + u(0.15, 0.25)
             z_end = z_seat + u(0.0, 0.06)
-            spec.add("body", hexahedron(np.array([
-                [-0.09, y_s1 - 0.2, z_seat - seat_th - 0.03], [0.09, y_s1 - 0.2, z_seat - seat_th - 0.03],
-                [0.06, y_end, z_end - 0.03], [-0.06, y_end, z_end - 0.03],
-                [-0.09, y_s1 - 0.2, z_seat - seat_th + 0.01], [0.09, y_s1 - 0.2, z_seat - seat_th + 0.01],
-                [0.06, y_end, z_end], [-0.06, y_end, z_end],
-            ])))
+            spec.add(
+                "body",
+                hexahedron(
+                    np.array(
+                        [
+                            [-0.09, y_s1 - 0.2, z_seat - seat_th - 0.03],
+                            [0.09, y_s1 - 0.2, z_seat - seat_th - 0.03],
+                            [0.06, y_end, z_end - 0.03],
+                            [-0.06, y_end, z_end - 0.03],
+                            [-0.09, y_s1 - 0.2, z_seat - seat_th + 0.01],
+                            [0.09, y_s1 - 0.2, z_seat - seat_th + 0.01],
+                            [0.06, y_end, z_end],
+                            [-0.06, y_end, z_end],
+                        ]
+                    )
+                ),
+            )
         else:
             hug = 1.25 if style == "cruiser" else 1.15
             a1 = -u(100, 125) if style == "cruiser" else -u(60, 80)
             arc = _arc((0, yr, rr), rr + 0.04, 20, a1, 8)
             spec.add("body", loft(arc, [(p["tr"] * hug, 0.012)] * len(arc), sections=16))
-            spec.add("light", cylinder(arc[-1] + np.array([0, -0.02, 0.03]), arc[-1] + np.array([0, 0.03, 0.04]),
-                                       0.03, sections=12))
+            spec.add(
+                "light",
+                cylinder(arc[-1] + np.array([0, -0.02, 0.03]), arc[-1] + np.array([0, 0.03, 0.04]), 0.03, sections=12),
+            )
     spec.kp("seat_front", rider_at(0.15))
     spec.kp("seat_rear", rear_at(0.88))
 
@@ -323,20 +472,39 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
         # windscreen on top; lower fairing panels hide the engine.
         zf = head_top[2] - u(0.1, 0.14)
         nose = np.array([0.0, head_top[1] - u(0.28, 0.4), zf])
-        fair = [nose, nose + np.array([0, 0.14, 0.0]), np.array([0, head_top[1] + 0.02, zf - 0.04]),
-                np.array([0, head_top[1] + 0.1, zf - 0.1])]
+        fair = [
+            nose,
+            nose + np.array([0, 0.14, 0.0]),
+            np.array([0, head_top[1] + 0.02, zf - 0.04]),
+            np.array([0, head_top[1] + 0.1, zf - 0.1]),
+        ]
         spec.add("body", loft(fair, [(0.08, 0.06), (0.19, 0.15), (0.22, 0.19), (0.12, 0.1)], sections=20))
         spec.add("light", cylinder(nose + np.array([0, 0.06, 0]), nose - np.array([0, 0.02, 0]), 0.05, sections=16))
         spec.kp("headlight", nose - np.array([0, 0.02, 0]))
         sb, rise = nose + np.array([0, 0.08, 0.08]), u(0.12, 0.2)
-        spec.add("body", hexahedron(np.array([
-            [-0.12, sb[1], sb[2] - 0.03], [0.12, sb[1], sb[2] - 0.03], [0.12, sb[1] + 0.01, sb[2] - 0.03],
-            [-0.12, sb[1] + 0.01, sb[2] - 0.03],
-            [-0.08, sb[1] + 0.2, sb[2] + rise], [0.08, sb[1] + 0.2, sb[2] + rise],
-            [0.08, sb[1] + 0.21, sb[2] + rise], [-0.08, sb[1] + 0.21, sb[2] + rise],
-        ])))
-        side = [(head_top[1] - 0.08, zf - 0.06), (head_bot[1] + 0.04, z_e0 + 0.04), (y_piv - 0.12, z_e0),
-                (y_piv - 0.2, z_e1 - 0.02)]
+        spec.add(
+            "body",
+            hexahedron(
+                np.array(
+                    [
+                        [-0.12, sb[1], sb[2] - 0.03],
+                        [0.12, sb[1], sb[2] - 0.03],
+                        [0.12, sb[1] + 0.01, sb[2] - 0.03],
+                        [-0.12, sb[1] + 0.01, sb[2] - 0.03],
+                        [-0.08, sb[1] + 0.2, sb[2] + rise],
+                        [0.08, sb[1] + 0.2, sb[2] + rise],
+                        [0.08, sb[1] + 0.21, sb[2] + rise],
+                        [-0.08, sb[1] + 0.21, sb[2] + rise],
+                    ]
+                )
+            ),
+        )
+        side = [
+            (head_top[1] - 0.08, zf - 0.06),
+            (head_bot[1] + 0.04, z_e0 + 0.04),
+            (y_piv - 0.12, z_e0),
+            (y_piv - 0.2, z_e1 - 0.02),
+        ]
         hw = ew / 2 + 0.04
         spec.add("body", hexahedron(np.array([(-hw, y, z) for y, z in side] + [(hw, y, z) for y, z in side])))
     elif style == "dirt":
@@ -362,17 +530,31 @@ def _bike(spec, rng, style, p, head_top, head_bot, f, n_fwd, fx, hub_hw_rear):
     start = np.array([0, y_e0 + 0.04, z_e0 + 0.18])
     if style == "cruiser":
         for dz in (0.0, 0.07):
-            pipe = [start + np.array([0, 0, dz]), np.array([xe, y_e0 + 0.1, z_e0 + 0.05 + dz]),
-                    np.array([xe - 0.03, yr + 0.05, z_e0 + 0.1 + dz])]
+            pipe = [
+                start + np.array([0, 0, dz]),
+                np.array([xe, y_e0 + 0.1, z_e0 + 0.05 + dz]),
+                np.array([xe - 0.03, yr + 0.05, z_e0 + 0.1 + dz]),
+            ]
             spec.add("body", _tube(pipe, 0.03))
     else:
-        z_m, y_m = ((z_seat - 0.05, yr - 0.05) if style == "dirt" else
-                    (z_e0 + 0.2, yr - 0.15) if style == "naked" else (z_seat - 0.2, yr - 0.1))
-        pipe = [start, np.array([xe, y_e0 + 0.02, z_e0 + 0.02]), np.array([xe, y_piv - 0.05, z_e0 + 0.01]),
-                np.array([xe - 0.03, y_m - 0.25, z_m - 0.05])]
+        z_m, y_m = (
+            (z_seat - 0.05, yr - 0.05)
+            if style == "dirt"
+            else (z_e0 + 0.2, yr - 0.15)
+            if style == "naked"
+            else (z_seat - 0.2, yr - 0.1)
+        )
+        pipe = [
+            start,
+            np.array([xe, y_e0 + 0.02, z_e0 + 0.02]),
+            np.array([xe, y_piv - 0.05, z_e0 + 0.01]),
+            np.array([xe - 0.03, y_m - 0.25, z_m - 0.05]),
+        ]
         spec.add("body", _tube(pipe, 0.025))
-        spec.add("body", cylinder((xe - 0.04, y_m - 0.3, z_m - 0.06), (xe - 0.04, y_m + 0.08, z_m + 0.02), 0.055,
-                                  sections=16))
+        spec.add(
+            "body",
+            cylinder((xe - 0.04, y_m - 0.3, z_m - 0.06), (xe - 0.04, y_m + 0.08, z_m + 0.02), 0.055, sections=16),
+        )
 
 
 def _scooter(spec, rng, p, axle, head_top, bar_c, hub_hw_rear, f):
@@ -399,9 +581,11 @@ def _scooter(spec, rng, p, axle, head_top, bar_c, hub_hw_rear, f):
     w_rb = u(0.34, 0.4)
     z_top = z_seat - 0.07
     y_end = yr + u(0.2, 0.3)
-    body = loft([(0, y_rb0, z_top - 0.15), (0, y_rb0 + 0.2, z_top - 0.12), (0, yr, z_top - 0.13),
-                 (0, y_end, z_top - 0.1)],
-                [(0.1, 0.1), (w_rb / 2, 0.17), (w_rb / 2 * 0.9, 0.16), (0.08, 0.07)], sections=20)
+    body = loft(
+        [(0, y_rb0, z_top - 0.15), (0, y_rb0 + 0.2, z_top - 0.12), (0, yr, z_top - 0.13), (0, y_end, z_top - 0.1)],
+        [(0.1, 0.1), (w_rb / 2, 0.17), (w_rb / 2 * 0.9, 0.16), (0.08, 0.07)],
+        sections=20,
+    )
     spec.add("body", body)
     spec.add("light", cylinder((0, y_end - 0.03, z_top - 0.1), (0, y_end + 0.02, z_top - 0.1), 0.04, sections=12))
     seat, at = _pad(y_rb0 + 0.08, yr + u(0.05, 0.12), z_seat, z_seat + u(0.0, 0.04), 0.28, 0.26, 0.1)
@@ -410,12 +594,23 @@ def _scooter(spec, rng, p, axle, head_top, bar_c, hub_hw_rear, f):
     spec.kp("seat_rear", at(0.88))
     # Engine / swingarm unit on the right side; front fender; steering column into the bar cover.
     xa = -(hub_hw_rear + 0.015)
-    spec.add("body", hexahedron(np.array([
-        [xa - 0.1, y_rb0 + 0.05, 0.14], [xa, y_rb0 + 0.05, 0.14], [xa, yr + 0.05, rr - 0.06],
-        [xa - 0.1, yr + 0.05, rr - 0.06],
-        [xa - 0.1, y_rb0 + 0.05, z_top - 0.2], [xa, y_rb0 + 0.05, z_top - 0.2], [xa, yr + 0.05, rr + 0.06],
-        [xa - 0.1, yr + 0.05, rr + 0.06],
-    ])))
+    spec.add(
+        "body",
+        hexahedron(
+            np.array(
+                [
+                    [xa - 0.1, y_rb0 + 0.05, 0.14],
+                    [xa, y_rb0 + 0.05, 0.14],
+                    [xa, yr + 0.05, rr - 0.06],
+                    [xa - 0.1, yr + 0.05, rr - 0.06],
+                    [xa - 0.1, y_rb0 + 0.05, z_top - 0.2],
+                    [xa, y_rb0 + 0.05, z_top - 0.2],
+                    [xa, yr + 0.05, rr + 0.06],
+                    [xa - 0.1, yr + 0.05, rr + 0.06],
+                ]
+            )
+        ),
+    )
     arc = _arc(axle, p["rf"] + 0.04, -40, 70, 7)
     spec.add("body", loft(arc, [(p["tf"] * 1.4, 0.014)] * len(arc), sections=16))
     cover_c = bar_c + np.array([0, 0.0, 0.01])

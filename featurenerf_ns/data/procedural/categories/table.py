@@ -72,8 +72,9 @@ def _leg_hex(top_xy, bot_xy, w_top: float, w_bot: float, z_top: float) -> trimes
 def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t: float, p: float, corner):
     """Four corner legs with optional apron and lower stretchers / shelf."""
     H = z0 + t
-    lw = rng.uniform(*{"dining": (0.05, 0.09), "coffee": (0.04, 0.08), "bar": (0.035, 0.055),
-                       "console": (0.035, 0.06)}[kind])
+    lw = rng.uniform(
+        *{"dining": (0.05, 0.09), "coffee": (0.04, 0.08), "bar": (0.035, 0.055), "console": (0.035, 0.06)}[kind]
+    )
     style = pick(rng, {"square": 1, "tapered": 1, "round": 1, "turned": 0.7, "splayed": 0.7})
     if np.isinf(p):  # rectangular top: legs inset from the edges
         margin = rng.uniform(0.06, 0.12) if style == "splayed" else rng.uniform(0.01, 0.07)
@@ -86,8 +87,19 @@ def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t
     room = min(corner[0] - lx, corner[1] - ly) - w_bot / 2
     splay = rng.uniform(0.4, 0.9) * max(room, 0.0) if style == "splayed" else 0.0
     z_top = z0 + 0.5 * t  # legs run into the top
-    turned = np.array([[0.36, 0], [0.44, .03], [0.30, .08], [0.27, .40], [0.42, .50], [0.30, .57], [0.32, .78],
-                       [0.50, .80], [0.50, 1.0]])
+    turned = np.array(
+        [
+            [0.36, 0],
+            [0.44, 0.03],
+            [0.30, 0.08],
+            [0.27, 0.40],
+            [0.42, 0.50],
+            [0.30, 0.57],
+            [0.32, 0.78],
+            [0.50, 0.80],
+            [0.50, 1.0],
+        ]
+    )
     thin = {"square": lw, "round": lw, "turned": 0.54 * lw}.get(style, w_bot)  # narrowest leg width
 
     for name, sx, sy in _CORNERS:
@@ -114,8 +126,12 @@ def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t
             spec.add("support", box((0, s * (ly + 0.3 * lw - at / 2), zc), (2 * lx, at, hz)))
             spec.add("support", box((s * (lx + 0.3 * lw - at / 2), 0, zc), (at, 2 * ly, hz)))
 
-    lower = pick(rng, {"none": 1.2, "box": 0.6, "h": 0.5, "shelf": 0.9 if kind == "coffee" else 0.3}
-                  if kind != "bar" else {"none": 0.6, "footrest": 1.0, "h": 0.3})
+    lower = pick(
+        rng,
+        {"none": 1.2, "box": 0.6, "h": 0.5, "shelf": 0.9 if kind == "coffee" else 0.3}
+        if kind != "bar"
+        else {"none": 0.6, "footrest": 1.0, "h": 0.3},
+    )
     if lower != "none":
         zs = H * (rng.uniform(0.25, 0.35) if lower == "footrest" else rng.uniform(0.1, 0.3))
         k = 1.0 - zs / z_top  # leg axis position at height zs (splayed legs lean inwards going up)
@@ -138,9 +154,11 @@ def _four_legs(spec: ShapeSpec, rng, kind: str, a: float, b: float, z0: float, t
 def _column(style: str, r: float, z0: float, z1: float) -> trimesh.Trimesh:
     """Pedestal column between z0 and z1 whose narrowest radius is ``r`` (see ``_COLUMN_BASE``)."""
     h = z1 - z0
-    prof = {"straight": [(r, z0), (r, z1)],
-            "tapered": [(1.5 * r, z0), (r, z1)],
-            "tulip": [(2.6 * r, z0), (1.7 * r, z0 + 0.12 * h), (r, z0 + 0.4 * h), (r, z1 - 0.12 * h), (1.6 * r, z1)]}
+    prof = {
+        "straight": [(r, z0), (r, z1)],
+        "tapered": [(1.5 * r, z0), (r, z1)],
+        "tulip": [(2.6 * r, z0), (1.7 * r, z0 + 0.12 * h), (r, z0 + 0.4 * h), (r, z1 - 0.12 * h), (1.6 * r, z1)],
+    }
     return revolve(prof[style], sections=32)
 
 
@@ -154,9 +172,18 @@ def _pedestal(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
         xc = rng.uniform(0.45, 0.62) * a
         fl, fh = rng.uniform(0.65, 0.9) * b, rng.uniform(0.05, 0.09)
         fw = rng.uniform(2.1, 2.8) * r_base
-        beam = np.array([[-fw / 2, -fl, 0], [fw / 2, -fl, 0], [fw / 2, fl, 0], [-fw / 2, fl, 0],
-                         [-fw / 2, -0.7 * fl, fh], [fw / 2, -0.7 * fl, fh], [fw / 2, 0.7 * fl, fh],
-                         [-fw / 2, 0.7 * fl, fh]])
+        beam = np.array(
+            [
+                [-fw / 2, -fl, 0],
+                [fw / 2, -fl, 0],
+                [fw / 2, fl, 0],
+                [-fw / 2, fl, 0],
+                [-fw / 2, -0.7 * fl, fh],
+                [fw / 2, -0.7 * fl, fh],
+                [fw / 2, 0.7 * fl, fh],
+                [-fw / 2, 0.7 * fl, fh],
+            ]
+        )
         column = _column(col, r, 0.5 * fh, z0 + 0.5 * t)
         for sx in (-1, 1):
             spec.add("leg", hexahedron(beam + [sx * xc, 0, 0]))
@@ -168,9 +195,18 @@ def _pedestal(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
     reach = rng.uniform(0.55, 0.85) * min(a, b)
     if foot == "cross":
         fh, fw, pad = rng.uniform(0.04, 0.08), rng.uniform(1.2, 2.0) * r, 0.012
-        arm = np.array([[0, -fw / 2, pad], [reach, -0.35 * fw, pad], [reach, 0.35 * fw, pad], [0, fw / 2, pad],
-                        [0, -fw / 2, pad + fh], [reach, -0.35 * fw, pad + 0.45 * fh],
-                        [reach, 0.35 * fw, pad + 0.45 * fh], [0, fw / 2, pad + fh]])
+        arm = np.array(
+            [
+                [0, -fw / 2, pad],
+                [reach, -0.35 * fw, pad],
+                [reach, 0.35 * fw, pad],
+                [0, fw / 2, pad],
+                [0, -fw / 2, pad + fh],
+                [reach, -0.35 * fw, pad + 0.45 * fh],
+                [reach, 0.35 * fw, pad + 0.45 * fh],
+                [0, fw / 2, pad + fh],
+            ]
+        )
         n_arms = 4 if rng.random() < 0.75 else 3
         phase = np.pi / 4 if n_arms == 4 else np.pi / 2  # 4 arms towards the corners, 3 with one at the back
         for k in range(n_arms):
@@ -184,8 +220,7 @@ def _pedestal(spec: ShapeSpec, rng, a: float, b: float, z0: float, t: float):
         base_z = pad + 0.6 * fh
     else:
         reach, dh = max(0.8 * reach, 1.4 * r_base), rng.uniform(0.03, 0.06)
-        spec.add("leg", revolve([(reach, 0), (reach, 0.25 * dh), (0.35 * reach, dh), (0.3 * reach, dh)],
-                                sections=48))
+        spec.add("leg", revolve([(reach, 0), (reach, 0.25 * dh), (0.35 * reach, dh), (0.3 * reach, dh)], sections=48))
         base_z = 0.5 * dh
     spec.add("leg", _column(col, r, base_z, z0 + 0.5 * t))
     return dict(pedestal="single", foot=foot, column=col, column_radius=r)
@@ -235,15 +270,24 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     if shape in ("round", "square"):
         L = W = rng.uniform(*{"dining": (1.1, 1.5), "coffee": (0.7, 1.1), "bar": (0.55, 0.8)}[kind])
     else:
-        L, W = {"dining": (rng.uniform(1.4, 2.2), rng.uniform(0.8, 1.0)),
-                "coffee": (rng.uniform(0.9, 1.4), rng.uniform(0.45, 0.75)),
-                "bar": (rng.uniform(0.9, 1.3), rng.uniform(0.5, 0.7)),
-                "console": (rng.uniform(1.0, 1.6), rng.uniform(0.3, 0.45))}[kind]
+        L, W = {
+            "dining": (rng.uniform(1.4, 2.2), rng.uniform(0.8, 1.0)),
+            "coffee": (rng.uniform(0.9, 1.4), rng.uniform(0.45, 0.75)),
+            "bar": (rng.uniform(0.9, 1.3), rng.uniform(0.5, 0.7)),
+            "console": (rng.uniform(1.0, 1.6), rng.uniform(0.3, 0.45)),
+        }[kind]
     t = rng.uniform(0.025, 0.06)
     a, b, z0 = L / 2, W / 2, H - t
     p = {"round": 2.0, "oval": 2.0, "rounded": rng.uniform(4.0, 9.0)}.get(shape, np.inf)
-    spec.style.update(kind=kind, structure=structure, top_shape=shape, length=float(L), width=float(W),
-                      height=float(H), top_thickness=float(t))
+    spec.style.update(
+        kind=kind,
+        structure=structure,
+        top_shape=shape,
+        length=float(L),
+        width=float(W),
+        height=float(H),
+        top_thickness=float(t),
+    )
 
     # Top: box for rectangles, warped disk for the curved outlines.
     if np.isinf(p):
@@ -260,8 +304,9 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     if structure == "four_legs":
         spec.style.update(_four_legs(spec, rng, kind, a, b, z0, t, p, corner))
     else:
-        spec.style.update(_pedestal(spec, rng, a, b, z0, t) if structure == "pedestal"
-                          else _panels(spec, rng, a, b, z0, t))
+        spec.style.update(
+            _pedestal(spec, rng, a, b, z0, t) if structure == "pedestal" else _panels(spec, rng, a, b, z0, t)
+        )
         for name, _, _ in _CORNERS:
             spec.kp(f"leg_{name}_foot", None)
     spec.style["z_scale"] = fit_sphere(spec)

@@ -1,0 +1,52 @@
+"""Camera geometry shared by the data manager, the field, the evaluation and the viewer. Conventions: OpenGL /
+NeRF-synthetic camera-to-world matrices (x right, y up, looking down -z), pixel coordinates (u right, v down) with
+pixel centres at +0.5, principal point at the image centre, one focal length in pixels."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras, CameraType
+
+
+def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.Tensor, v: torch.Tensor):
+    """Rays through pixel centres (u + 0.5, v + 0.5) of OpenGL cameras c2w (R, 4, 4): origins, unit directions."""
+    H, W = hw
+    d = torch.stack(
+        [(u + 0.5 - W / 2) / focal, -(v + 0.5 - H / 2) / focal, -torch.ones_like(u, dtype=torch.float32)], -1
+    )
+    d = torch.einsum("rij,rj->ri", c2w[:, :3, :3], d)
+    return c2w[:, :3, 3], F.normalize(d, dim=-1)
+
+
+def pinhole_camera(c2w: torch.Tensor, focal: float, hw: Tuple[int, int]) -> Cameras:
+    """A nerfstudio camera: OpenGL c2w (4, 4) (or (3, 4)), focal in pixels, principal point at the image centre."""
+    H, W = hw
+    return Cameras(
+        camera_to_worlds=c2w[None, :3, :4].float(),
+        fx=focal,
+        fy=focal,
+        cx=W / 2.0,
+        cy=H / 2.0,
+        width=W,
+        height=H,
+        camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+def world_to_source(points: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """points (B, P, 3) world, c2w (B, N, 4, 4) -> (B, N, P, 3) in each source camera frame."""
+    rot = c2w[..., :3, :3]
+    t = c2w[..., :3, 3]
+    # x_cam = R^T (x - t)
+    return torch.einsum("bnji,bnpj->bnpi", rot, points[:, None] - t[:, :, None])
+
+
+def project(x_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(B, N, P, 3) camera-frame points -> (B, N, P, 2) pixel coordinates (u right, v down; pixel centres at +0.5)."""
+    z = (-x_cam[..., 2]).clamp(min=eps)
+    u = center[..., 0, None] + focal[..., None] * x_cam[..., 0] / z
+    v = center[..., 1, None] - focal[..., None] * x_cam[..., 1] / z
+    return torch.stack([u, v], dim=-1)
