@@ -105,7 +105,6 @@ def _variant(cfg: TrainerConfig, kind: str) -> TrainerConfig:
     p = cfg.pipeline
     if kind == "nodistill":
         p.model.distill = False
-        p.datamanager.distill = False
     elif kind == "nocoord":
         p.model.predict_coords = False
         p.model.coord_weight = 0.0

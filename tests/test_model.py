@@ -135,6 +135,7 @@ def pipeline_parts(chair_root, tmp_path_factory):
         num_train_data=len(dm.train_dataset),
         metadata=dm.train_dataset.metadata,
         device="cpu",
+        teacher_feature_dim=dm.teacher_feature_dim,
     )
     dm.on_sources = model.set_sources
     return dm, model
@@ -159,10 +160,8 @@ def test_rank_sharding_is_disjoint(chair_root, tmp_path):
 
     shards = []
     for rank in range(2):
-        cfg = FeatureNeRFDataManagerConfig(
-            dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair"), distill=False
-        )
-        shards.append(set(FeatureNeRFDataManager(cfg, world_size=2, local_rank=rank).rank_ids))
+        cfg = FeatureNeRFDataManagerConfig(dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair"))
+        shards.append(set(FeatureNeRFDataManager(cfg, world_size=2, local_rank=rank, distill=False).rank_ids))
     assert shards[0].isdisjoint(shards[1]) and len(shards[0] | shards[1]) == len(
         CategoryData(chair_root, "chair").ids("train")
     )
@@ -314,14 +313,13 @@ def test_foreground_ray_fraction(chair_root):
 
     cfg = FeatureNeRFDataManagerConfig(
         dataparser=FeatureNeRFDataParserConfig(data=chair_root / "chair", max_instances=2),
-        distill=False,
         objects_per_batch=2,
         rays_per_object=64,
         image_size=32,
         bbox_sampling_steps=0,
         foreground_ray_fraction=0.5,
     )
-    dm = FeatureNeRFDataManager(cfg)
+    dm = FeatureNeRFDataManager(cfg, distill=False)
     fg_frac = []
     for step in range(4):
         bundle, batch = dm.next_train(step)

@@ -53,8 +53,6 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Fraction of each object's target rays drawn uniformly from its foreground (alpha) pixels; the rest follow
     the bbox / whole-image rule. 4-13% of a benchmark image is object, so uniform rays spend most of the batch
     on empty background. Official: 0 (bbox only)."""
-    distill: bool = True
-    """Load teacher features (False for the no-distill baseline: no teacher, no cache)."""
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     max_cached_instances: int = 256
     """LRU size of decoded instances kept in memory (3.3 MB each at 128^2 x 50 views)."""
@@ -109,8 +107,11 @@ class FeatureNeRFDataManager(DataManager):
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
         local_rank: int = 0,
+        distill: bool = True,
         **kwargs,
     ):
+        """``distill``: load teacher features (the model's ``distill``, passed by the pipeline: its one home);
+        False for the no-distill baseline (no teacher, no cache)."""
         self.config = config
         self.device = device
         self.world_size, self.local_rank = world_size, local_rank
@@ -134,13 +135,17 @@ class FeatureNeRFDataManager(DataManager):
         self.rank_ids = self.train_ids[local_rank::world_size]
         self._lru: "OrderedDict[str, _Instance]" = OrderedDict()
         self.teacher_cache = None
-        if config.distill and test_mode != "inference":
+        if distill and test_mode != "inference":
             self.teacher_cache = self._open_teacher_cache()
-            self.train_dataparser_outputs.metadata["teacher_feature_dim"] = self.teacher_cache.dim
         self.on_sources = None
         """Called with the SourceViews of every batch it hands out (the pipeline points it at model.set_sources)."""
         super().__init__()
         self.fixed_indices_eval_dataloader = FixedEvalImages(self, self.eval_ids)
+
+    @property
+    def teacher_feature_dim(self) -> Optional[int]:
+        """Channels of the cached teacher features (the model's distilled head size); None without a teacher."""
+        return self.teacher_cache.dim if self.teacher_cache is not None else None
 
     # ------------------------------------------------------------------ data
     def _open_teacher_cache(self):

@@ -91,8 +91,8 @@ class FeatureNeRFModel(Model):
         c = self.config
         self.collider = NearFarCollider(c.near, c.far, reset_near_plane=False) if c.enable_collider else None
         self.encoder = c.encoder.setup()
-        meta = self.kwargs.get("metadata") or {}
-        self.feature_dim = int(meta.get("teacher_feature_dim", c.feature_dim)) if c.distill else 0
+        teacher_dim = self.kwargs.get("teacher_feature_dim")  # from the pipeline (the data manager's cache)
+        self.feature_dim = int(teacher_dim if teacher_dim is not None else c.feature_dim) if c.distill else 0
         self.field = FeatureNeRFField(c.field, self.encoder.out_dim, self.feature_dim, c.predict_coords)
         self.sampler = UniformSampler(num_samples=c.num_coarse_samples)
         self.renderer_rgb = RGBRenderer(background_color=c.background_color)

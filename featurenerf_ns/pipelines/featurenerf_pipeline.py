@@ -9,15 +9,19 @@ callback) add the correspondence metrics of :mod:`featurenerf_ns.eval.correspond
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.models.base_model import Model
+from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig
@@ -42,11 +46,33 @@ class FeatureNeRFPipeline(VanillaPipeline):
     def __init__(
         self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
     ):
-        if not config.model.distill:
-            config.datamanager.distill = False
-        super().__init__(
-            config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, grad_scaler=grad_scaler
+        # VanillaPipeline.__init__ without its point-cloud seeding, plus two explicit hand-overs through setup():
+        # the model's ``distill`` tells the data manager whether to load a teacher, and the teacher cache's
+        # feature size becomes the model's distilled head size.
+        Pipeline.__init__(self)
+        self.config = config
+        self.test_mode = test_mode
+        self.datamanager = config.datamanager.setup(
+            device=device,
+            test_mode=test_mode,
+            world_size=world_size,
+            local_rank=local_rank,
+            distill=config.model.distill,
         )
+        self.datamanager.to(device)
+        self._model = config.model.setup(
+            scene_box=self.datamanager.train_dataset.scene_box,
+            num_train_data=len(self.datamanager.train_dataset),
+            metadata=self.datamanager.train_dataset.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+            teacher_feature_dim=self.datamanager.teacher_feature_dim,
+        )
+        self.model.to(device)
+        self.world_size = world_size
+        if world_size > 1:
+            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
+            dist.barrier(device_ids=[local_rank])
         self.local_rank = local_rank
         self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None

@@ -284,7 +284,7 @@ def part_inference(device: str) -> dict:
 
     pcfg = copy.deepcopy(mc0.featurenerf.config.pipeline.model)
     pcfg.encoder.weights = "random"
-    paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={"teacher_feature_dim": 384}).to(device).eval()
+    paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
     c2w0 = torch.eye(4)
     c2w0[2, 3] = 1.3
     view = type(src)(
@@ -310,7 +310,7 @@ def part_inference(device: str) -> dict:
 
     cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
     cfg.precision = "float32"
-    model = cfg.setup(scene_box=None, num_train_data=1, metadata={"teacher_feature_dim": 384}).to(device).eval()
+    model = cfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
     model.set_sources(one)
     H = 128
     v, u = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
