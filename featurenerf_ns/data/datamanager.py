@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import TYPE_CHECKING, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgb
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
+
+if TYPE_CHECKING:
+    from featurenerf_ns.teachers.cache import TeacherCache
 
 
 @dataclass
@@ -99,6 +102,9 @@ class _Instance:
 
 class FeatureNeRFDataManager(DataManager):
     config: FeatureNeRFDataManagerConfig
+    train_dataset: InputDataset
+    eval_dataset: InputDataset
+    teacher_cache: Optional[TeacherCache]
 
     def __init__(
         self,
@@ -222,6 +228,7 @@ class FeatureNeRFDataManager(DataManager):
             dirs.append(d)
             rgbs.append(it.rgba[view, :3, v, u].float() / 255.0)
             if with_teacher:
+                assert self.teacher_cache is not None  # with_teacher is only passed when there is a cache
                 feats.append(
                     bilinear_gather(
                         self.teacher_cache.features(inst_id), view, torch.stack([u, v], -1).float() + 0.5, it.hw
@@ -234,14 +241,11 @@ class FeatureNeRFDataManager(DataManager):
             pixel_area=torch.full((n, 1), 1e-4),
             camera_indices=torch.arange(len(ids)).repeat_interleave(R)[:, None],
         ).to(self.device)
-        batch = {
-            "image": torch.cat(rgbs).to(self.device),
-            "source": self.sources(insts, torch.stack(src_views)),
-            "instance_ids": list(ids),
-        }
+        sources = self.sources(insts, torch.stack(src_views))
+        batch = {"image": torch.cat(rgbs).to(self.device), "source": sources, "instance_ids": list(ids)}
         if with_teacher:
             batch["teacher_feature"] = torch.cat(feats).to(self.device)
-        self._deliver(batch["source"])
+        self._deliver(sources)
         return bundle, batch
 
     def _deliver(self, sources: SourceViews) -> None:
@@ -280,13 +284,14 @@ class FeatureNeRFDataManager(DataManager):
         V = it.rgba.shape[0]
         src = torch.tensor([source_views if source_views is not None else [self.config.eval_source_view % V]])
         camera = pinhole_camera(it.c2w[target_view % V], it.focal, it.hw).to(self.device)
+        sources = self.sources([it], src)
         batch = {
             "image": it.rgb(target_view % V).permute(1, 2, 0).to(self.device),
-            "source": self.sources([it], src),
+            "source": sources,
             "instance_id": inst_id,
             "target_view": int(target_view % V),
         }
-        self._deliver(batch["source"])
+        self._deliver(sources)
         return camera, batch
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:

@@ -457,7 +457,7 @@ def evaluate(
         labels = _shared_labels(gs.fg_labels, gt.fg_labels)
         P = len(gs.fg_xy)
         for name in provider.names:
-            ex = {}
+            ex: Dict[str, object] = {}
             if want_kp:
                 pred, err = _transfer_kp(fs[name][P:], ft[name], gt.fg_xy, gt.kp_xy[shared], provider.metric)
                 tally[name].add_kp(kp_task, err * scale)
@@ -493,7 +493,7 @@ def evaluate(
         labels = _shared_labels(la, lb)
         P = len(pa)
         for name in provider.names:
-            ex = {}
+            ex: Dict[str, object] = {}
             if want_kp:
                 pred, err = _transfer_kp(fa[name][P:], fb[name], pb, b["keypoints"][shared], provider.metric)
                 tally[name].add_kp(kp_task, err)
@@ -511,10 +511,10 @@ def evaluate(
             if example is not None:
                 example.setdefault(name, {}).update(ex)
 
-    for k, (s, t, v) in enumerate(protocol.cross_instance):
-        example = {"source": s, "target": t, "view": v, "resolution": resolution} if k < keep else None
-        pair_2d(s, v, v, t, v, v, "cross", example)
-        pair_3d(s, v, t, v, "cross", example)
+    for k, (src, trg, v) in enumerate(protocol.cross_instance):
+        example = {"source": src, "target": trg, "view": v, "resolution": resolution} if k < keep else None
+        pair_2d(src, v, v, trg, v, v, "cross", example)
+        pair_3d(src, v, trg, v, "cross", example)
         if example is not None:
             examples.append(example)
         if progress:
@@ -525,9 +525,9 @@ def evaluate(
             if progress:
                 progress()
     if do & set(XVIEW_TASKS):
-        for s, t, vs, vt in protocol.cross_view:
-            pair_2d(s, vs, vs, t, vt, vt, "xview", None)
-            pair_3d(s, vs, t, vt, "xview", None)
+        for src, trg, vs, vt in protocol.cross_view:
+            pair_2d(src, vs, vs, trg, vt, vt, "xview", None)
+            pair_3d(src, vs, trg, vt, "xview", None)
             if progress:
                 progress()
 

@@ -19,8 +19,9 @@ sources of each object, so B objects are evaluated in one batched pass (no Pytho
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -138,13 +139,13 @@ class FeatureNeRFField(nn.Module):
         uv = project(x_cam, sources.focal, sources.center)
         # The per-block linear layers on the image feature commute with bilinear sampling (weights sum to 1), so
         # they run once per feature-map pixel (a 1x1 conv) instead of once per 3D sample: far fewer FLOPs.
-        z = None
+        z: Tuple[torch.Tensor, ...] = ()  # one (B, N, P, hidden) tensor per conditioned block
         if c.num_conditioned_blocks:
             zmaps = self._zmaps(maps)
             # (sample_map interpolates in float32 and returns the maps' dtype: under bf16 autocast the residual
             # stream then stays bfloat16 instead of being promoted and re-cast at every linear layer)
-            z = sample_map(zmaps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
-            z = z.split(c.hidden_dim, dim=-1)
+            zs = sample_map(zmaps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
+            z = zs.split(c.hidden_dim, dim=-1)
         x = positional_encoding(x_cam, c.num_freqs, c.freq_factor)
         if c.use_viewdirs:
             d_cam = torch.einsum("bnji,bpj->bnpi", sources.c2w[..., :3, :3], directions)
@@ -183,14 +184,15 @@ class FeatureNeRFField(nn.Module):
     def _zmaps(self, maps: torch.Tensor) -> torch.Tensor:
         """The conditioned blocks' image-feature projections of the maps (a 1x1 conv); without autograd (chunked
         renders call the field many times with the same maps) the result is kept until maps or weights change."""
+        lins = [typing.cast(nn.Linear, lin) for lin in self.lin_z]
         key = None
         if not torch.is_grad_enabled():
-            key = (maps._version, tuple(p._version for lin in self.lin_z for p in (lin.weight, lin.bias)))
+            key = (maps._version, tuple(p._version for lin in lins for p in (lin.weight, lin.bias)))
             cached = getattr(self, "_zcache", None)
             if cached is not None and cached[0] is maps and cached[1] == key:
                 return cached[2]
-        w = torch.cat([lin.weight for lin in self.lin_z])[:, :, None, None]
-        b = torch.cat([lin.bias for lin in self.lin_z])
+        w = torch.cat([lin.weight for lin in lins])[:, :, None, None]
+        b = torch.cat([lin.bias for lin in lins])
         zmaps = F.conv2d(maps, w, b)
         self._zcache = (maps, key, zmaps) if key is not None else None
         return zmaps

@@ -9,6 +9,7 @@ grouped per object with equal counts (the data manager guarantees it; a single c
 from __future__ import annotations
 
 import contextlib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
@@ -232,7 +233,7 @@ class FeatureNeRFModel(Model):
             w_parts = list(torch.split(w_u, [p["density"].shape[1] for p in f_parts], dim=1))
 
         def composite(key: str) -> torch.Tensor:
-            return sum((w * p[key]).sum(dim=-2) for w, p in zip(w_parts, f_parts))
+            return typing.cast(torch.Tensor, sum((w * p[key]).sum(dim=-2) for w, p in zip(w_parts, f_parts)))
 
         out = {
             "rgb": self.renderer_rgb(rgb=torch.cat([p["rgb"] for p in f_parts], 1), weights=torch.cat(w_parts, 1)),
@@ -269,8 +270,9 @@ class FeatureNeRFModel(Model):
         if not bool((idx == idx[0]).all()):
             raise ValueError("FeatureNeRFModel: rays must be ordered by object (camera_indices 0..B-1, equal counts)")
         maps = self.encoded_sources()
-        N = self.get_sources().num_views
-        self._sources = SourceViews(*(t[k : k + 1] for t in self._sources))
+        sources = self.get_sources()
+        N = sources.num_views
+        self._sources = SourceViews(*(t[k : k + 1] for t in sources))
         self._maps = maps.view(B, N, *maps.shape[1:])[k].detach() if maps is not None else None
         return 1
 
@@ -300,7 +302,7 @@ class FeatureNeRFModel(Model):
         residual = f_n["coords"] - new.frustums.get_positions().detach() if "coords" in f_n else None
         return fine, {"density": density}, (order, [f_c, f_n]), residual
 
-    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         c = self.config
         B = self._groups(ray_bundle)
         coarse = self.sampler(ray_bundle)

@@ -23,7 +23,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
@@ -42,6 +42,7 @@ class FeatureNeRFPipelineConfig(VanillaPipelineConfig):
 
 class FeatureNeRFPipeline(VanillaPipeline):
     config: FeatureNeRFPipelineConfig
+    datamanager: FeatureNeRFDataManager
 
     def __init__(
         self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
@@ -60,10 +61,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
             distill=config.model.distill,
         )
         self.datamanager.to(device)
+        train_dataset = self.datamanager.train_dataset
         self._model = config.model.setup(
-            scene_box=self.datamanager.train_dataset.scene_box,
-            num_train_data=len(self.datamanager.train_dataset),
-            metadata=self.datamanager.train_dataset.metadata,
+            scene_box=train_dataset.scene_box,
+            num_train_data=len(train_dataset),
+            metadata=train_dataset.metadata,
             device=device,
             grad_scaler=grad_scaler,
             teacher_feature_dim=self.datamanager.teacher_feature_dim,
@@ -219,6 +221,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
         whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
         warning) when the data has no annotations."""
         from featurenerf_ns.eval.correspondence import (
+            FeatureProvider,
             ModelProvider,
             PositionPrior,
             TeacherProvider,
@@ -242,7 +245,9 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 f"{len(cat.ids(c.split))} instance(s); only novel-view tasks are scored[/yellow]"
             )
         resolution = c.resolution or dm.config.image_size or cat.instance(cat.ids(c.split)[0]).width
-        providers = [ModelProvider(self.model, dm, features or c.features, c.chunk)] if model else []
+        providers: List[FeatureProvider] = []
+        if model:
+            providers.append(ModelProvider(self.model, dm, features or c.features, c.chunk))
         if teacher:
             from featurenerf_ns.teachers import TeacherError
 

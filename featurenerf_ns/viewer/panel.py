@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ from featurenerf_ns.cameras import pinhole_camera
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.utils.palette import part_colors
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
+
+if TYPE_CHECKING:
+    from featurenerf_ns.teachers.pca import PcaColors
 
 FEATURES = {"internal": "nerf_feature", "distilled": "feature"}
 """GUI label -> model output of the feature used by the similarity and parts outputs."""
@@ -137,7 +140,7 @@ class FeatureViewerPanel(nn.Module):
         gpu = torch.cuda.is_available()
         self._lock = threading.RLock()
         self._conditionings: "OrderedDict[tuple, Conditioning]" = OrderedDict()
-        self._pca: Optional[Tuple[tuple, Dict[str, object]]] = None  # (fit key, feature -> PcaColors)
+        self._pca: Optional[Tuple[tuple, Dict[str, "PcaColors"]]] = None  # (fit key, feature -> colouring)
         self._query: Optional[Dict[str, torch.Tensor]] = None
         self._parts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._input_error = ""  # the last bad-input message (reported once)
@@ -319,7 +322,7 @@ class FeatureViewerPanel(nn.Module):
         self._pca = None
 
     @torch.no_grad()
-    def pca(self, cond: Conditioning) -> Dict[str, object]:
+    def pca(self, cond: Conditioning) -> Dict[str, "PcaColors"]:
         """PCA colourings per feature, fitted once (dataset mode) or once per conditioning (instance mode)."""
         from featurenerf_ns.teachers.pca import PcaColors
 

@@ -28,4 +28,4 @@ def prefer_localhost_for_ns_viewer() -> None:
         return original(config, pipeline, step)
 
     start_viewer._featurenerf_defaults = True  # type: ignore[attr-defined]
-    mod._start_viewer = start_viewer
+    setattr(mod, "_start_viewer", start_viewer)
