@@ -9,7 +9,7 @@ being initialised (circular import).
 from __future__ import annotations
 
 import copy
-from typing import Dict
+from typing import Dict, Literal, cast
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -26,7 +26,7 @@ from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig
 from featurenerf_ns.teachers import TeacherSpec
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE: Literal["cuda", "cpu"] = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _optimizers(lr: float) -> Dict[str, dict]:
@@ -86,7 +86,7 @@ def tiny_preset(name: str) -> TrainerConfig:
     cfg.steps_per_save = 250
     cfg.max_num_iterations = 100_000
     cfg.vis = "tensorboard"
-    p = cfg.pipeline
+    p = cast(FeatureNeRFPipelineConfig, cfg.pipeline)  # built by paper_preset
     p.max_train_minutes = 10.0
     p.datamanager.image_size = 64
     p.datamanager.bbox_sampling_steps = 1000
@@ -102,7 +102,7 @@ def tiny_preset(name: str) -> TrainerConfig:
 
 def _variant(cfg: TrainerConfig, kind: str) -> TrainerConfig:
     cfg = copy.deepcopy(cfg)
-    p = cfg.pipeline
+    p = cast(FeatureNeRFPipelineConfig, cfg.pipeline)  # built by paper_preset
     if kind == "nodistill":
         p.model.distill = False
     elif kind == "nocoord":

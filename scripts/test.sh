@@ -11,8 +11,9 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -
     || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
     || echo "test.sh: could not install chromium (apt-get install chromium); the browser test will fail"
 fi
-# Lint and import order (pyproject [tool.ruff]); a finding fails the run before the tests start.
+# Lint, import order and types (pyproject [tool.ruff], [tool.mypy]); a finding fails the run before the tests start.
 "${VENV:-.venv}/bin/ruff" check featurenerf_ns tests
+"${VENV:-.venv}/bin/mypy"
 export FEATURENERF_REQUIRE_BROWSER=1
 export WANDB_MODE=offline HF_HUB_OFFLINE=1 MPLBACKEND=Agg
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi

@@ -26,3 +26,18 @@ def chair_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapenet")
     make_dataset(root, "chair")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(chair_root, tmp_path_factory):
+    """One trained featurenerf-tiny run (random-weight teacher, 3 instances, 32 px) shared by the end-to-end and
+    viewer tests: (run directory, ns-train output)."""
+    from _runs import TINY_RUN_STEPS, train_run
+
+    return train_run(
+        chair_root,
+        tmp_path_factory.mktemp("tiny_run"),
+        "a",
+        TINY_RUN_STEPS,
+        extra=["--pipeline.correspondence.callback-every", "2", "--pipeline.correspondence.callback-pairs", "1"],
+    )

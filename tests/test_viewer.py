@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_e2e import _train  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
 @pytest.fixture(scope="module")
-def run_dir(chair_root, tmp_path_factory) -> Path:
-    run, _ = _train(chair_root, tmp_path_factory.mktemp("viewer_run"), "v", 3)
-    return run
+def run_dir(tiny_run) -> Path:
+    return tiny_run[0]
 
 
 @pytest.fixture(scope="module")

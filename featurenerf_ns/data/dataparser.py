@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import List, Optional, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -57,7 +57,8 @@ class FeatureNeRFDataParser(DataParser):
                 f"{data.layout.split_file}: split {split!r} is empty; generate more instances (--num-instances)"
             )
         records = [data.instance(i) for i in ids]
-        image_filenames, poses, fx, width, height, inst_index, view_index = [], [], [], [], [], [], []
+        image_filenames, poses, fx, width, height, inst_index = [], [], [], [], [], []
+        view_index: List[int] = []
         for k, rec in enumerate(records):
             image_filenames.extend(rec.image_paths)
             poses.append(torch.as_tensor(rec.poses[:, :3, :], dtype=torch.float32))

@@ -34,7 +34,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ class ImageEncoder(nn.Module):
     def _build_resnet34(self) -> None:
         net, self.weights_label, self.weights_sha256 = load_resnet34(self.config.weights)
         n = self.config.num_layers
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.stem: nn.Module = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.pool = net.maxpool if self.config.use_first_pool else nn.Identity()
         self.levels = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4][: n - 1])
         self.level_channels = RESNET_CHANNELS[:n]
@@ -204,7 +204,7 @@ class ImageEncoder(nn.Module):
         ups = [levels[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in levels[1:]]
         return torch.cat(ups, dim=1)
 
-    def _forward_dinov2(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def _forward_dinov2(self, x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         H, W = hw
         s = self.config.dinov2_size / min(H, W)
         size = tuple(max(14, int(round(d * s / 14)) * 14) for d in (H, W))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -124,16 +124,16 @@ ENUMERATE_LIMIT = 2_000_000
 def _draw(rng: np.random.Generator, sizes: Tuple[int, ...], valid, num_pairs: int) -> list:
     """Up to ``num_pairs`` distinct valid index tuples from the grid ``sizes`` in a seeded random order."""
     total = int(np.prod(sizes))
-    out = []
+    out: List[Tuple[int, ...]] = []
     if total <= ENUMERATE_LIMIT:
         for k in rng.permutation(total):
-            idx = np.unravel_index(int(k), sizes)
-            if valid(*idx):
-                out.append(tuple(int(i) for i in idx))
+            coords = np.unravel_index(int(k), sizes)
+            if valid(*coords):
+                out.append(tuple(int(i) for i in coords))
                 if len(out) == num_pairs:
                     break
         return out
-    seen = set()
+    seen: Set[Tuple[int, ...]] = set()
     for _ in range(100 * num_pairs):
         idx = tuple(int(rng.integers(n)) for n in sizes)
         if idx not in seen and valid(*idx):
@@ -149,7 +149,7 @@ def make_protocol(
     split: str = "test",
     num_pairs: int = DEFAULT_NUM_PAIRS,
     seed: int = 0,
-    progress: Optional[callable] = None,
+    progress: Optional[Callable[[], object]] = None,
     ids: Optional[Sequence[str]] = None,
     version: int = PROTOCOL_VERSION,
     min_view_angle: float = DEFAULT_MIN_VIEW_ANGLE,

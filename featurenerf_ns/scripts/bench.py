@@ -30,12 +30,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, cast
 
 import tyro
 from rich.table import Table
 
 from featurenerf_ns.utils.cli import make_console
+
+if TYPE_CHECKING:
+    from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 
 CONSOLE = make_console(soft_wrap=True)
 PARTS = ("matmul", "field", "encoder", "step", "inference")
@@ -46,7 +49,7 @@ PRESETS = {  # (hidden width, blocks, conditioned blocks, combine layer, coarse,
 RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
 
 
-def _timeit(fn: Callable[[], None], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
+def _timeit(fn: Callable[[], object], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
     import torch
 
     for _ in range(warmup):
@@ -74,7 +77,7 @@ def part_matmul(device: str) -> dict:
     """The machine's dense matmul limit at the field's shapes, in float32 and (where fast) bfloat16."""
     import torch
 
-    out = {}
+    out: Dict[str, Any] = {}
     for preset in PRESETS:
         w = PRESETS[preset][0]
         n = RAYS_PER_STEP * _samples_per_ray(preset)
@@ -198,7 +201,7 @@ def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
 
     cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
     cfg.pipeline.datamanager.data = Path(data)
-    cfg.pipeline.model.precision = precision
+    cast("FeatureNeRFModelConfig", cfg.pipeline.model).precision = precision
     torch.manual_seed(0)
     pipe = cfg.pipeline.setup(device=device, test_mode="val")
     pipe.train()
@@ -257,7 +260,7 @@ def part_inference(device: str) -> dict:
 
     from featurenerf_ns.eval.metrics import nn_match
 
-    out = {}
+    out: Dict[str, Any] = {}
     field, _, _, maps, src, hw, _ = _field_and_inputs("tiny", device)
     field.eval()
     g = torch.Generator().manual_seed(1)
@@ -282,7 +285,7 @@ def part_inference(device: str) -> dict:
     import featurenerf_ns.method_configs as mc0
     from featurenerf_ns.eval.correspondence import field_point_features
 
-    pcfg = copy.deepcopy(mc0.featurenerf.config.pipeline.model)
+    pcfg = copy.deepcopy(cast("FeatureNeRFModelConfig", mc0.featurenerf.config.pipeline.model))
     pcfg.encoder.weights = "random"
     paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
     c2w0 = torch.eye(4)
@@ -308,7 +311,7 @@ def part_inference(device: str) -> dict:
     import featurenerf_ns.method_configs as mc
     from featurenerf_ns.cameras import camera_rays
 
-    cfg = copy.deepcopy(mc.featurenerf_tiny.config.pipeline.model)
+    cfg = copy.deepcopy(cast("FeatureNeRFModelConfig", mc.featurenerf_tiny.config.pipeline.model))
     cfg.precision = "float32"
     model = cfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
     model.set_sources(one)

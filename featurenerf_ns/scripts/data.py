@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -84,7 +84,7 @@ class Procedural:
                     raise FeatureNeRFDataError(problem)
                 task = progress.add_task(cat, total=self.num_instances, rate="")
                 t0 = time.perf_counter()
-                first = {}
+                first: Dict[str, int] = {}
 
                 def update(done: int, total: int, task=task, t0=t0, first=first) -> None:
                     first.setdefault("done", done)

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 import tyro
@@ -25,7 +25,7 @@ from featurenerf_ns.utils.cli import make_console
 CONSOLE = make_console()
 
 
-def dataset_summary(data: Path, category: str) -> Dict[str, object]:
+def dataset_summary(data: Path, category: str) -> Dict[str, Any]:
     """Counts and annotation statistics of one generated category (read back from disk)."""
     from featurenerf_ns.data.instances import CategoryData
 
@@ -148,22 +148,22 @@ class MainJob:
                 f"| {s['category']} | {i['train']}/{i['val']}/{i['test']} | {s['views']} | {', '.join(s['parts'])} | "
                 f"{s['keypoints']} | {s['visible_keypoint_fraction']:.2f} | {s['foreground_fraction']:.2f} |"
             )
-        t = teacher_summary
+        ts = teacher_summary
         lines += [
             "",
             f"## Teacher ({self.train_category})",
             "",
-            f"{t['label']}: cache `{t['cache_dir']}`, {t['instances']} instances, "
-            f"{t['mib_per_instance']:.2f} MiB/instance, {t['images_per_second']} images/s; "
-            f"PCA picture `{t['pca_image']}`",
+            f"{ts['label']}: cache `{ts['cache_dir']}`, {ts['instances']} instances, "
+            f"{ts['mib_per_instance']:.2f} MiB/instance, {ts['images_per_second']} images/s; "
+            f"PCA picture `{ts['pca_image']}`",
             "",
             "Teacher-only 2D cross-instance keypoint transfer "
-            f"({t['pck']['trained']['num_pairs']} pairs, PCK at px/128):",
+            f"({ts['pck']['trained']['num_pairs']} pairs, PCK at px/128):",
             "",
-            "| teacher | " + " | ".join(k for k in t["pck"]["trained"] if k.startswith("pck@")) + " |",
-            "|---|" + "---|" * len([k for k in t["pck"]["trained"] if k.startswith("pck@")]),
+            "| teacher | " + " | ".join(k for k in ts["pck"]["trained"] if k.startswith("pck@")) + " |",
+            "|---|" + "---|" * len([k for k in ts["pck"]["trained"] if k.startswith("pck@")]),
         ]
-        for r in t["pck"].values():
+        for r in ts["pck"].values():
             lines.append(
                 f"| {r['label']} | " + " | ".join(f"{v:.1f}" for k, v in r.items() if k.startswith("pck@")) + " |"
             )
@@ -314,7 +314,8 @@ class MainJob:
         timings[f"eval {method}"] = time.perf_counter() - t
         res = json.loads(eval_json.read_text())["results"]
         ckpt = max((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
-        steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
+        # nerfstudio names its checkpoints step-<digits>.ckpt
+        steps = int(cast("re.Match[str]", re.search(r"step-(\d+)", ckpt.name)).group(1)) + 1
         return {
             "method": method,
             "command": shown,

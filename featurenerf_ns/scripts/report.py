@@ -22,7 +22,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple, Union, cast
 
 import numpy as np
 import tyro
@@ -32,6 +32,12 @@ from featurenerf_ns.eval.correspondence import PRIOR_LABELS
 from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
 from featurenerf_ns.utils.cli import make_console
 from featurenerf_ns.utils.palette import part_colors, part_colors_uint8
+
+if TYPE_CHECKING:
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from featurenerf_ns.data.instances import CategoryData
+    from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipeline
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -116,7 +122,7 @@ def split_results(results: Dict[str, float]) -> Dict[Tuple[str, str], Dict[str, 
 
 def build_rows(evals: List[dict]) -> List[Row]:
     rows: List[Row] = []
-    teacher_done = set()
+    teacher_done: Set[Union[str, Tuple[str, str]]] = set()
     per_run = [(d, split_results(d["results"])) for d in evals]
     for d, groups in per_run:  # teacher baseline first, once per category
         for (cat, src), m in groups.items():
@@ -292,7 +298,7 @@ def run_config_path(run: dict) -> Optional[Path]:
     return None
 
 
-def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]], object]:
+def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]], Optional["CategoryData"]]:
     """Loads each run and evaluates its first ``num`` cross-instance pairs keeping the predictions.
     Returns [(method label, [example dict per pair])] and the category data."""
     from nerfstudio.utils.eval_utils import eval_setup
@@ -308,6 +314,7 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]
             )
             continue
         _, pipeline, _, _ = eval_setup(cfg, test_mode="test")
+        pipeline = cast("FeatureNeRFPipeline", pipeline)  # a featurenerf run
         pipeline.correspondence_config.tasks = ("kp2d_cross", "part2d_cross", "part3d_cross")
         _, examples = pipeline.correspondence_metrics(num, teacher=(k == 0), keep=num, progress=False)
         cat = pipeline.datamanager.cat
@@ -325,7 +332,8 @@ def untrained_pipeline(cfg_path: Path, seed: int = 0):
 
     config = yaml.load(Path(cfg_path).read_text(), Loader=yaml.Loader)
     if config.method_name in all_methods:
-        config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
+        method = cast("TrainerConfig", all_methods[config.method_name])  # a featurenerf method, not a dummy
+        config.pipeline.datamanager._target = method.pipeline.datamanager._target
     torch.manual_seed(seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test")
     pipeline.eval()
@@ -380,7 +388,7 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
         return np.asarray(Image.fromarray((a * 255).round().astype(np.uint8)).resize((res, res), Image.BILINEAR))
 
     src_img, tgt_img = rgb(s), rgb(t)
-    rows = []  # (label, example dict of one feature)
+    rows: List[Tuple[str, Dict[str, Any]]] = []  # (label, example dict of one feature)
     for label, examples in per_run:
         ex = examples[k]
         for key, name in (
@@ -470,11 +478,12 @@ class ReportCommand:
             pck_plot(rows, cat, self.out / f"pck_{cat}.png")
             written.append(f"pck_{cat}.png")
         if self.qualitative > 0:
-            per_run, cat = collect_examples(evals, self.qualitative)
+            per_run, cat_data = collect_examples(evals, self.qualitative)
             if per_run:
+                assert cat_data is not None  # set by every run that produced examples
                 for k in range(min(len(e) for _, e in per_run)):
-                    name = f"qualitative_{cat.category}_{k}.png"
-                    qualitative_figure(cat, per_run, k, self.out / name)
+                    name = f"qualitative_{cat_data.category}_{k}.png"
+                    qualitative_figure(cat_data, per_run, k, self.out / name)
                     written.append(name)
         atomic_write_json(
             self.out / "report.json",

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ class EvalPck(_TeacherOnSplit):
             teacher = self.teacher.setup(weights=w)
             t0 = time.perf_counter()
             m, _ = evaluate(TeacherProvider(cat, teacher), cat, proto, ("kp2d_cross",), resolution=128)
-            r = {k.rsplit("/", 1)[-1]: v for k, v in m.items()}
+            r: Dict[str, Any] = {k.rsplit("/", 1)[-1]: v for k, v in m.items()}
             r.update(
                 num_pairs=len(pairs),
                 num_keypoints=int(r["num_keypoints"]),
@@ -172,7 +172,7 @@ class PcaImages(_TeacherOnData):
             t = self.teacher.setup(weights=w)
             maps = t.extract(rgb, alpha, category=cat.category).features
             pc = pca_rgb(maps, alpha)
-            rows.append(np.stack([np.asarray(Image.fromarray(p).resize((W, H), Image.NEAREST)) for p in pc]))
+            rows.append(np.stack([np.asarray(Image.fromarray(p).resize((W, H), Image.Resampling.NEAREST)) for p in pc]))
             labels.append(t.label)
         self.out.mkdir(parents=True, exist_ok=True)
         grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)

@@ -15,7 +15,7 @@ facet, input size, normalisation, masking (see :mod:`featurenerf_ns.teachers.cac
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Type
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Type, cast
 
 import torch
 import torch.nn.functional as F
@@ -147,7 +147,7 @@ class Teacher(nn.Module):
             if self.config.mask_background and alpha is not None:
                 a = alpha[i : i + self.config.batch_size].to(f.device, torch.float32)
                 f = (
-                    f * F.adaptive_avg_pool2d(a, f.shape[-2:])
+                    f * F.adaptive_avg_pool2d(a, cast(Tuple[int, int], f.shape[-2:]))
                     if (H % f.shape[-2] == 0 and W % f.shape[-1] == 0)
                     else f * F.interpolate(a, size=f.shape[-2:], mode="area")
                 )

@@ -86,7 +86,7 @@ def load_views(rec: InstanceRecord, views: Optional[Sequence[int]] = None) -> Tu
     return rgba[:, :3].contiguous(), rgba[:, 3:].contiguous()
 
 
-def cell_alpha(alpha: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+def cell_alpha(alpha: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
     return F.interpolate(alpha.float(), size=hw, mode="area")
 
 

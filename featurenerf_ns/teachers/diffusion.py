@@ -143,7 +143,8 @@ def tiny_components(seed: int = 0) -> Dict[str, Any]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
+        # Any: for mypy the diffusers top-level names are its torch-less dummy placeholders (no nn.Module API)
+        unet: Any = UNet2DConditionModel(
             sample_size=16,
             in_channels=4,
             out_channels=4,
@@ -155,7 +156,7 @@ def tiny_components(seed: int = 0) -> Dict[str, Any]:
             attention_head_dim=2,
             norm_num_groups=4,
         )
-        vae = AutoencoderKL(
+        vae: Any = AutoencoderKL(
             in_channels=3,
             out_channels=3,
             latent_channels=4,
@@ -192,7 +193,7 @@ def save_components(components: Dict[str, Any], directory: Union[str, Path]) -> 
     return d
 
 
-def read_geometry(unet: nn.Module, vae_factor: int, up_block: int, up_layer: Optional[int]) -> Tuple[int, int, str]:
+def read_geometry(unet: Any, vae_factor: int, up_block: int, up_layer: Optional[int]) -> Tuple[int, int, str]:
     """(channels, input pixels per cell, description) of the tensor read at ``up_block`` / ``up_layer`` of a diffusers
     ``UNet2DConditionModel`` behind a VAE that downsamples by ``vae_factor`` (works on a meta-device U-Net)."""
     ups = unet.up_blocks
@@ -238,9 +239,10 @@ class DiffusionTeacher(Teacher):
             raise TeacherError(f"teacher {name}: ensemble must be >= 1 (got {config.ensemble})")
         self.weights_sha256: Optional[str] = None
         comps, source, self.tokenizer_kind, self.scheduler_source = self._load(config)
-        self.unet: nn.Module = comps["unet"]
-        self.vae: nn.Module = comps["vae"]
-        self.text_encoder: nn.Module = comps["text_encoder"]
+        # diffusers / transformers nn.Modules; typed Any: their sub-modules and configs are dynamic attributes
+        self.unet: Any = comps["unet"]
+        self.vae: Any = comps["vae"]
+        self.text_encoder: Any = comps["text_encoder"]
         self.tokenizer = comps["tokenizer"]
         for m in (self.unet, self.vae, self.text_encoder):
             m.eval().requires_grad_(False).to(device)
@@ -331,7 +333,7 @@ class DiffusionTeacher(Teacher):
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel
 
-        kw = dict(local_files_only=local)
+        kw: Dict[str, Any] = dict(local_files_only=local)
         # without accelerate, diffusers warns and falls back to low_cpu_mem_usage=False anyway: ask for it directly
         dkw = dict(kw, low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
         comps: Dict[str, Any] = {}
@@ -371,7 +373,7 @@ class DiffusionTeacher(Teacher):
             self._tok_kind = "hash-words"
             return HashWordTokenizer.from_pretrained(tok_dir)
         if os.path.isdir(src) and not tok_dir.is_dir():
-            tcfg = text_encoder.config
+            tcfg: Any = text_encoder.config
             if tcfg.vocab_size >= 10000:  # a real CLIP text encoder needs its real vocabulary
                 raise TeacherError(
                     f"teacher {cfg.name}: {tok_dir} not found; copy the pipeline's tokenizer/ folder "
@@ -468,6 +470,7 @@ class DiffusionTeacher(Teacher):
             zt = abar**0.5 * z + (1.0 - abar) ** 0.5 * noise[k : k + 1]
             f = self._read(zt, t, cond).float()
             out = f if out is None else out + f
+        assert out is not None  # ensemble >= 1 (checked in __init__)
         return out / self.config.ensemble
 
     # -------------------------------------------------------------------------------------------- identity

@@ -186,7 +186,7 @@ class DinoV2ViT(nn.Module):
         fb = None if facet_block is None else self._index(facet_block)
         out: Dict[str, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
-            facets = {} if i == fb else None
+            facets: Optional[Dict[str, torch.Tensor]] = {} if i == fb else None
             t = blk(t, facets)
             if facets:
                 out.update({k: grid(v) for k, v in facets.items()})
@@ -210,7 +210,7 @@ class DinoV2ViT(nn.Module):
         li = self._index(layer)
         norm = li == len(self.blocks) - 1 if norm is None else norm
         t, h, w = self.prepare_tokens(x)
-        facets = {}
+        facets: Dict[str, torch.Tensor] = {}
         for i in range(li + 1):
             t = self.blocks[i](t, facets if (i == li and facet != "token") else None)
         if facet != "token":

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Dict, Optional, Type, cast
 
 import torch
 
 from featurenerf_ns.teachers.base import Teacher, TeacherConfig, TeacherError
-from featurenerf_ns.teachers.dinov2 import CONFIGS, FACETS, DinoV2ViT, config_from_state_dict
+from featurenerf_ns.teachers.dinov2 import CONFIGS, FACETS, DinoV2ViT, Facet, config_from_state_dict
 
 HUB_URLS = {
     "vits14": "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
@@ -143,7 +143,7 @@ class ViTTeacher(Teacher):
         return net
 
     def features(self, x: torch.Tensor, category: Optional[str] = None) -> torch.Tensor:
-        return self.net.extract(x, layer=self.config.layer, facet=self.config.facet).permute(0, 3, 1, 2)
+        return self.net.extract(x, layer=self.config.layer, facet=cast(Facet, self.config.facet)).permute(0, 3, 1, 2)
 
     def identity(self):
         ident = super().identity()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Dict, Tuple, Type
+from typing import Any, Callable, Dict, Tuple, Type
 
 import tyro
 from rich.console import Console
@@ -20,7 +20,9 @@ def make_console(**kwargs) -> Console:
 CONSOLE = make_console()
 
 
-def run_subcommands(commands: Dict[str, type], description: str, errors: Tuple[Type[BaseException], ...]) -> None:
+def run_subcommands(
+    commands: Dict[str, Callable[..., Any]], description: str, errors: Tuple[Type[BaseException], ...]
+) -> None:
     """Parses ``commands`` (name -> dataclass with ``main()``) with tyro and runs the chosen one; the given
     error types are user-input problems: printed as one line, exit code 2, no traceback."""
     cmd = tyro.extras.subcommand_cli_from_dict(commands, description=description)
@@ -33,7 +35,7 @@ def run_subcommands(commands: Dict[str, type], description: str, errors: Tuple[T
 
 def run_command(command: type, errors: Tuple[Type[BaseException], ...]) -> None:
     """Like :func:`run_subcommands` for a tool with one command (a dataclass with ``main()``)."""
-    cmd = tyro.cli(command)
+    cmd: Any = tyro.cli(command)
     try:
         cmd.main()
     except errors as e:

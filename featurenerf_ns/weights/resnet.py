@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from rich.console import Console
-from torch import nn
 
 from featurenerf_ns.weights.cache import WeightsError, sha256_file
 from featurenerf_ns.weights.checkpoints import key_mismatch, read_checkpoint, strip_to, unwrap_state_dict
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
 
 CONSOLE = Console()
 RESNET34_URL = "https://download.pytorch.org/models/resnet34-b627a593.pth"
@@ -20,7 +22,7 @@ RESNET_WARNING = (
 )
 
 
-def load_resnet34(source: Optional[str] = None) -> Tuple[nn.Module, str, Optional[str]]:
+def load_resnet34(source: Optional[str] = None) -> Tuple[ResNet, str, Optional[str]]:
     """torchvision ResNet-34 and a weights label: None -> random init with a loud warning (no offline ImageNet weights),
     ``random``, ``hub`` (torchvision IMAGENET1K_V1 via torch.hub, online), or a local torchvision-layout state dict
     (``fc.*`` optional; prefixes such as ``module.`` or pixelNeRF's ``encoder.model.`` are removed)."""

@@ -27,5 +27,5 @@ def resize_normalize(rgb: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     return imagenet_normalize_np(
-        np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BICUBIC), np.float32) / 255.0
+        np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.Resampling.BICUBIC), np.float32) / 255.0
     )

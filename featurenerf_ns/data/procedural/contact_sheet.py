@@ -85,7 +85,8 @@ def make_contact_sheet(root: Path, out: Path, categories: Optional[Sequence[str]
             ax_ann.set_ylim(rgb.shape[0] - 0.5, -0.5)
         axes[row, 0].set_ylabel(data.category, fontsize=10)
         handles = [
-            plt.Line2D([], [], marker="s", ls="", color=part_colors(i + 1), label=n)
+            # matplotlib's stubs omit arrays from ColorType; an RGB array is a valid colour at runtime
+            plt.Line2D([], [], marker="s", ls="", color=part_colors(i + 1), label=n)  # type: ignore[arg-type]
             for i, n in enumerate(data.part_names)
         ]
         axes[row, -1].legend(

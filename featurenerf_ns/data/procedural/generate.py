@@ -21,7 +21,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import numpy as np
 import trimesh
@@ -103,7 +103,7 @@ def _merge_and_normalise(spec, part_names: List[str]):
             raise ValueError(f"generator produced unknown part {part!r}")
         meshes.append(mesh)
         labels.append(np.full(len(mesh.faces), part_names.index(part) + 1, dtype=np.uint8))
-    merged = trimesh.util.concatenate(meshes)
+    merged = cast(trimesh.Trimesh, trimesh.util.concatenate(meshes))
     vertices = np.asarray(merged.vertices, dtype=np.float64)
     lo, hi = vertices.min(0), vertices.max(0)
     center = (lo + hi) / 2.0
@@ -149,7 +149,7 @@ def _sample_surface(caster: Raycaster, vertices, faces, face_normals, face_label
     return pts.astype(np.float32), lab.astype(np.uint8), nrm.astype(np.float32)
 
 
-def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[str, object]:
+def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[str, Any]:
     """Builds and renders one instance entirely in memory."""
     module = get_category(settings.category)
     part_names = list(module.PARTS)
@@ -235,7 +235,7 @@ def _png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_instance(root: Path, settings: GeneratorSettings, data: Dict[str, object]) -> None:
+def write_instance(root: Path, settings: GeneratorSettings, data: Dict[str, Any]) -> None:
     """Stages the instance, then moves images and annotations into place and writes the camera JSON last."""
     layout = Layout(root, settings.category)
     inst = data["id"]
@@ -292,7 +292,7 @@ def _generate_one(args) -> str:
     return data["id"]
 
 
-def category_manifest(settings: GeneratorSettings) -> Dict[str, object]:
+def category_manifest(settings: GeneratorSettings) -> Dict[str, Any]:
     module = get_category(settings.category)
     return {
         "category": settings.category,

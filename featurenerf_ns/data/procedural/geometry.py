@@ -12,10 +12,15 @@ their left, -x on their right.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import trimesh
+
+Point = Union[Sequence[float], np.ndarray]
+"""A point or vector: a sequence of floats or a 1-D array."""
+Points = Union[Sequence[Point], np.ndarray]
+"""A list of points / profile pairs, or an (N, D) array."""
 
 
 def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
@@ -104,7 +109,7 @@ def _cap_faces(start: int, n_rings: int, sections: int) -> list:
     return faces
 
 
-def loft(centers: Sequence[Sequence[float]], radii: Sequence, sections: int = 24, cap: bool = True) -> trimesh.Trimesh:
+def loft(centers: Points, radii: Sequence, sections: int = 24, cap: bool = True) -> trimesh.Trimesh:
     """Tube through ``centers`` with circular (or elliptical, when a radius is a pair (ru, rv)) cross
     sections perpendicular to the local path direction. Ends are capped with a centre vertex."""
     pts = np.asarray(centers, dtype=np.float64)
@@ -140,15 +145,15 @@ def loft(centers: Sequence[Sequence[float]], radii: Sequence, sections: int = 24
     return _orient_outward(verts, np.array(faces))
 
 
-def cylinder(p0: Sequence[float], p1: Sequence[float], radius: float, sections: int = 24) -> trimesh.Trimesh:
+def cylinder(p0: Point, p1: Point, radius: float, sections: int = 24) -> trimesh.Trimesh:
     """Capped cylinder between two points."""
     return loft([p0, p1], [radius, radius], sections=sections)
 
 
 def revolve(
-    profile: Sequence[Sequence[float]],
-    center: Sequence[float] = (0, 0, 0),
-    axis: Sequence[float] = (0, 0, 1),
+    profile: Points,
+    center: Point = (0, 0, 0),
+    axis: Point = (0, 0, 1),
     sections: int = 32,
 ) -> trimesh.Trimesh:
     """Surface of revolution of a profile ``[(r, h), ...]`` (radius, height along ``axis``) about an
@@ -191,12 +196,12 @@ def torus(
     a = a / np.linalg.norm(a)
     u, v = _frame_from_axis(a)
     theta = np.linspace(0.0, 2.0 * np.pi, sections, endpoint=False)
-    verts = []
+    points = []
     for t in theta:
         radial = np.cos(t) * u + np.sin(t) * v
         for p in phi:
-            verts.append(c + radial * (major + minor * np.cos(p)) + a * minor * np.sin(p))
-    verts = np.array(verts)
+            points.append(c + radial * (major + minor * np.cos(p)) + a * minor * np.sin(p))
+    verts = np.array(points)
     faces = _ring_faces(sections, tube_sections, wrap=True)
     return _orient_outward(verts, np.array(faces))
 
@@ -224,7 +229,7 @@ class ShapeSpec:
     def add(self, part: str, mesh: trimesh.Trimesh) -> None:
         self.parts.append((part, mesh))
 
-    def kp(self, name: str, xyz: Optional[Sequence[float]]) -> None:
+    def kp(self, name: str, xyz: Optional[Point]) -> None:
         self.keypoints[name] = None if xyz is None else np.asarray(xyz, dtype=np.float64)
 
 

@@ -276,8 +276,8 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     if P.get("lip"):  # rolled lip at the mouth, standing slightly proud of the neck's top face
         spec.add("neck", revolve([(1.18 * rn, z_free - 0.02), (1.18 * rn, z_free + 0.003)], sections=32))
         z_vis = z_free - 0.02
-    neck = [(P["rn_base"], z0), (rn, z_free)] + ([(rn, z_cap + 0.7 * hc)] if outer_cap else [])
-    neck = np.array(neck)
+    neck_profile = [(P["rn_base"], z0), (rn, z_free)] + ([(rn, z_cap + 0.7 * hc)] if outer_cap else [])
+    neck = np.array(neck_profile)
     spec.add("neck", revolve(neck, sections=32))
     spec.kp("neck_front", _on_profile(neck, 0.5 * (z_top + z_vis), "front"))
 

@@ -353,8 +353,8 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     # Wheels: outer face near the body side; hub faces stay clear of the body under the arches.
     inset = rng.uniform(-0.02, 0.03)
     for name, yw in (("front", y_wf), ("rear", y_wr)):
-        for side, s in (("left", 1.0), ("right", -1.0)):
-            mesh, hub = _wheel((s * (hw - wheel_w / 2 - inset), yw, R), s, R, wheel_w)
+        for side, sign in (("left", 1.0), ("right", -1.0)):
+            mesh, hub = _wheel((sign * (hw - wheel_w / 2 - inset), yw, R), sign, R, wheel_w)
             spec.add("wheel", mesh)
             spec.kp(f"wheel_{name}_{side}", hub)
 

@@ -16,6 +16,8 @@ rails), arms or none, back tilt and height, seat size/thickness/height, leg thic
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import numpy as np
 
 from featurenerf_ns.data.procedural.geometry import ShapeSpec, box, cylinder, hexahedron, sphere
@@ -151,7 +153,7 @@ def build(rng: np.random.Generator) -> ShapeSpec:
     spec.kp("back_top_right", (-bx, y_top_mid, top_z))
 
     # Base.
-    leg_kps = {
+    leg_kps: Dict[str, Optional[np.ndarray]] = {
         name: None
         for name in ("leg_front_left_foot", "leg_front_right_foot", "leg_back_left_foot", "leg_back_right_foot")
     }
