@@ -24,6 +24,7 @@ Random weights are used where only speed matters (it does not depend on the valu
 
 from __future__ import annotations
 
+import functools
 import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,10 +43,30 @@ if TYPE_CHECKING:
 
 CONSOLE = make_console(soft_wrap=True)
 PARTS = ("matmul", "field", "encoder", "step", "inference")
-PRESETS = {  # (hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size)
-    "tiny": (128, 3, 2, 2, 32, 16, 8, 64),
-    "paper": (512, 5, 3, 3, 64, 16, 16, 128),
-}
+PRESET_NAMES = ("tiny", "paper")
+
+
+@functools.lru_cache(maxsize=None)
+def _preset_shape(preset: str) -> Tuple[int, int, int, int, int, int, int, int]:
+    """(hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size) of a
+    method preset, read from :mod:`featurenerf_ns.method_configs` (the one definition of the presets)."""
+    from featurenerf_ns.method_configs import FeatureNeRFPipelineConfig, paper_preset, tiny_preset
+
+    p = cast(FeatureNeRFPipelineConfig, (tiny_preset if preset == "tiny" else paper_preset)("bench").pipeline)
+    f, m = p.model.field, p.model
+    size = p.datamanager.image_size or 128  # the paper preset keeps the data's 128 px
+    return (
+        f.hidden_dim,
+        f.num_blocks,
+        f.num_conditioned_blocks,
+        f.combine_layer,
+        m.num_coarse_samples,
+        m.num_importance_samples,
+        m.num_depth_samples,
+        size,
+    )
+
+
 RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
 
 
@@ -65,7 +86,7 @@ def _timeit(fn: Callable[[], object], device: str, min_time: float = 2.0, warmup
 
 
 def _samples_per_ray(preset: str) -> int:
-    _, _, _, _, c, i, d, _ = PRESETS[preset]
+    _, _, _, _, c, i, d, _ = _preset_shape(preset)
     return c + (c + 1 + i + d - 1)  # coarse + fine (coarse edges + importance + depth samples -> bins)
 
 
@@ -78,8 +99,8 @@ def part_matmul(device: str) -> dict:
     import torch
 
     out: Dict[str, Any] = {}
-    for preset in PRESETS:
-        w = PRESETS[preset][0]
+    for preset in PRESET_NAMES:
+        w = _preset_shape(preset)[0]
         n = RAYS_PER_STEP * _samples_per_ray(preset)
         for precision in precisions(device):
             dt = torch.float32 if precision == "float32" else torch.bfloat16
@@ -96,7 +117,7 @@ def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
 
     from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
 
-    w, blocks, cond, comb, *_, size = PRESETS[preset]
+    w, blocks, cond, comb, *_, size = _preset_shape(preset)
     cfg = FieldConfig(hidden_dim=w, num_blocks=blocks, num_conditioned_blocks=cond, combine_layer=comb)
     field = FeatureNeRFField(cfg, 512, feature_dim).to(device)
     B, P = 4, 128 * _samples_per_ray(preset)
@@ -127,7 +148,7 @@ def part_field(device: str, peak: Dict[str, float]) -> dict:
     from featurenerf_ns.utils.precision import autocast_context
 
     out = {}
-    for preset in PRESETS:
+    for preset in PRESET_NAMES:
         field, pts, dirs, maps, src, hw, cfg = _field_and_inputs(preset, device)
         maps.requires_grad_(True)
         for precision in precisions(device):
