@@ -11,8 +11,9 @@ import torch
 
 from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.data.layout import FeatureNeRFDataError
-from featurenerf_ns.eval.correspondence import FeatureProvider, evaluate, view_camera, view_gt
+from featurenerf_ns.eval.correspondence import evaluate, view_gt
 from featurenerf_ns.eval.protocols import load_protocol, make_protocol, resolve_protocol
+from featurenerf_ns.eval.providers import FeatureProvider, view_camera
 
 SPLIT = "train"  # the small fixture has 4 train instances (1 test)
 
@@ -238,7 +239,7 @@ def test_nn_match_euclidean_matches_brute_force():
 
 
 def test_position_priors(cat, proto):
-    from featurenerf_ns.eval.correspondence import PositionPrior
+    from featurenerf_ns.eval.providers import PositionPrior
 
     inst = cat.ids(SPLIT)[0]
     prior = PositionPrior(cat, "object")

@@ -27,7 +27,7 @@ def pipeline(run_dir):
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
     from featurenerf_ns.cameras import pinhole_camera
-    from featurenerf_ns.eval.correspondence import view_camera
+    from featurenerf_ns.eval.providers import view_camera
 
     c2w, f = view_camera(pipe.datamanager.cat, inst, view, res)
     return pinhole_camera(c2w, f, (res, res))
@@ -78,7 +78,7 @@ def test_queries_parts_and_cross_instance(pipeline):
     other = panel.render(_camera(pipeline, ids[1], 3))["similarity"]
     assert float(same.max()) > 0 and float(other.max()) > 0 and not torch.equal(same, other)
     # the query feature equals the field's feature at the keypoint
-    from featurenerf_ns.eval.correspondence import field_point_features
+    from featurenerf_ns.eval.providers import field_point_features
 
     cond = panel.conditioning(ids[0])
     f = panel._with_conditioning(

@@ -220,15 +220,9 @@ class FeatureNeRFPipeline(VanillaPipeline):
         on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
         whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
         warning) when the data has no annotations."""
-        from featurenerf_ns.eval.correspondence import (
-            FeatureProvider,
-            ModelProvider,
-            PositionPrior,
-            TeacherProvider,
-            evaluate,
-            num_steps,
-        )
+        from featurenerf_ns.eval.correspondence import evaluate, num_steps
         from featurenerf_ns.eval.protocols import resolve_protocol
+        from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 
         c = self.correspondence_config
         dm = self.datamanager

@@ -304,7 +304,7 @@ def part_inference(device: str) -> dict:
 
     # the paper preset's query: encode one 128² view, then the 512-d internal feature at 10,000 points
     import featurenerf_ns.method_configs as mc0
-    from featurenerf_ns.eval.correspondence import field_point_features
+    from featurenerf_ns.eval.providers import field_point_features
 
     pcfg = copy.deepcopy(cast("FeatureNeRFModelConfig", mc0.featurenerf.config.pipeline.model))
     pcfg.encoder.weights = "random"

@@ -28,8 +28,8 @@ import numpy as np
 import tyro
 from rich.table import Table
 
-from featurenerf_ns.eval.correspondence import PRIOR_LABELS
 from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.eval.providers import PRIOR_LABELS
 from featurenerf_ns.utils.cli import make_console
 from featurenerf_ns.utils.palette import part_colors, part_colors_uint8
 

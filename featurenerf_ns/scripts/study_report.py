@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from featurenerf_ns.eval.correspondence import PRIOR_LABELS
 from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
+from featurenerf_ns.eval.providers import PRIOR_LABELS
 from featurenerf_ns.scripts.study import CONSOLE, StudyError, _Study
 
 METHOD_LABELS = {

@@ -89,8 +89,9 @@ class EvalPck(_TeacherOnSplit):
     """Write the results as JSON here."""
 
     def main(self) -> None:
-        from featurenerf_ns.eval.correspondence import TeacherProvider, evaluate
+        from featurenerf_ns.eval.correspondence import evaluate
         from featurenerf_ns.eval.protocols import make_protocol
+        from featurenerf_ns.eval.providers import TeacherProvider
 
         cat, ids = self.instances()
         proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)

@@ -308,7 +308,7 @@ class FeatureViewerPanel(nn.Module):
 
     def _view_render(self, cond: Conditioning, resolution: int) -> Dict[str, torch.Tensor]:
         """Render the conditioning's first source view (what the encoder saw) at ``resolution``."""
-        from featurenerf_ns.eval.correspondence import view_camera
+        from featurenerf_ns.eval.providers import view_camera
 
         c2w, focal = view_camera(self._dm.cat, cond.instance, cond.views[0], resolution)
         return self._render_camera(cond, pinhole_camera(c2w, focal, (resolution, resolution)))
@@ -384,7 +384,7 @@ class FeatureViewerPanel(nn.Module):
     def part_source(self, instance: str, name: str, views: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
         """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance`` conditioned
         on its source ``views`` (the last one is kept)."""
-        from featurenerf_ns.eval.correspondence import field_point_features
+        from featurenerf_ns.eval.providers import field_point_features
 
         key = (instance, views, name)
         if key not in self._parts:
@@ -450,7 +450,7 @@ class FeatureViewerPanel(nn.Module):
     @torch.no_grad()
     def query_point(self, xyz: torch.Tensor, label: str) -> None:
         """Query = the field features at a 3D point of the current instance."""
-        from featurenerf_ns.eval.correspondence import field_point_features
+        from featurenerf_ns.eval.providers import field_point_features
 
         cond = self._current_conditioning()
         feats = self._with_conditioning(
