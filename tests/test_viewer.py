@@ -102,7 +102,7 @@ def test_queries_parts_and_cross_instance(pipeline):
 
 
 def test_bad_inputs_are_one_line_and_ignored(pipeline, tmp_path, capsys):
-    from featurenerf_ns.viewer.panel import ViewerInputError, load_user_image, parse_views
+    from featurenerf_ns.viewer.inputs import ViewerInputError, load_user_image, parse_views
 
     with pytest.raises(ViewerInputError, match="0..9"):
         parse_views("12", 10)
@@ -188,7 +188,7 @@ def test_ns_viewer_in_chromium(run_dir, tmp_path):
     """ns-viewer headless + Debian Chromium: feature_pca non-constant and identical across two renders of the same
     camera, a clicked query and a keypoint query set, screenshots written."""
     from featurenerf_ns.scripts.viewer_shots import ViewerShotsError, check_browser, run_category, run_check
-    from featurenerf_ns.viewer.panel import viewer_instances
+    from featurenerf_ns.viewer.inputs import viewer_instances
 
     try:
         check_browser()

@@ -335,7 +335,7 @@ class ViewerShots:
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        from featurenerf_ns.viewer.panel import viewer_instances
+        from featurenerf_ns.viewer.inputs import viewer_instances
 
         cat = run_category(self.load_config)
         ids = viewer_instances(cat)
