@@ -11,6 +11,23 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 TINY_RUN_STEPS = 4
 """The shared tiny run (conftest ``tiny_run``): 4 steps, learning-curve callback at steps 0 and 2."""
+SMALL_MODEL_ARGS = (
+    "--pipeline.datamanager.dataparser.max-instances", "3",
+    "--pipeline.datamanager.eval-num-instances", "1",
+    "--pipeline.datamanager.eval-target-views", "5",
+    "--pipeline.model.num-coarse-samples", "8",
+    "--pipeline.model.num-importance-samples", "4",
+    "--pipeline.model.num-depth-samples", "4",
+    "--pipeline.correspondence.split", "train",
+)  # fmt: skip
+"""ns-train arguments of every end-to-end test: 3 instances, few samples, correspondence on the train split."""
+RANDOM_TEACHER_ARGS = (
+    "--pipeline.datamanager.teacher.weights",
+    "random",
+    "--pipeline.datamanager.teacher.input-size",
+    "56",
+)
+"""A random-weight teacher at 56 px: the teacher cache without the converted DINOv2 weights."""
 
 
 def _env():
@@ -44,26 +61,13 @@ def train_run(data: Path, out: Path, stamp: str, iters: int, method: str = "feat
         "2",
         "--pipeline.datamanager.image-size",
         "32",
-        "--pipeline.datamanager.dataparser.max-instances",
-        "3",
-        "--pipeline.datamanager.eval-num-instances",
-        "1",
-        "--pipeline.datamanager.eval-target-views",
-        "5",
-        "--pipeline.model.num-coarse-samples",
-        "8",
-        "--pipeline.model.num-importance-samples",
-        "4",
-        "--pipeline.model.num-depth-samples",
-        "4",
-        "--pipeline.correspondence.split",
-        "train",
+        *SMALL_MODEL_ARGS,
         "--pipeline.correspondence.num-pairs",
         "2",
         *extra,
     ]
     if method != "featurenerf-nodistill-tiny":
-        cmd += ["--pipeline.datamanager.teacher.weights", "random", "--pipeline.datamanager.teacher.input-size", "56"]
+        cmd += list(RANDOM_TEACHER_ARGS)
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out / "e2e" / method / stamp, r.stdout + r.stderr

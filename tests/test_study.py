@@ -7,33 +7,12 @@ import json
 import subprocess
 
 import pytest
+from _runs import RANDOM_TEACHER_ARGS, SMALL_MODEL_ARGS
 
 from featurenerf_ns.scripts.study import Run, StudyError, latest_checkpoint, train_command
 from featurenerf_ns.scripts.study_report import Report
 
-TRAIN_ARGS = (
-    "--pipeline.datamanager.dataparser.max-instances",
-    "3",
-    "--pipeline.datamanager.eval-num-instances",
-    "1",
-    "--pipeline.datamanager.eval-target-views",
-    "5",
-    "--pipeline.model.num-coarse-samples",
-    "8",
-    "--pipeline.model.num-importance-samples",
-    "4",
-    "--pipeline.model.num-depth-samples",
-    "4",
-    "--pipeline.correspondence.split",
-    "train",
-    "--pipeline.datamanager.teacher.weights",
-    "random",
-    "--pipeline.datamanager.teacher.input-size",
-    "56",
-    "--steps-per-save",
-    "1",
-)
-TRAIN_ARGS = " ".join(TRAIN_ARGS)
+TRAIN_ARGS = " ".join((*SMALL_MODEL_ARGS, *RANDOM_TEACHER_ARGS, "--steps-per-save", "1"))
 
 
 def _study(root, out, **kw):
