@@ -20,7 +20,6 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from featurenerf_ns.data.instances import CategoryData
-from featurenerf_ns.data.layout import FAR, NEAR
 
 
 @dataclass
@@ -82,18 +81,10 @@ class FeatureNeRFDataParser(DataParser):
             camera_type=CameraType.PERSPECTIVE,
         )
         e = self.config.scene_half_extent
-        metadata = {
-            "category": data.category,
-            "data_root": str(data.root),
-            "category_dirname": data.dirname,
-            "split": split,
+        metadata = {  # what the data manager reads; names and annotations come from self.category_data
             "instance_ids": list(ids),
             "instance_index": torch.tensor(inst_index, dtype=torch.long),
             "view_index": torch.tensor(view_index, dtype=torch.long),
-            "part_names": data.part_names,
-            "keypoint_names": data.keypoint_names,
-            "near": NEAR,
-            "far": FAR,
         }
         return DataparserOutputs(
             image_filenames=image_filenames,

@@ -114,10 +114,6 @@ class FeatureNeRFField(nn.Module):
         self.head_sizes = {"density": 1, "rgb": 3, "feature": feature_dim, "coords": 3 if predict_coords else 0}
         self.head = nn.Linear(c.hidden_dim, sum(self.head_sizes.values()))
 
-    @property
-    def nerf_feature_dim(self) -> int:
-        return self.config.hidden_dim
-
     def forward(
         self,
         points: torch.Tensor,
