@@ -174,9 +174,9 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     seen = []
     real = model._field
 
-    def spy(ray_samples, B, **kw):
-        out = real(ray_samples, B, **kw)
-        seen.append((ray_samples, B, out))
+    def spy(ray_samples, B, src, maps, **kw):
+        out = real(ray_samples, B, src, maps, **kw)
+        seen.append((ray_samples, B, src, maps, out))
         return out
 
     model._field = spy
@@ -186,10 +186,11 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     finally:
         model._field = real
         model.train()
-    (s_c, B, f_c), (s_n, _, f_n) = seen[0], seen[-1]  # coarse pass; the fine pass's new points only
+    (s_c, B, src, maps, f_c), (s_n, _, _, _, f_n) = seen[0], seen[-1]  # coarse pass; the fine pass's new points
     assert len(seen) == 2 and "feature" not in f_n  # coarse outputs reused; the head is applied once per ray
     with torch.no_grad():  # every sample's own distilled feature
-        f_c, f_n = real(s_c, B, per_sample_features=True), real(s_n, B, per_sample_features=True)
+        f_c = real(s_c, B, src, maps, per_sample_features=True)
+        f_n = real(s_n, B, src, maps, per_sample_features=True)
     t_c = ((s_c.frustums.starts + s_c.frustums.ends) / 2)[..., 0]
     t_n = s_n.frustums.starts[..., 0]
     assert torch.equal(s_n.frustums.starts, s_n.frustums.ends)  # points, evaluated once each

@@ -193,15 +193,19 @@ class FeatureNeRFModel(Model):
 
     # ------------------------------------------------------------------ rendering
     def _field(
-        self, ray_samples: RaySamples, B: int, per_sample_features: bool = False, maps: Optional[torch.Tensor] = None
+        self,
+        ray_samples: RaySamples,
+        B: int,
+        src: SourceViews,
+        maps: torch.Tensor,
+        per_sample_features: bool = False,
     ) -> Dict[str, torch.Tensor]:
-        """Field outputs per sample (R, S, .); the distilled feature only as its head input ``feature_basis``
-        unless ``per_sample_features`` (rendering composites the basis, then applies the linear head)."""
+        """Field outputs per sample (R, S, .) for rays grouped into B objects conditioned on ``src`` (encoded as
+        ``maps``); the distilled feature only as its head input ``feature_basis`` unless ``per_sample_features``
+        (rendering composites the basis, then applies the linear head)."""
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
         R, S = pos.shape[:2]
         dirs = ray_samples.frustums.directions
-        src = self.get_sources()
-        maps = self.encoded_sources() if maps is None else maps
         with self.autocast():
             out = self.field(
                 pos.reshape(B, (R // B) * S, 3),
@@ -251,13 +255,15 @@ class FeatureNeRFModel(Model):
             out["coords"] = composite("coords")
         return out
 
-    def _groups(self, ray_bundle: RayBundle) -> int:
-        """Number of object groups of the bundle. A bundle whose rays all belong to one object k of a multi-object
-        conditioning (a camera render, e.g. the viewer during training) is rendered against object k alone."""
-        B = self.get_sources().num_objects
+    def _groups(self, ray_bundle: RayBundle) -> Tuple[int, SourceViews, torch.Tensor]:
+        """(object groups B, their source views, their encoder maps) for one forward over the bundle; the model's
+        conditioning is not changed. A bundle whose rays all belong to one object k of a multi-object conditioning
+        (a camera render, e.g. the viewer during training) is rendered against object k alone."""
+        sources = self.get_sources()
+        B = sources.num_objects
         R = ray_bundle.origins.shape[0]
         if B == 1:
-            return 1
+            return 1, sources, self.encoded_sources()
         idx = ray_bundle.camera_indices
         if idx is None:
             raise ValueError(
@@ -265,16 +271,16 @@ class FeatureNeRFModel(Model):
             )
         idx = idx.view(-1).long()
         if R % B == 0 and torch.equal(idx, torch.arange(B, device=idx.device).repeat_interleave(R // B)):
-            return B
+            return B, sources, self.encoded_sources()
         k = int(idx[0]) % B
         if not bool((idx == idx[0]).all()):
             raise ValueError("FeatureNeRFModel: rays must be ordered by object (camera_indices 0..B-1, equal counts)")
-        maps = self.encoded_sources()
-        sources = self.get_sources()
-        N = sources.num_views
-        self._sources = SourceViews(*(t[k : k + 1] for t in sources))
-        self._maps = maps.view(B, N, *maps.shape[1:])[k].detach() if maps is not None else None
-        return 1
+        one = SourceViews(*(t[k : k + 1] for t in sources))
+        if self.training and torch.is_grad_enabled():  # encoder gradients flow: encode object k alone
+            with self.autocast():
+                return 1, one, self.encoder(one.images.flatten(0, 1))
+        maps = self.encoded_sources()  # cached while not training: slice object k out of it
+        return 1, one, maps.view(B, sources.num_views, *maps.shape[1:])[k].detach()
 
     def _fine_reusing_coarse(
         self,
@@ -284,6 +290,7 @@ class FeatureNeRFModel(Model):
         t_new: torch.Tensor,
         edges: torch.Tensor,
         B: int,
+        src: SourceViews,
         maps: torch.Tensor,
     ):
         """Fine samples = the coarse sample points (their field outputs reused) + the new points t_new (R, n), each
@@ -292,7 +299,7 @@ class FeatureNeRFModel(Model):
         coordinate residual of the new points)."""
         t_new = torch.maximum(torch.minimum(t_new, edges[..., -1:]), edges[..., :1])
         new = ray_bundle.get_ray_samples(bin_starts=t_new[..., None], bin_ends=t_new[..., None])
-        f_n = self._field(new, B, maps=maps)
+        f_n = self._field(new, B, src, maps)
         t_c = (coarse.frustums.starts + coarse.frustums.ends)[..., 0] / 2
         t_all, order = torch.sort(torch.cat([t_c, t_new], dim=-1), dim=-1)
         density = torch.cat([f_c["density"], f_n["density"]], dim=1).gather(1, order[..., None])
@@ -304,10 +311,9 @@ class FeatureNeRFModel(Model):
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         c = self.config
-        B = self._groups(ray_bundle)
+        B, src, maps = self._groups(ray_bundle)  # encoded once per forward: coarse and fine share it (and its grad)
         coarse = self.sampler(ray_bundle)
-        maps = self.encoded_sources()  # once per forward: coarse and fine share it (and its gradient)
-        f_c = self._field(coarse, B, maps=maps)
+        f_c = self._field(coarse, B, src, maps)
         out_c = self._render(coarse, f_c)
 
         # fine: importance samples + Gaussian samples around the coarse depth, added to the coarse ones
@@ -328,14 +334,14 @@ class FeatureNeRFModel(Model):
             extra.append(depth + c.depth_std * noise)
         if c.fine_reuses_coarse and extra:
             fine, f_f, parts, res_new = self._fine_reusing_coarse(
-                ray_bundle, coarse, f_c, torch.cat(extra, -1), edges, B, maps
+                ray_bundle, coarse, f_c, torch.cat(extra, -1), edges, B, src, maps
             )
             out_f = self._render(fine, f_f, parts)
         else:  # official: every fine bin (coarse edges + extra samples) evaluated again
             t = torch.sort(torch.cat([edges] + extra, dim=-1), dim=-1).values
             t = torch.maximum(torch.minimum(t, edges[..., -1:]), edges[..., :1])
             fine = ray_bundle.get_ray_samples(bin_starts=t[..., :-1, None], bin_ends=t[..., 1:, None])
-            f_f = self._field(fine, B, maps=maps)
+            f_f = self._field(fine, B, src, maps)
             out_f = self._render(fine, f_f)
             res_new = f_f["coords"] - fine.frustums.get_positions().detach() if c.predict_coords else None
 
