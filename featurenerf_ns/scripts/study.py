@@ -299,7 +299,7 @@ def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     pipeline, _, _ = _load_pipeline(run / "config.yml")
     results, _ = pipeline.correspondence_metrics(st.eval_pairs, teacher=True, priors=True, model=False)
     # the untrained network: same config, fresh weights (seed 0), the same pairs
-    from featurenerf_ns.scripts.report import untrained_pipeline
+    from featurenerf_ns.pipelines.untrained import untrained_pipeline
 
     fresh = untrained_pipeline(run / "config.yml")
     m_init, _ = fresh.correspondence_metrics(st.eval_pairs, features=("nerf_feature",), teacher=False)

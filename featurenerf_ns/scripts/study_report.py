@@ -154,7 +154,7 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from featurenerf_ns.scripts.report import _save_fig
+    from featurenerf_ns.eval.figures import save_fig
 
     panels = [
         ("kp2d_cross", "2D, same view", PCK_THRESHOLDS_2D, "px at 128²"),
@@ -184,7 +184,7 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 4))
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    _save_fig(fig, path)
+    save_fig(fig, path)
     plt.close(fig)
 
 
@@ -196,7 +196,7 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     from featurenerf_ns.data.layout import read_jsonl
-    from featurenerf_ns.scripts.report import _save_fig
+    from featurenerf_ns.eval.figures import save_fig
 
     panels = [
         ("psnr", "novel-view PSNR (dB)"),
@@ -241,7 +241,7 @@ def curves_figure(st: _Study, cat: str, path: Path) -> bool:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=6)
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
     plt.close(fig)
     return True
 
