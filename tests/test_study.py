@@ -105,7 +105,7 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     loss read back from tensorboard events, the speed-up from the training seconds."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from featurenerf_ns.data.layout import atomic_write_json
+    from featurenerf_ns.data.layout import append_jsonl, atomic_write_json
     from featurenerf_ns.scripts.study_precision import RUNS, Precision, verdict
 
     pr = Precision(out=tmp_path / "prec", data=tmp_path, steps=100)
@@ -121,7 +121,6 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
             st.eval_path("chair", "featurenerf-tiny", seed),
             {
                 "step": 100,
-                "train_s": 40.0 if precision == "float32" else 20.0,
                 "results": {
                     "psnr": psnr,
                     "chair/nerf_feature/part3d_xview/miou": part,
@@ -129,7 +128,13 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
                 },
             },
         )
-        w = SummaryWriter(str(st.run_dir("chair", "featurenerf-tiny", seed)))
+        run = st.run_dir("chair", "featurenerf-tiny", seed)
+        # the training clock comes from the last learning-curve point (step 80 here, not the final step 100)
+        for step, t in ((0, 0.0), (80, 32.0 if precision == "float32" else 16.0)):
+            append_jsonl(
+                run / "learning_curve.jsonl", {"step": step, "train_s": t, "train_cpu_s": 2 * t, "metrics": {}}
+            )
+        w = SummaryWriter(str(run))
         for step in range(0, 100, 10):
             w.add_scalar("Train Loss", loss * (1 + 9 * (step < 50)), step)
         w.close()
@@ -139,7 +144,8 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     assert not rows["nerf_feature/part3d_xview/miou"]["within_noise"]  # +9 against a spread of 4
     assert rows["nerf_feature/kp3d_xview/pck@0.1"]["within_noise"]
     assert abs(rows["loss_tail"]["bf16_s0"] - 1.1) < 1e-6 and rows["loss_tail"]["within_noise"]
-    assert s["seconds_per_step"]["bfloat16/seed0"] == 0.2 and not s["all_within_noise"]
+    assert s["seconds_per_step"]["bfloat16/seed0"] == 0.2 and s["cpu_seconds_per_step"]["float32/seed0"] == 0.8
+    assert not s["all_within_noise"]
     assert (pr.out / "loss_curves.png").stat().st_size > 5000 and "**no**" in (pr.out / "precision.md").read_text()
     assert verdict(1.0, (1.0, 1.0), 0.5) == (0.0, 0.0, True)
     assert [p for p, _ in RUNS].count("float32") == 2

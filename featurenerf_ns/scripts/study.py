@@ -220,7 +220,8 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
         "seed": seed,
         "steps": last[0] + 1,
         "checkpoint": str(last[1]),
-        "train_s": curve[-1]["train_s"] if curve else None,
+        "train_s": curve[-1]["train_s"] if curve else None,  # up to the last curve point (train_s_step)
+        "train_s_step": curve[-1]["step"] if curve else None,
         "train_cpu_s": curve[-1].get("train_cpu_s") if curve else None,
         "last_wall_s": round(wall, 1),
         "command": shown,

@@ -122,11 +122,14 @@ class Precision(Run):
             if not ev.is_file():
                 raise StudyError(f"{ev}: missing; run `featurenerf-study precision --out {self.out}` first")
             rec = json.loads(ev.read_text())
-            steps, loss = read_train_loss(st.run_dir(cat, method, seed))
+            run = st.run_dir(cat, method, seed)
+            steps, loss = read_train_loss(run)
+            last = _last_curve_point(run)
             runs[f"{precision}/seed{seed}"] = {
                 "results": {k.split("/", 1)[1] if k.startswith(cat + "/") else k: v for k, v in rec["results"].items()},
-                "train_s": rec.get("train_s"),
-                "step": rec.get("step"),
+                "train_s": last.get("train_s"),
+                "train_cpu_s": last.get("train_cpu_s"),
+                "step": last.get("step"),
                 "loss_steps": steps.tolist(),
                 "loss": loss.tolist(),
                 "loss_tail": tail_mean(loss),
@@ -149,13 +152,15 @@ class Precision(Run):
                     "within_noise": ok,
                 }
             )
-        speed = {k: (r["train_s"] / r["step"] if r["train_s"] and r["step"] else float("nan")) for k, r in runs.items()}
+        speed = {k: _per_step(r, "train_s") for k, r in runs.items()}
+        cpu_speed = {k: _per_step(r, "train_cpu_s") for k, r in runs.items()}
         summary = {
             "category": cat,
             "method": method,
             "steps": self.steps,
             "rows": rows,
             "seconds_per_step": speed,
+            "cpu_seconds_per_step": cpu_speed,
             "all_within_noise": all(r["within_noise"] for r in rows),
         }
         atomic_write_json(self.out / "precision.json", {**summary, "runs": runs})
@@ -164,6 +169,22 @@ class Precision(Run):
         atomic_write_bytes(self.out / "precision.md", md.encode())
         CONSOLE.print(md)
         return summary
+
+
+def _last_curve_point(run: Path) -> dict:
+    """The run's last learning-curve point: its training clock (wall and CPU seconds without the evaluation
+    callbacks) up to that step. (A run's final steps after its last point are not on the clock.)"""
+    from featurenerf_ns.data.layout import read_jsonl
+
+    path = run / "learning_curve.jsonl"
+    points = read_jsonl(path) if path.is_file() else []
+    if not points:
+        raise StudyError(f"{path}: no learning-curve points (train with --pipeline.correspondence.callback-every > 0)")
+    return points[-1]
+
+
+def _per_step(r: dict, key: str) -> float:
+    return r[key] / r["step"] if r.get(key) and r.get("step") else float("nan")
 
 
 def _fmt(v: Optional[float], nd: int = 2) -> str:
@@ -191,9 +212,11 @@ def _markdown(s: dict, out: Path) -> str:
         )
     lines += [
         "",
-        "Training seconds per step (without evaluation callbacks): "
-        + ", ".join(f"{k} {_fmt(v, 3)}" for k, v in sp.items())
-        + f"; bf16 speed-up over fp32 seed 0: {_fmt(sp['float32/seed0'] / sp['bfloat16/seed0'], 2)}x.",
+        "Training seconds per step up to each run's last learning-curve point (evaluation callbacks excluded; wall "
+        "clock, then CPU seconds, which other jobs on the machine inflate less): "
+        + ", ".join(f"{k} {_fmt(v, 3)} s / {_fmt(s['cpu_seconds_per_step'][k], 3)} CPU-s" for k, v in sp.items())
+        + f"; bf16 speed-up over fp32 seed 0: {_fmt(sp['float32/seed0'] / sp['bfloat16/seed0'], 2)}x wall, "
+        f"{_fmt(s['cpu_seconds_per_step']['float32/seed0'] / s['cpu_seconds_per_step']['bfloat16/seed0'], 2)}x CPU.",
         "",
         f"Verdict: {'all metrics within run-to-run noise' if s['all_within_noise'] else 'NOT all within noise'}"
         f". Loss curves: `{out / 'loss_curves.png'}`.",
