@@ -151,3 +151,25 @@ def test_sample_map_equals_grid_sample_values_and_gradients():
     (ga,) = torch.autograd.grad((out * w).sum(), feats)
     (gb,) = torch.autograd.grad((ref * w).sum(), feats)
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_spec_reaches_every_option_of_every_registered_teacher():
+    """ns-train sets teachers through TeacherSpec (--pipeline.datamanager.teacher.*): no option may be unreachable."""
+    from dataclasses import fields
+
+    from featurenerf_ns.teachers import TEACHER_OPTIONS, TEACHERS, TeacherSpec
+
+    for name, make in TEACHERS.items():
+        options = {f.name for f in fields(make())} - {"_target", "name"}
+        assert options <= set(TEACHER_OPTIONS), (name, sorted(options - set(TEACHER_OPTIONS)))
+    cfg = TeacherSpec(
+        name="diffusion",
+        weights="random-tiny",
+        up_layer=1,
+        prompt_template="a photo of a {category}",
+        ensemble=2,
+        seed=3,
+    ).config()
+    assert (cfg.up_layer, cfg.prompt_template, cfg.ensemble, cfg.seed) == (1, "a photo of a {category}", 2, 3)
+    with pytest.raises(TeacherError, match="has no option 'up_layer'"):
+        TeacherSpec(name="dinov2-vits14", up_layer=1).config()

@@ -78,6 +78,19 @@ class TeacherSpec:
     """Diffusion: U-Net decoder block read."""
     timestep: Optional[int] = None
     """Diffusion: noise level."""
+    up_layer: Optional[int] = None
+    """Diffusion: input of resnet j of the up block (unset: the teacher's default 0; its 'block output' choice is
+    reachable through a teacher config, not here)."""
+    prompt_template: Optional[str] = None
+    """Diffusion: text conditioning, ``{category}`` = class name."""
+    ensemble: Optional[int] = None
+    """Diffusion: noise draws averaged."""
+    arch: Optional[str] = None
+    """ViT: network size (vits14, vitb14, vitl14, dino_vits8, dino_vits16), e.g. with local weights."""
+    imagenet_norm: Optional[bool] = None
+    """ImageNet mean/std normalisation (ViTs) instead of [-1, 1] scaling."""
+    seed: Optional[int] = None
+    """Seed of random-weight networks and of diffusion noise."""
     batch_size: int = 8
     pca_dim: Optional[int] = None
     """Cache PCA-k features (fitted on the train split, stored with the cache) instead of the full dimension."""
@@ -85,10 +98,17 @@ class TeacherSpec:
     """Default: <data root>/teacher_cache/<teacher>/<category>."""
 
     def config(self, **extra) -> TeacherConfig:
-        keys = ("weights", "layer", "facet", "input_size", "mask_background", "up_block", "timestep", "batch_size")
-        kw = {k: getattr(self, k) for k in keys}
+        """The registered teacher config of ``name`` with every set option of this spec (and ``extra``) applied;
+        an option the teacher does not have is a one-line error. Configs saved before an option existed lack it."""
+        kw = {k: getattr(self, k, None) for k in TEACHER_OPTIONS}
         kw.update({k: v for k, v in extra.items() if v is not None})
         return make_teacher_config(self.name, **kw)
 
     def setup(self, device: str = "cpu", **extra) -> Teacher:
         return self.config(**extra).setup(device=device)
+
+
+SPEC_ONLY = ("name", "pca_dim", "cache_dir")
+"""TeacherSpec fields that are not teacher-config options (the registry key and the cache's own settings)."""
+TEACHER_OPTIONS = tuple(f.name for f in fields(TeacherSpec) if f.name not in SPEC_ONLY)
+"""The teacher-config options a spec passes on (tests check that every registered teacher's options are here)."""
