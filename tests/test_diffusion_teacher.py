@@ -12,14 +12,8 @@ import pytest
 import torch
 
 from featurenerf_ns.teachers import FeatureMap, TeacherError, make_teacher_config
-from featurenerf_ns.teachers.diffusion import (
-    DiffusionTeacher,
-    DiffusionTeacherConfig,
-    HashWordTokenizer,
-    read_geometry,
-    save_components,
-    tiny_components,
-)
+from featurenerf_ns.teachers.diffusion import DiffusionTeacher, DiffusionTeacherConfig, read_geometry
+from featurenerf_ns.teachers.diffusion_tiny import HashWordTokenizer, save_components, tiny_components
 
 S = 64
 

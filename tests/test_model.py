@@ -137,7 +137,6 @@ def pipeline_parts(chair_root, tmp_path_factory):
         device="cpu",
         teacher_feature_dim=dm.teacher_feature_dim,
     )
-    dm.on_sources = model.set_sources
     return dm, model
 
 
@@ -147,7 +146,9 @@ def test_datamanager_batches(pipeline_parts):
     assert bundle.origins.shape == (32, 3) and batch["image"].shape == (32, 3)
     assert batch["teacher_feature"].shape == (32, dm.teacher_cache.dim) == (32, 384)
     assert torch.equal(bundle.camera_indices[:, 0], torch.arange(2).repeat_interleave(16))
-    assert batch["source"].images.shape == (2, 1, 3, 32, 32) and model.get_sources() is not None
+    assert batch["source"].images.shape == (2, 1, 3, 32, 32)
+    with pytest.raises(RuntimeError, match="no source views"):  # the data manager does not condition the model
+        model.get_sources()
     b2, batch2 = dm.next_train(0)
     assert torch.equal(b2.origins, bundle.origins) and torch.equal(batch2["teacher_feature"], batch["teacher_feature"])
     assert not torch.equal(dm.next_train(1)[0].origins, bundle.origins)
@@ -181,7 +182,7 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
 
     model._field = spy
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model.conditioned(batch["source"]):
             out = model(bundle)
     finally:
         model._field = real
@@ -222,8 +223,8 @@ def test_one_training_step_decreases_the_losses(pipeline_parts, coord_loss):
 
     def losses(model):
         torch.manual_seed(123)  # same stratified/importance samples in both evaluations
-        model.set_sources(batch["source"])
-        return model.get_loss_dict(model(bundle), batch)
+        with model.conditioned(batch["source"]):
+            return model.get_loss_dict(model(bundle), batch)
 
     terms = ["rgb_loss_coarse", "rgb_loss_fine", "distill_loss", "coord_loss"]
     for target in [None] + terms:
@@ -247,10 +248,8 @@ def test_one_training_step_decreases_the_losses(pipeline_parts, coord_loss):
 def test_camera_render_of_one_object(pipeline_parts):
     dm, model = pipeline_parts
     cam, batch = dm.eval_image(dm.eval_ids[0], 3)
-    model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), model.evaluating(), model.conditioned(batch["source"]):
         out = model.get_outputs_for_camera(cam)
-    model.train()
     assert (
         out["rgb"].shape == (32, 32, 3)
         and out["feature"].shape == (32, 32, 384)
@@ -294,9 +293,9 @@ def test_precision_resolution_and_bf16_forward(pipeline_parts):
     for p in ("float32", "bfloat16"):
         model = copy.deepcopy(model0)
         model.config.precision = p
-        model.set_sources(batch["source"])
         torch.manual_seed(1)
-        outs[p] = model(bundle)
+        with model.conditioned(batch["source"]):
+            outs[p] = model(bundle)
         assert model.active_precision() == p
         loss = sum(model.get_loss_dict(outs[p], batch).values())
         loss.backward()

@@ -33,6 +33,7 @@ from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgb
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
+from featurenerf_ns.teachers.cache import open_cache
 
 if TYPE_CHECKING:
     from featurenerf_ns.teachers.cache import TeacherCache
@@ -143,8 +144,6 @@ class FeatureNeRFDataManager(DataManager):
         self.teacher_cache = None
         if distill and test_mode != "inference":
             self.teacher_cache = self._open_teacher_cache()
-        self.on_sources = None
-        """Called with the SourceViews of every batch it hands out (the pipeline points it at model.set_sources)."""
         super().__init__()
         self.fixed_indices_eval_dataloader = FixedEvalImages(self, self.eval_ids)
 
@@ -155,7 +154,6 @@ class FeatureNeRFDataManager(DataManager):
 
     # ------------------------------------------------------------------ data
     def _open_teacher_cache(self):
-        from featurenerf_ns.teachers.cache import open_cache
 
         spec = self.config.teacher
         teacher = spec.config().setup(device="cpu")
@@ -245,12 +243,7 @@ class FeatureNeRFDataManager(DataManager):
         batch = {"image": torch.cat(rgbs).to(self.device), "source": sources, "instance_ids": list(ids)}
         if with_teacher:
             batch["teacher_feature"] = torch.cat(feats).to(self.device)
-        self._deliver(sources)
         return bundle, batch
-
-    def _deliver(self, sources: SourceViews) -> None:
-        if self.on_sources is not None:
-            self.on_sources(sources)
 
     def _rng(self, step: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, stream, self.local_rank, step])
@@ -291,7 +284,6 @@ class FeatureNeRFDataManager(DataManager):
             "instance_id": inst_id,
             "target_view": int(target_view % V),
         }
-        self._deliver(sources)
         return camera, batch
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:

@@ -41,8 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from featurenerf_ns.model_components.map_sampling import sample_map
+from featurenerf_ns.teachers.dinov2 import build_dinov2
 from featurenerf_ns.utils.images import imagenet_normalize
 from featurenerf_ns.weights.cache import cache_dir, sha256_file
+from featurenerf_ns.weights.dinov2 import WEIGHTS_NAME, load_dinov2
 from featurenerf_ns.weights.efficientnet import load_lite0
 from featurenerf_ns.weights.resnet import load_resnet34
 
@@ -146,8 +148,6 @@ class ImageEncoder(nn.Module):
         self.arch_label = f"EfficientNet-Lite0 multi-scale {'+'.join(names)}"
 
     def _build_dinov2(self) -> None:
-        from featurenerf_ns.teachers.dinov2 import build_dinov2
-        from featurenerf_ns.weights.dinov2 import WEIGHTS_NAME, load_dinov2
 
         w = self.config.weights
         if w == "random":

@@ -15,6 +15,8 @@ from featurenerf_ns.utils.palette import part_colors, part_colors_uint8
 if TYPE_CHECKING:
     pass
 
+from featurenerf_ns.data.instances import load_rgba
+from featurenerf_ns.data.layout import atomic_write_bytes
 from featurenerf_ns.eval.tables import PCK_TASKS, Row
 
 
@@ -51,7 +53,6 @@ def pck_plot(rows: List[Row], category: str, path: Path) -> None:
 
 
 def save_fig(fig, path: Path) -> None:
-    from featurenerf_ns.data.layout import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -73,8 +74,6 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
-
-    from featurenerf_ns.data.instances import load_rgba
 
     base = per_run[0][1][k]
     s, t, v, res = base["source"], base["target"], base["view"], base["resolution"]

@@ -1,9 +1,10 @@
 """The FeatureNeRF nerfstudio Model: encoder + image-conditioned field, coarse/fine volume rendering of colour,
 depth, accumulation, the distilled feature and the internal NeRF feature; L_rec + λ_d L_distill + λ_c L_coord.
 
-Conditioning: before a forward pass the pipeline calls :meth:`FeatureNeRFModel.set_sources` with the source
-views of the objects in the batch; rays carry their object's index (0..B-1) in ``camera_indices`` and arrive
-grouped per object with equal counts (the data manager guarantees it; a single camera's rays are object 0).
+Conditioning: each forward pass runs inside ``with model.conditioned(batch["source"])`` (the pipeline enters
+it around every model call; the data manager's batches carry the source views of their objects); rays carry
+their object's index (0..B-1) in ``camera_indices`` and arrive grouped per object with equal counts (the data
+manager guarantees it; a single camera's rays are object 0).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
@@ -27,6 +27,8 @@ from torch.nn import Parameter
 from featurenerf_ns.data.layout import FAR, NEAR
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
+from featurenerf_ns.model_components.image_metrics import local_lpips
+from featurenerf_ns.model_components.pdf_sampling import sample_pdf
 from featurenerf_ns.utils.precision import ThreadPrecision, autocast_context, resolve_precision
 
 
@@ -68,22 +70,6 @@ class FeatureNeRFModelConfig(ModelConfig):
     128² image on 2 cores at 4096 -> 256)."""
 
 
-def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
-    """Inverse-CDF samples (R, n) of t from piecewise-constant weights (R, S) over bin edges (R, S + 1)."""
-    w = weights + 1e-5
-    pdf = w / w.sum(-1, keepdim=True)
-    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), pdf.cumsum(-1)], -1).clamp(max=1.0)
-    if deterministic:
-        u = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=bins.device).expand(*cdf.shape[:-1], n).contiguous()
-    else:
-        u = torch.rand(*cdf.shape[:-1], n, device=bins.device)
-    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
-    c0, c1 = cdf.gather(-1, idx - 1), cdf.gather(-1, idx)
-    b0, b1 = bins.gather(-1, idx - 1), bins.gather(-1, idx)
-    frac = ((u - c0) / (c1 - c0).clamp(min=1e-8)).clamp(0, 1)
-    return b0 + frac * (b1 - b0)
-
-
 class FeatureNeRFModel(Model):
     config: FeatureNeRFModelConfig
 
@@ -106,11 +92,13 @@ class FeatureNeRFModel(Model):
         from torchmetrics.functional import structural_similarity_index_measure
 
         self.ssim = structural_similarity_index_measure
-        self.lpips = _local_lpips()
+        self.lpips = local_lpips()
 
     # ------------------------------------------------------------------ conditioning
     def set_sources(self, sources: SourceViews) -> None:
-        """Condition the field on these source views (encoded lazily; cached while not training)."""
+        """Condition the field on these source views until the next change (encoded lazily; cached while not
+        training). For a scope that restores the previous conditioning use :meth:`conditioned`; the correspondence
+        providers call this inside :meth:`evaluating`, which restores it on exit."""
         self._sources = sources.to(self.device)
         self._maps = None
 
@@ -149,7 +137,8 @@ class FeatureNeRFModel(Model):
         """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""
         if self._sources is None:
             raise RuntimeError(
-                "FeatureNeRFModel: no source views set; call model.set_sources(...) (the pipeline does this)"
+                "FeatureNeRFModel: no source views set; render inside `with model.conditioned(batch['source'])` "
+                "(the pipeline does this for every model call)"
             )
         return self._sources
 
@@ -409,16 +398,3 @@ class FeatureNeRFModel(Model):
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
         }
         return metrics, images
-
-
-def _local_lpips():
-    """LPIPS only when its AlexNet weights are already on disk (it would otherwise download them)."""
-    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    if not ckpt.is_file():
-        return None
-    try:
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-        return LearnedPerceptualImagePatchSimilarity(normalize=False)
-    except Exception:
-        return None

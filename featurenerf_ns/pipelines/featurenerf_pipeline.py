@@ -1,9 +1,13 @@
 """FeatureNeRF pipeline: nerfstudio's VanillaPipeline plus source-view conditioning and a wall-clock budget.
 
-The data manager hands every batch's source views straight to ``model.set_sources`` (also for the eval images
-that ns-eval iterates), so nerfstudio's own train/eval loops run unchanged. ``ns-eval`` (and the all-images eval
-callback) add the correspondence metrics of :mod:`featurenerf_ns.eval.correspondence` to PSNR/SSIM, keyed
-``<category>/<feature>/<task>/<metric>``; a training callback logs them on a small pair subset every N steps.
+Conditioning travels in the batch: every batch of the data manager (train rays, eval rays, eval images) carries
+its objects' source views as ``batch["source"]``, and each model call of the pipeline runs inside
+``model.conditioned(batch["source"])``, so no conditioning outlives the call that it belongs to. nerfstudio's
+all-images loop is reused through a loader that enters the conditioning of each (camera, batch) it yields.
+
+``ns-eval`` (and the all-images eval callback) add the correspondence metrics of
+:mod:`featurenerf_ns.eval.correspondence` to PSNR/SSIM, keyed ``<category>/<feature>/<task>/<metric>``; a
+training callback logs them on a small pair subset every N steps.
 """
 
 from __future__ import annotations
@@ -18,15 +22,21 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils import writer
+from nerfstudio.utils import profiler, writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig
-from featurenerf_ns.eval.correspondence import CorrespondenceConfig
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig, FixedEvalImages
+from featurenerf_ns.data.layout import append_jsonl, read_jsonl
+from featurenerf_ns.eval.correspondence import CorrespondenceConfig, evaluate, num_steps
+from featurenerf_ns.eval.protocols import resolve_protocol
+from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.teachers import TeacherError
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+from featurenerf_ns.viewer.panel import FeatureViewerPanel
+from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
 
 @dataclass
@@ -76,14 +86,49 @@ class FeatureNeRFPipeline(VanillaPipeline):
             self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
             dist.barrier(device_ids=[local_rank])
         self.local_rank = local_rank
-        self.datamanager.on_sources = self.model.set_sources
         self._t0: Optional[float] = None
         self._curve_clock: Optional[_CurveClock] = None
-        from featurenerf_ns.viewer.panel import FeatureViewerPanel
-        from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
         prefer_localhost_for_ns_viewer()
+
+    # ------------------------------------------------------------------ conditioned model calls
+    @profiler.time_function
+    def get_train_loss_dict(self, step: int):
+        ray_bundle, batch = self.datamanager.next_train(step)
+        with self.model.conditioned(batch["source"]):
+            model_outputs = self._model(ray_bundle)  # the DDP wrapper when world_size > 1
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        return model_outputs, loss_dict, metrics_dict
+
+    @profiler.time_function
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        ray_bundle, batch = self.datamanager.next_eval(step)
+        with self.model.conditioned(batch["source"]):
+            model_outputs = self.model(ray_bundle)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        self.train()
+        return model_outputs, loss_dict, metrics_dict
+
+    @profiler.time_function
+    def get_eval_image_metrics_and_images(self, step: int):
+        self.eval()
+        camera, batch = self.datamanager.next_eval_image(step)
+        with self.model.conditioned(batch["source"]):
+            outputs = self.model.get_outputs_for_camera(camera)
+        metrics_dict, images_dict = self.model.get_image_metrics_and_images(outputs, batch)
+        metrics_dict["num_rays"] = (camera.height * camera.width * camera.size).item()
+        self.train()
+        return metrics_dict, images_dict
+
+    def get_average_image_metrics(self, data_loader, image_prefix: str, step=None, output_path=None, get_std=False):
+        """nerfstudio's all-images loop, each image rendered from its own batch's source views."""
+        return super().get_average_image_metrics(
+            ConditionedImages(self.model, data_loader), image_prefix, step, output_path, get_std
+        )
 
     @property
     def correspondence_config(self) -> CorrespondenceConfig:
@@ -160,8 +205,6 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items())
             )
         if path is not None:
-            from featurenerf_ns.data.layout import append_jsonl
-
             train_s, train_cpu_s = clock.training_seconds()
             append_jsonl(
                 path,
@@ -180,13 +223,11 @@ class FeatureNeRFPipeline(VanillaPipeline):
         of a held-out instance from its one input view, without the correspondence metrics (ns-eval adds those)."""
         import numpy as np
 
-        from featurenerf_ns.data.datamanager import FixedEvalImages
-
         dm = self.datamanager
         images = dm.fixed_indices_eval_dataloader if instances is None else FixedEvalImages(dm, list(instances))
         vals: Dict[str, list] = {}
         with self.model.evaluating():
-            for camera, batch in images:
+            for camera, batch in ConditionedImages(self.model, images):
                 out = self.model.get_outputs_for_camera(camera)
                 m, _ = self.model.get_image_metrics_and_images(out, batch)
                 for key in ("psnr", "ssim"):
@@ -220,9 +261,6 @@ class FeatureNeRFPipeline(VanillaPipeline):
         on the first ``num_pairs`` pairs of each kind of the category's protocol; ``keep`` = cross-instance pairs
         whose predictions are returned for figures; ``model=False`` scores only the baselines. Empty (with a
         warning) when the data has no annotations."""
-        from featurenerf_ns.eval.correspondence import evaluate, num_steps
-        from featurenerf_ns.eval.protocols import resolve_protocol
-        from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 
         c = self.correspondence_config
         dm = self.datamanager
@@ -243,8 +281,6 @@ class FeatureNeRFPipeline(VanillaPipeline):
         if model:
             providers.append(ModelProvider(self.model, dm, features or c.features, c.chunk))
         if teacher:
-            from featurenerf_ns.teachers import TeacherError
-
             try:
                 providers.append(TeacherProvider(cat, dm.config.teacher.setup(device=str(self.device))))
             except (TeacherError, OSError) as e:
@@ -267,6 +303,22 @@ class FeatureNeRFPipeline(VanillaPipeline):
         return metrics, _merge_examples(examples)
 
 
+class ConditionedImages:
+    """A (camera, batch) loader whose items are used with the model conditioned on their ``batch["source"]``: the
+    conditioning is entered when an item is yielded and left when the next one is asked for (or the loop ends)."""
+
+    def __init__(self, model, images):
+        self.model, self.images = model, images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        for camera, batch in self.images:
+            with self.model.conditioned(batch["source"]):
+                yield camera, batch
+
+
 def _curve_path(attrs: TrainingCallbackAttributes) -> Optional[Path]:
     """``<run>/learning_curve.jsonl`` of the trainer's run (None without a trainer)."""
     base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
@@ -287,7 +339,6 @@ class _CurveClock:
 
     @classmethod
     def resuming(cls, path: Optional[Path]) -> "_CurveClock":
-        from featurenerf_ns.data.layout import read_jsonl
 
         last = read_jsonl(path)[-1:] if path is not None and path.is_file() else []
         return cls(

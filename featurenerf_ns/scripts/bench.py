@@ -19,428 +19,28 @@ Each part runs in a fresh subprocess (spawn), so its peak resident memory is its
   128² feature render (tiny preset, all pixels) in float32 and bfloat16; teacher caching images/s (DINOv2 ViT-S/14
   at 224 px).
 
-Random weights are used where only speed matters (it does not depend on the values).
+The parts live in :mod:`featurenerf_ns.bench.parts`, the targets in :mod:`featurenerf_ns.bench.targets`.
 """
 
 from __future__ import annotations
 
-import functools
-import resource
-import time
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, cast
+from typing import Dict, Tuple
 
+import torch
 import tyro
 from rich.table import Table
 
+from featurenerf_ns.bench.parts import PARTS, run_part
+from featurenerf_ns.bench.targets import targets
+from featurenerf_ns.data.layout import atomic_write_json
 from featurenerf_ns.utils.cli import make_console
 
-if TYPE_CHECKING:
-    from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
-
 CONSOLE = make_console(soft_wrap=True)
-PARTS = ("matmul", "field", "encoder", "step", "inference")
-PRESET_NAMES = ("tiny", "paper")
-
-
-@functools.lru_cache(maxsize=None)
-def _preset_shape(preset: str) -> Tuple[int, int, int, int, int, int, int, int]:
-    """(hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size) of a
-    method preset, read from :mod:`featurenerf_ns.method_configs` (the one definition of the presets)."""
-    from featurenerf_ns.method_configs import FeatureNeRFPipelineConfig, paper_preset, tiny_preset
-
-    p = cast(FeatureNeRFPipelineConfig, (tiny_preset if preset == "tiny" else paper_preset)("bench").pipeline)
-    f, m = p.model.field, p.model
-    size = p.datamanager.image_size or 128  # the paper preset keeps the data's 128 px
-    return (
-        f.hidden_dim,
-        f.num_blocks,
-        f.num_conditioned_blocks,
-        f.combine_layer,
-        m.num_coarse_samples,
-        m.num_importance_samples,
-        m.num_depth_samples,
-        size,
-    )
-
-
-RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
-
-
-def _timeit(fn: Callable[[], object], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if time.perf_counter() - t0 >= min_time and n >= 3:
-            return (time.perf_counter() - t0) / n
-
-
-def _samples_per_ray(preset: str) -> int:
-    _, _, _, _, c, i, d, _ = _preset_shape(preset)
-    return c + (c + 1 + i + d - 1)  # coarse + fine (coarse edges + importance + depth samples -> bins)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# parts (each returns a dict of figures)
-
-
-def part_matmul(device: str) -> dict:
-    """The machine's dense matmul limit at the field's shapes, in float32 and (where fast) bfloat16."""
-    import torch
-
-    out: Dict[str, Any] = {}
-    for preset in PRESET_NAMES:
-        w = _preset_shape(preset)[0]
-        n = RAYS_PER_STEP * _samples_per_ray(preset)
-        for precision in precisions(device):
-            dt = torch.float32 if precision == "float32" else torch.bfloat16
-            a, b = torch.randn(n, w, device=device, dtype=dt), torch.randn(w, w, device=device, dtype=dt)
-            t = _timeit(lambda: torch.mm(a, b), device)
-            suffix = "" if precision == "float32" else "_bf16"
-            out[f"{preset}_gflops{suffix}"] = 2 * n * w * w / t / 1e9
-        out[f"{preset}_shape"] = f"{n}x{w} @ {w}x{w}"
-    return out
-
-
-def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
-    import torch
-
-    from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
-
-    w, blocks, cond, comb, *_, size = _preset_shape(preset)
-    cfg = FieldConfig(hidden_dim=w, num_blocks=blocks, num_conditioned_blocks=cond, combine_layer=comb)
-    field = FeatureNeRFField(cfg, 512, feature_dim).to(device)
-    B, P = 4, 128 * _samples_per_ray(preset)
-    g = torch.Generator().manual_seed(0)
-    pts = (torch.rand(B, P, 3, generator=g) - 0.5).to(device) * 0.6
-    dirs = torch.nn.functional.normalize(torch.randn(B, P, 3, generator=g), dim=-1).to(device)
-    maps = torch.randn(B, 512, size // 2, size // 2, generator=g).to(device)
-    c2w = torch.eye(4).repeat(B, 1, 1, 1)
-    c2w[..., 2, 3] = 1.3
-    src = SourceViews(
-        torch.rand(B, 1, 3, size, size), c2w, torch.full((B, 1), size * 1.1), torch.full((B, 1, 2), size / 2)
-    ).to(device)
-    return field, pts, dirs, maps, src, (size, size), cfg
-
-
-def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
-    """Forward FLOPs per sample of the field's linear layers (the 1x1-conv conditioning runs per map pixel,
-    excluded)."""
-    w = cfg.hidden_dim
-    in_dim = 3 + 6 * cfg.num_freqs + (3 if cfg.use_viewdirs else 0)
-    head = 1 + 3 + 3 + (feature_dim if per_sample_feature else 0)
-    return 2 * (in_dim * w + cfg.num_blocks * 2 * w * w + w * head)
-
-
-def part_field(device: str, peak: Dict[str, float]) -> dict:
-    """Field forward + backward samples/s per preset and precision, as a fraction of the same-precision peak."""
-
-    from featurenerf_ns.utils.precision import autocast_context
-
-    out = {}
-    for preset in PRESET_NAMES:
-        field, pts, dirs, maps, src, hw, cfg = _field_and_inputs(preset, device)
-        maps.requires_grad_(True)
-        for precision in precisions(device):
-            suffix = "" if precision == "float32" else "_bf16"
-
-            def step():
-                with autocast_context(device, precision):
-                    o = field(pts, dirs, maps, src, hw, features=False)
-                (
-                    o["density"].float().sum()
-                    + o["rgb"].float().sum()
-                    + o["feature_basis"].float().sum()
-                    + o["coords"].float().sum()
-                ).backward()
-
-            t = _timeit(step, device)
-            n = pts.shape[0] * pts.shape[1]
-            gflops = 3 * _field_flops(cfg, 384, False) * n / t / 1e9
-            out[f"{preset}_samples_per_s{suffix}"] = n / t
-            out[f"{preset}_ms_per_step{suffix}"] = t * 1e3
-            out[f"{preset}_gflops{suffix}"] = gflops
-            if peak.get(f"{preset}_gflops{suffix}"):
-                out[f"{preset}_fraction_of_matmul_peak{suffix}"] = gflops / peak[f"{preset}_gflops{suffix}"]
-    return out
-
-
-def part_encoder(device: str) -> dict:
-    import torch
-
-    from featurenerf_ns.encoders.image_encoder import EncoderConfig
-
-    enc = EncoderConfig(backbone="resnet34", weights="random").setup().to(device)
-    out = {}
-    for size in (64, 128):
-        x = torch.rand(4, 3, size, size, device=device)
-        with torch.no_grad():
-            t = _timeit(lambda: enc(x), device)
-        out[f"{size}px_forward_ms_per_image"] = t / 4 * 1e3
-
-        def fb():
-            enc(x).sum().backward()
-
-        out[f"{size}px_forward_backward_ms_per_image"] = _timeit(fb, device) / 4 * 1e3
-    return out
-
-
-def precisions(device: str) -> Tuple[str, ...]:
-    """float32, plus bfloat16 where the device runs it fast (CPUs with AMX / AVX512-BF16, CUDA)."""
-    from featurenerf_ns.utils.precision import cpu_has_fast_bf16
-
-    return ("float32", "bfloat16") if device != "cpu" or cpu_has_fast_bf16() else ("float32",)
-
-
-def part_step(device: str, data: str, presets: Tuple[str, ...] = ("tiny", "paper")) -> dict:
-    """One training step of each preset (tiny: 64², paper: 128² and the 11.8M-parameter model) in each precision,
-    split into data, encode, field, render (the rest of the forward pass), loss, backward and optimizer."""
-    out = {}
-    for preset in presets:
-        for precision in precisions(device):
-            res = _step_timings(device, data, preset, precision)
-            out.update({f"{preset}_{precision}_{k}": v for k, v in res.items()})
-    return out
-
-
-def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
-    import copy
-
-    import torch
-
-    import featurenerf_ns.method_configs as mc
-
-    cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
-    cfg.pipeline.datamanager.data = Path(data)
-    cast("FeatureNeRFModelConfig", cfg.pipeline.model).precision = precision
-    torch.manual_seed(0)
-    pipe = cfg.pipeline.setup(device=device, test_mode="val")
-    pipe.train()
-    model, dm = pipe.model, pipe.datamanager
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
-    acc = {k: 0.0 for k in ("data", "encode", "field", "render", "loss", "backward", "optimizer")}
-    timers = {"encode": 0.0, "field": 0.0}
-
-    def wrap(module, key):
-        real = module.forward
-
-        def timed(*a, **k):
-            t0 = time.perf_counter()
-            r = real(*a, **k)
-            timers[key] += time.perf_counter() - t0
-            return r
-
-        module.forward = timed
-
-    wrap(model.encoder, "encode")
-    wrap(model.field, "field")
-    n, warm = (20, 3) if preset == "tiny" else (3, 1)
-    for step in range(n + warm):
-        timers["encode"] = timers["field"] = 0.0
-        t0 = time.perf_counter()
-        rb, batch = dm.next_train(step)
-        t1 = time.perf_counter()
-        outputs = model(rb)
-        t2 = time.perf_counter()
-        loss = sum(model.get_loss_dict(outputs, batch).values())
-        t3 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        t4 = time.perf_counter()
-        opt.step()
-        t5 = time.perf_counter()
-        if step >= warm:
-            acc["data"] += t1 - t0
-            acc["encode"] += timers["encode"]
-            acc["field"] += timers["field"]
-            acc["render"] += (t2 - t1) - timers["encode"] - timers["field"]
-            acc["loss"] += t3 - t2
-            acc["backward"] += t4 - t3
-            acc["optimizer"] += t5 - t4
-    out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
-    out["total_ms"] = sum(acc.values()) / n * 1e3
-    out["s_per_1000_steps"] = out["total_ms"]  # ms per step == s per 1000 steps
-    out["trainable_params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    return out
-
-
-def part_inference(device: str) -> dict:
-    import copy
-
-    import torch
-
-    from featurenerf_ns.eval.metrics import nn_match
-
-    out: Dict[str, Any] = {}
-    field, _, _, maps, src, hw, _ = _field_and_inputs("tiny", device)
-    field.eval()
-    g = torch.Generator().manual_seed(1)
-    pa = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
-    pb = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
-    kp = pa[:12]
-    one = type(src)(*(t[:1] for t in src))
-
-    @torch.no_grad()
-    def pair():
-        feats = []
-        for p in (torch.cat([pa, kp]), pb):
-            d = torch.nn.functional.normalize(p - one.c2w[0, 0, :3, 3], dim=-1)
-            feats.append(field(p[None], d[None], maps[:1], one, hw)["nerf_feature"][0])
-        fa, fb = feats
-        nn_match(fa[-12:], fb)  # keypoints -> target points
-        nn_match(fb, fa[:-12])  # part labels of the target points
-
-    out["pair_3d_transfer_10k_points_s"] = _timeit(pair, device, min_time=3.0, warmup=1)
-
-    # the paper preset's query: encode one 128² view, then the 512-d internal feature at 10,000 points
-    import featurenerf_ns.method_configs as mc0
-    from featurenerf_ns.eval.providers import field_point_features
-
-    pcfg = copy.deepcopy(cast("FeatureNeRFModelConfig", mc0.featurenerf.config.pipeline.model))
-    pcfg.encoder.weights = "random"
-    paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
-    c2w0 = torch.eye(4)
-    c2w0[2, 3] = 1.3
-    view = type(src)(
-        torch.rand(1, 1, 3, 128, 128), c2w0[None, None], torch.full((1, 1), 128 * 1.1), torch.full((1, 1, 2), 64.0)
-    ).to(device)
-    q = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
-    for precision in precisions(device):
-        paper.config.precision = precision
-
-        @torch.no_grad()
-        def query():
-            paper.set_sources(view)  # drops the cached encoding: every call encodes again
-            field_point_features(paper, q, ["nerf_feature"], chunk=16384)
-
-        out[f"query_encode_plus_10k_points_{precision}_s"] = _timeit(query, device, min_time=3.0, warmup=1)
-
-    # one 128^2 feature render with the tiny-preset model (coarse + importance + depth samples, all pixels)
-
-    from nerfstudio.cameras.rays import RayBundle
-
-    import featurenerf_ns.method_configs as mc
-    from featurenerf_ns.cameras import camera_rays
-
-    cfg = copy.deepcopy(cast("FeatureNeRFModelConfig", mc.featurenerf_tiny.config.pipeline.model))
-    cfg.precision = "float32"
-    model = cfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
-    model.set_sources(one)
-    H = 128
-    v, u = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
-    c2w = torch.eye(4)
-    c2w[2, 3] = 1.3
-    o, d = camera_rays(c2w[None].expand(H * H, 4, 4), H * 1.1, (H, H), u.flatten().float(), v.flatten().float())
-
-    chunk = cfg.eval_num_rays_per_chunk if device == "cpu" else 4096
-
-    @torch.no_grad()
-    def render():
-        for i in range(0, H * H, chunk):
-            n = min(chunk, H * H - i)
-            model(
-                RayBundle(
-                    origins=o[i : i + n],
-                    directions=d[i : i + n],
-                    pixel_area=torch.full((n, 1), 1e-4),
-                    camera_indices=torch.zeros(n, 1, dtype=torch.long),
-                ).to(device)
-            )
-
-    out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
-    out["render_rays_per_chunk"] = chunk
-    if "bfloat16" in precisions(device):  # the viewer's default precision on such CPUs
-
-        def render_bf16():
-            with model.precision_override("bfloat16"):
-                render()
-
-        out["render_128px_feature_map_bf16_s"] = _timeit(render_bf16, device, min_time=3.0, warmup=1)
-
-    # teacher caching throughput (DINOv2 ViT-S/14 at 224 px; random weights when the converted ones are absent)
-    from featurenerf_ns.teachers import TeacherError, TeacherSpec
-
-    try:
-        teacher = TeacherSpec().setup(device=device)
-    except TeacherError:
-        teacher = TeacherSpec(weights="random").setup(device=device)
-    imgs = torch.rand(16, 3, 128, 128, device=device)
-    alpha = torch.ones(16, 1, 128, 128, device=device)
-    t = _timeit(lambda: teacher.extract(imgs, alpha), device, min_time=3.0, warmup=1)
-    out["teacher_images_per_s"] = 16 / t
-    out["teacher"] = teacher.label
-    return out
-
-
-def _run_part(part: str, device: str, data: str, peak: Dict[str, float], threads: int) -> Tuple[dict, float]:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    fn = {
-        "matmul": lambda: part_matmul(device),
-        "field": lambda: part_field(device, peak),
-        "encoder": lambda: part_encoder(device),
-        "step": lambda: part_step(device, data),
-        "inference": lambda: part_inference(device),
-    }[part]
-    res = fn()
-    return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
-
-
-OFFICIAL_PAPER_STEP_S = 12.3
-"""The official FeatureNeRF code's training step at its paper configuration on this 2-core CPU (reference facts)."""
-OFFICIAL_QUERY_S = 0.40
-"""The official code: encode one view + the 512-d feature at 10,000 points, same machine (0.40-0.46 s)."""
-
-
-def targets(results: Dict[str, dict]) -> Dict[str, Tuple[float, str, bool]]:
-    """The issues' CPU targets that the measured parts cover: name -> (value, limit, met)."""
-    out: Dict[str, Tuple[float, str, bool]] = {}
-    field = results.get("field", {})
-    for suffix, label in (("", "float32"), ("_bf16", "bfloat16")):
-        key = f"paper_fraction_of_matmul_peak{suffix}"
-        if key in field:
-            v = field[key]
-            out[f"field GFLOP/s / {label} matmul peak (paper preset)"] = (v, ">= 0.5", v >= 0.5)
-    step = results.get("step", {})
-    best = [step[k] for k in step if k.startswith("paper_") and k.endswith("_total_ms")]
-    if best:
-        v = min(best) / 1e3
-        out["paper-preset training step, s (fastest precision)"] = (
-            v,
-            f"<= {OFFICIAL_PAPER_STEP_S / 4:.2f} (official / 4)",
-            v <= OFFICIAL_PAPER_STEP_S / 4,
-        )
-    tiny = [step[k] for k in step if k.startswith("tiny_") and k.endswith("_total_ms")]
-    if tiny:
-        v = min(tiny)
-        out["tiny training step, ms (fastest precision)"] = (v, "<= 168 (2x the 336 ms of 2026-11-22)", v <= 168)
-    inf = results.get("inference", {})
-    qs = [inf[k] for k in inf if k.startswith("query_encode_plus_10k_points_")]
-    if qs:
-        v = min(qs)
-        out["query: encode + 10k points (512-d), s"] = (v, "<= 0.2 (official 0.40 / 2)", v <= 0.2)
-    if "pair_3d_transfer_10k_points_s" in inf:
-        v = inf["pair_3d_transfer_10k_points_s"]
-        out["3D transfer of a pair, s"] = (v, "<= 1", v <= 1.0)
-    for key, label in (
-        ("render_128px_feature_map_s", "128² feature render (float32), s"),
-        ("render_128px_feature_map_bf16_s", "128² feature render (bfloat16, viewer default here), s"),
-    ):
-        if key in inf:
-            out[label] = (inf[key], "<= 2", inf[key] <= 2.0)
-    return out
 
 
 @dataclass
@@ -456,10 +56,6 @@ class BenchCommand:
     out: Path = Path("outputs/bench.json")
 
     def main(self) -> None:
-        import os
-
-        import torch
-
         bad = [p for p in self.parts if p not in PARTS]
         if bad:
             raise SystemExit(f"featurenerf-bench: unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
@@ -476,7 +72,7 @@ class BenchCommand:
         for part in self.parts:
             CONSOLE.print(f"[bold]{part}[/bold] ...")
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-                res, rss = ex.submit(_run_part, part, self.device, self.data, peak, self.threads).result()
+                res, rss = ex.submit(run_part, part, self.device, self.data, peak, self.threads).result()
             res["peak_rss_mib"] = rss
             results[part] = res
             if part == "matmul":
@@ -498,8 +94,6 @@ class BenchCommand:
                 f"target {name}: {value:.3g} (limit {limit}) -> "
                 + ("[green]met[/green]" if met else "[red]NOT met[/red]")
             )
-        from featurenerf_ns.data.layout import atomic_write_json
-
         atomic_write_json(self.out, results)
         CONSOLE.print(f"wrote {self.out}")
 

@@ -16,6 +16,9 @@ from typing import Dict, Optional, Tuple
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
+from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
+from featurenerf_ns.data.procedural.generate import GeneratorSettings, check_settings, generate_category
 from featurenerf_ns.utils.cli import make_console, run_subcommands
 
 CONSOLE = make_console()
@@ -48,8 +51,6 @@ class Procedural:
     """Delete existing data of the category first (needed when settings change)."""
 
     def main(self) -> None:
-        from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
-        from featurenerf_ns.data.procedural.generate import GeneratorSettings, check_settings, generate_category
 
         cats = CATEGORY_NAMES if self.category == "all" else [self.category]
         for cat in cats:
@@ -120,7 +121,6 @@ class ContactSheet:
     instances: int = 4
 
     def main(self) -> None:
-        from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
 
         path = make_contact_sheet(self.data, self.out, self.categories, self.instances)
         CONSOLE.print(f"[green]wrote[/green] {path}")

@@ -19,15 +19,23 @@ import numpy as np
 import tyro
 from rich.table import Table
 
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, _Instance
+from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
+from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
+from featurenerf_ns.scripts.data import Procedural
+from featurenerf_ns.scripts.report import ReportCommand
+from featurenerf_ns.scripts.teacher import EvalPck, PcaImages
+from featurenerf_ns.teachers import TeacherSpec
+from featurenerf_ns.teachers.cache import build_cache
 from featurenerf_ns.utils.cli import make_console
+from featurenerf_ns.weights.dinov2 import convert_imgfocus
 
 CONSOLE = make_console()
 
 
 def dataset_summary(data: Path, category: str) -> Dict[str, Any]:
     """Counts and annotation statistics of one generated category (read back from disk)."""
-    from featurenerf_ns.data.instances import CategoryData
 
     d = CategoryData(data, category)
     n_views, vis, fg, parts_seen = 0, [], [], set()
@@ -81,8 +89,6 @@ class MainJob:
     skip_training: bool = False
 
     def main(self) -> None:
-        from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
-        from featurenerf_ns.scripts.data import Procedural
 
         timings: Dict[str, float] = {}
         self.out.mkdir(parents=True, exist_ok=True)
@@ -199,16 +205,10 @@ class MainJob:
 
     # ------------------------------------------------------------------ stages
     def teacher_stage(self, timings: Dict[str, float]) -> dict:
-        from featurenerf_ns.data.instances import CategoryData
-        from featurenerf_ns.scripts.teacher import EvalPck, PcaImages
-        from featurenerf_ns.teachers import TeacherSpec
-        from featurenerf_ns.teachers.cache import build_cache
 
         t = time.perf_counter()
         CONSOLE.rule("[bold]teacher weights")
         if self.teacher_weights is None:
-            from featurenerf_ns.weights.dinov2 import convert_imgfocus
-
             convert_imgfocus()  # no-op when verified weights are cached
         timings["weights"] = time.perf_counter() - t
 
@@ -327,7 +327,6 @@ class MainJob:
         }
 
     def report_stage(self, timings: Dict[str, float], trained: List[dict]) -> dict:
-        from featurenerf_ns.scripts.report import ReportCommand
 
         t = time.perf_counter()
         CONSOLE.rule("[bold]featurenerf-report")
@@ -344,8 +343,6 @@ class MainJob:
         }
 
     def _eval_images(self) -> int:
-        from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
-        from featurenerf_ns.data.instances import CategoryData
 
         c = FeatureNeRFDataManagerConfig()
         ids = CategoryData(self.data, self.train_category).ids(c.eval_split)
@@ -354,9 +351,6 @@ class MainJob:
     def _black_psnr(self) -> float:
         """PSNR of predicting black everywhere on the same eval images (the floor any model must beat)."""
         import torch
-
-        from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, _Instance
-        from featurenerf_ns.data.instances import CategoryData
 
         c = FeatureNeRFDataManagerConfig()
         cat = CategoryData(self.data, self.train_category)

@@ -15,6 +15,10 @@ from typing import Literal, Optional
 import tyro
 from rich.console import Console
 
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.eval.protocols import PROTOCOL_DIR, default_protocol_path, make_protocol
+
 CONSOLE = Console(soft_wrap=True)
 
 
@@ -38,15 +42,11 @@ class ProtocolCommand:
     all_categories: bool = False
 
     def main(self) -> None:
-        from featurenerf_ns.data.instances import CategoryData
-        from featurenerf_ns.eval.protocols import PROTOCOL_DIR, default_protocol_path, make_protocol
 
         if self.all_categories:
             root = Path(self.data)
             names = sorted(p.name for p in (root / "img").iterdir() if p.is_dir()) if (root / "img").is_dir() else []
             if not names:
-                from featurenerf_ns.data.layout import FeatureNeRFDataError
-
                 raise FeatureNeRFDataError(
                     f"{root / 'img'}: no categories found; pass a data root such as data/shapenet"
                 )
@@ -77,7 +77,6 @@ class ProtocolCommand:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.data.layout import FeatureNeRFDataError
 
     cmd = tyro.cli(ProtocolCommand, description=__doc__)
     try:

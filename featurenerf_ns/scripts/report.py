@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple, cast
 
 import tyro
 
+from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write_bytes, atomic_write_json
 from featurenerf_ns.eval.figures import pck_plot, qualitative_figure
 from featurenerf_ns.eval.tables import (
     ReportError,
@@ -122,7 +123,6 @@ class ReportCommand:
         if self.untrained:
             rows += untrained_rows(evals)
         self.out.mkdir(parents=True, exist_ok=True)
-        from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json
 
         md, csv_text, tables = summary_tables(rows)
         for t in tables:
@@ -161,7 +161,6 @@ class ReportCommand:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.data.layout import FeatureNeRFDataError
 
     cmd = tyro.cli(ReportCommand, description=__doc__)
     try:

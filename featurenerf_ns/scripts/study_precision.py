@@ -27,6 +27,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json, read_jsonl
 from featurenerf_ns.scripts.study import CONSOLE, Run, StudyError
 
 RUNS: Tuple[Tuple[str, int], ...] = (("float32", 0), ("float32", 1), ("bfloat16", 0))
@@ -112,7 +113,6 @@ class Precision(Run):
         self.report()
 
     def report(self) -> dict:
-        from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json
 
         cat, method = self.categories[0], self.methods[0]
         runs: Dict[str, dict] = {}
@@ -174,7 +174,6 @@ class Precision(Run):
 def _last_curve_point(run: Path) -> dict:
     """The run's last learning-curve point: its training clock (wall and CPU seconds without the evaluation
     callbacks) up to that step. (A run's final steps after its last point are not on the clock.)"""
-    from featurenerf_ns.data.layout import read_jsonl
 
     path = run / "learning_curve.jsonl"
     points = read_jsonl(path) if path.is_file() else []

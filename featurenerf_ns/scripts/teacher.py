@@ -20,8 +20,15 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from featurenerf_ns.teachers import TeacherSpec
-from featurenerf_ns.utils.cli import make_console
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write_json
+from featurenerf_ns.eval.correspondence import evaluate
+from featurenerf_ns.eval.protocols import make_protocol
+from featurenerf_ns.eval.providers import TeacherProvider
+from featurenerf_ns.teachers import TeacherError, TeacherSpec
+from featurenerf_ns.teachers.cache import build_cache, cell_alpha, load_views
+from featurenerf_ns.teachers.pca import PcaColors
+from featurenerf_ns.utils.cli import make_console, run_subcommands
 
 CONSOLE = make_console(soft_wrap=True)
 
@@ -35,7 +42,6 @@ class _TeacherOnData:
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
 
     def category_data(self):
-        from featurenerf_ns.data.instances import CategoryData
 
         return CategoryData(self.data, self.category)
 
@@ -59,7 +65,6 @@ class Cache(_TeacherOnSplit):
     """Extract and cache teacher features of every view of a split (resumes; rebuilds when settings change)."""
 
     def main(self) -> None:
-        from featurenerf_ns.teachers.cache import build_cache
 
         cat, ids = self.instances()
         t = self.teacher.setup()
@@ -89,9 +94,6 @@ class EvalPck(_TeacherOnSplit):
     """Write the results as JSON here."""
 
     def main(self) -> None:
-        from featurenerf_ns.eval.correspondence import evaluate
-        from featurenerf_ns.eval.protocols import make_protocol
-        from featurenerf_ns.eval.providers import TeacherProvider
 
         cat, ids = self.instances()
         proto = make_protocol(cat, self.split if self.split != "all" else "train", self.num_pairs, self.seed, ids=ids)
@@ -126,16 +128,12 @@ class EvalPck(_TeacherOnSplit):
             table.add_row(r["label"], *[f"{r[k]:.1f}" for k in keys])
         CONSOLE.print(table)
         if self.out:
-            from featurenerf_ns.data.layout import atomic_write_json
-
             atomic_write_json(self.out, results)
             CONSOLE.print(f"wrote {self.out}")
 
 
 def pca_rgb(maps: torch.Tensor, alpha: torch.Tensor) -> np.ndarray:
     """(B, D, h, w) maps -> (B, h, w, 3) uint8: joint PCA-3 over the foreground cells of all maps, background black."""
-    from featurenerf_ns.teachers.cache import cell_alpha
-    from featurenerf_ns.teachers.pca import PcaColors
 
     a = cell_alpha(alpha, maps.shape[-2:])[:, 0]
     feats = maps.permute(0, 2, 3, 1)
@@ -155,8 +153,6 @@ class PcaImages(_TeacherOnData):
 
     def main(self) -> None:
         from PIL import Image
-
-        from featurenerf_ns.teachers.cache import load_views
 
         cat = self.category_data()
         ids = list(self.instances) or cat.ids("train")[:3]
@@ -211,9 +207,6 @@ class Info:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.data.layout import FeatureNeRFDataError
-    from featurenerf_ns.teachers import TeacherError
-    from featurenerf_ns.utils.cli import run_subcommands
 
     run_subcommands(
         {"cache": Cache, "eval-pck": EvalPck, "pca-images": PcaImages, "info": Info},

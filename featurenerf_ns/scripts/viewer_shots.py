@@ -25,6 +25,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.utils.cli import run_command
+from featurenerf_ns.viewer.inputs import viewer_instances
+
 CHROMIUM = Path(os.environ.get("FEATURENERF_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -308,9 +312,6 @@ def run_category(config: Path):
     """The CategoryData a featurenerf run (its config.yml) was trained on."""
     import yaml
 
-    from featurenerf_ns.data.instances import CategoryData
-    from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig  # noqa: F401  (yaml tags)
-
     if not config.is_file():
         raise ViewerShotsError(f"{config}: no such config; pass the config.yml of a featurenerf run")
     cfg = yaml.load(config.read_text(), Loader=yaml.Loader)
@@ -334,8 +335,6 @@ class ViewerShots:
 
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
-
-        from featurenerf_ns.viewer.inputs import viewer_instances
 
         cat = run_category(self.load_config)
         ids = viewer_instances(cat)
@@ -367,7 +366,6 @@ class ViewerShots:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.utils.cli import run_command
 
     run_command(ViewerShots, (ViewerShotsError,))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from featurenerf_ns.utils.cli import run_subcommands
 from featurenerf_ns.weights.cache import CONSOLE, WeightsError, cache_dir, sha256_file
 from featurenerf_ns.weights.dinov2 import convert_imgfocus
 from featurenerf_ns.weights.efficientnet import convert_efficientnet_lite0
@@ -85,7 +86,6 @@ class Info:
 
 
 def entrypoint() -> None:
-    from featurenerf_ns.utils.cli import run_subcommands
 
     run_subcommands(
         {"dinov2-vits14": Dinov2Vits14, "efficientnet-lite0": EfficientnetLite0, "info": Info}, __doc__, (WeightsError,)

@@ -21,6 +21,8 @@ import torch
 
 from featurenerf_ns.teachers.base import Teacher, TeacherConfig, TeacherError
 from featurenerf_ns.teachers.dinov2 import CONFIGS, FACETS, DinoV2ViT, Facet, config_from_state_dict
+from featurenerf_ns.weights.cache import WeightsError, cache_dir, sha256_file
+from featurenerf_ns.weights.dinov2 import WEIGHTS_NAME, backbone_state_dict, load_dinov2, read_backbone_state_dict
 
 HUB_URLS = {
     "vits14": "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
@@ -79,9 +81,6 @@ class ViTTeacher(Teacher):
             self.label, self.weights_sha256 = f"{base} (random weights, seed {cfg.seed})", f"random-seed{cfg.seed}"
             return DinoV2ViT(CONFIGS[cfg.arch])
         if cfg.arch == "vits14" and (w is None or w == "cache"):
-            from featurenerf_ns.weights.cache import WeightsError, cache_dir
-            from featurenerf_ns.weights.dinov2 import WEIGHTS_NAME, load_dinov2
-
             try:
                 net, self.label = load_dinov2(None)
             except WeightsError as e:
@@ -110,8 +109,6 @@ class ViTTeacher(Teacher):
             self.label, self.weights_sha256 = f"{base} (official, torch.hub)", f"url:{Path(url).name}"
             return self._build(sd, url)
         path = Path(w).expanduser()
-        from featurenerf_ns.weights.cache import WeightsError, sha256_file
-        from featurenerf_ns.weights.dinov2 import read_backbone_state_dict
 
         try:
             sd = read_backbone_state_dict(path, f"teacher {cfg.name}: pass an existing checkpoint path, hub or random")
@@ -121,7 +118,6 @@ class ViTTeacher(Teacher):
         return self._build(sd, str(path))
 
     def _build(self, sd: Dict[str, torch.Tensor], where: str) -> DinoV2ViT:
-        from featurenerf_ns.weights.dinov2 import backbone_state_dict
 
         sd = backbone_state_dict(sd)
         try:

@@ -10,6 +10,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
+from featurenerf_ns.data.instances import FeatureNeRFDataError, load_rgba
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 
 
@@ -52,7 +53,6 @@ def parse_views(text: str, num_views: int) -> Tuple[int, ...]:
 def load_user_image(path: Path, size: Tuple[int, int]) -> torch.Tensor:
     """An RGB(A) image file -> (3, H, W) float in [0, 1] at ``size``, decoded like the training images (RGB on
     black where it has alpha)."""
-    from featurenerf_ns.data.instances import FeatureNeRFDataError, load_rgba
 
     if not path.is_file():
         raise ViewerInputError(f"{path}: no such image file; give the path of a PNG/JPEG of one object")

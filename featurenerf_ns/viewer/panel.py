@@ -43,8 +43,9 @@ from nerfstudio.viewer.viewer_elements import (
 from torch import nn
 
 from featurenerf_ns.cameras import pinhole_camera
-from featurenerf_ns.utils.palette import part_colors
+from featurenerf_ns.eval.providers import field_point_features, view_camera
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
+from featurenerf_ns.viewer.compose import compose_outputs, fit_pca_colors
 from featurenerf_ns.viewer.inputs import Conditioning, ViewerInputError, load_user_image, parse_views, viewer_instances
 
 if TYPE_CHECKING:
@@ -255,7 +256,6 @@ class FeatureViewerPanel(nn.Module):
 
     def _view_render(self, cond: Conditioning, resolution: int) -> Dict[str, torch.Tensor]:
         """Render the conditioning's first source view (what the encoder saw) at ``resolution``."""
-        from featurenerf_ns.eval.providers import view_camera
 
         c2w, focal = view_camera(self._dm.cat, cond.instance, cond.views[0], resolution)
         return self._render_camera(cond, pinhole_camera(c2w, focal, (resolution, resolution)))
@@ -266,8 +266,6 @@ class FeatureViewerPanel(nn.Module):
     @torch.no_grad()
     def pca(self, cond: Conditioning) -> Dict[str, "PcaColors"]:
         """PCA colourings per feature, fitted once (dataset mode) or once per conditioning (instance mode)."""
-        from featurenerf_ns.teachers.pca import PcaColors
-
         mode = self.b1_pca_fit.value
         key = (mode,) if mode == "dataset" else (mode, cond.key)
         if self._pca is not None and self._pca[0] == key:
@@ -277,16 +275,10 @@ class FeatureViewerPanel(nn.Module):
             if mode == "instance"
             else [self.conditioning(i, views=cond.views, image="") for i in self._ids[:PCA_FIT_INSTANCES]]
         )
-        feats: Dict[str, list] = {n: [] for n in self.feature_names()}
-        for c in conds:
-            out = self._view_render(c, PCA_FIT_RESOLUTION)
-            fg = out["accumulation"][..., 0] > 0.5
-            if not fg.any():
-                fg = torch.ones_like(fg)
-            for n in feats:
-                feats[n].append(out[n][fg])
-        self._pca = (key, {n: PcaColors.fit(torch.cat(v)) for n, v in feats.items()})
-        self._message(f"PCA of {', '.join(feats)} fitted on {len(conds)} instance(s) ({mode})", style="green")
+        names = self.feature_names()
+        renders = [self._view_render(c, PCA_FIT_RESOLUTION) for c in conds]
+        self._pca = (key, fit_pca_colors(renders, names))
+        self._message(f"PCA of {', '.join(names)} fitted on {len(conds)} instance(s) ({mode})", style="green")
         return self._pca[1]
 
     def _cap(self, camera: Cameras) -> Cameras:
@@ -306,32 +298,22 @@ class FeatureViewerPanel(nn.Module):
 
     def compose(self, out: Dict[str, torch.Tensor], cond: Conditioning) -> Dict[str, torch.Tensor]:
         """Model outputs of a view -> the viewer's outputs (see the module docstring)."""
-        acc = out["accumulation"].clamp(0, 1)
-        res = {"rgb": out["rgb"], "depth": out["depth"], "accumulation": acc}
-        pca = self.pca(cond)
-        if "feature" in pca:
-            res["feature_pca"] = pca["feature"](out["feature"]) * acc
-        res["nerf_feature_pca"] = pca["nerf_feature"](out["nerf_feature"]) * acc
         name = FEATURES[self.a4_feature.value]
-        # cosine similarity of features centred on the PCA mean (raw features share a large common component:
-        # raw cosines on the object are all > 0.9)
-        center = torch.from_numpy(pca[name].pca.mean).to(out[name])
-        f = F.normalize(out[name].float() - center, dim=-1)
-        if self._query is not None and name in self._query:
-            floor = float(self.c3_floor.value)
-            sim = f @ F.normalize(self._query[name].to(f) - center, dim=0)
-            res["similarity"] = ((sim[..., None] - floor) / max(1e-3, 1.0 - floor)).clamp(0, 1) * acc
-        else:
-            res["similarity"] = torch.zeros_like(acc)
-        res["parts"] = self._parts_overlay(out["rgb"], acc, f, name, center, cond.views)
-        return res
+        source = self.d1_parts.value
+        return compose_outputs(
+            out,
+            self.pca(cond),
+            name,
+            self._query,
+            float(self.c3_floor.value),
+            None if source == NONE else self.part_source(source, name, cond.views),
+        )
 
     # ------------------------------------------------------------------ parts
     @torch.no_grad()
     def part_source(self, instance: str, name: str, views: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
         """(features (P, D), labels (P,)) of up to PART_POINTS labelled surface points of ``instance`` conditioned
         on its source ``views`` (the last one is kept)."""
-        from featurenerf_ns.eval.providers import field_point_features
 
         key = (instance, views, name)
         if key not in self._parts:
@@ -344,28 +326,6 @@ class FeatureViewerPanel(nn.Module):
             )[name]
             self._parts = {key: (feats, torch.from_numpy(labels[keep]))}
         return self._parts[key]
-
-    def _parts_overlay(
-        self,
-        rgb: torch.Tensor,
-        acc: torch.Tensor,
-        f: torch.Tensor,
-        name: str,
-        center: torch.Tensor,
-        views: Tuple[int, ...],
-    ) -> torch.Tensor:
-        """Nearest source point (cosine of centred features; f is already centred and normalised) per pixel."""
-        shown = rgb * 0.35
-        source = self.d1_parts.value
-        if source == NONE:
-            return shown
-        feats, labels = self.part_source(source, name, views)
-        feats = F.normalize(feats.to(f) - center, dim=-1)
-        flat = f.reshape(-1, f.shape[-1])
-        idx = torch.cat([(flat[i : i + 8192] @ feats.T.to(flat)).argmax(-1) for i in range(0, len(flat), 8192)])
-        lab = labels.to(idx.device)[idx].reshape(f.shape[:-1])
-        colors = torch.as_tensor(part_colors(lab.cpu().numpy()), dtype=rgb.dtype, device=rgb.device)
-        return torch.where(acc > 0.5, shown + 0.65 * colors, shown)
 
     # ------------------------------------------------------------------ camera
     def camera_to_source_view(self, clients=None) -> None:
@@ -397,7 +357,6 @@ class FeatureViewerPanel(nn.Module):
     @torch.no_grad()
     def query_point(self, xyz: torch.Tensor, label: str) -> None:
         """Query = the field features at a 3D point of the current instance."""
-        from featurenerf_ns.eval.providers import field_point_features
 
         cond = self._current_conditioning()
         feats = self._with_conditioning(

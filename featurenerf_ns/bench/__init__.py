@@ -1,0 +1,1 @@
+"""featurenerf-bench's measurements (`parts`) and the speed targets they are checked against (`targets`)."""

@@ -1,0 +1,341 @@
+"""The timed parts of ``featurenerf-bench`` (each returns a dict of figures; the CLI runs each in its own process).
+
+Random weights are used where only speed matters (it does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Tuple, cast
+
+import torch
+from nerfstudio.cameras.rays import RayBundle
+
+import featurenerf_ns.method_configs as mc
+from featurenerf_ns.cameras import camera_rays
+from featurenerf_ns.encoders.image_encoder import EncoderConfig
+from featurenerf_ns.eval.metrics import nn_match
+from featurenerf_ns.eval.providers import field_point_features
+from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
+from featurenerf_ns.method_configs import FeatureNeRFPipelineConfig, paper_preset, tiny_preset
+from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.teachers import TeacherError, TeacherSpec
+from featurenerf_ns.utils.precision import autocast_context, cpu_has_fast_bf16
+
+PARTS = ("matmul", "field", "encoder", "step", "inference")
+PRESET_NAMES = ("tiny", "paper")
+
+
+@functools.lru_cache(maxsize=None)
+def _preset_shape(preset: str) -> Tuple[int, int, int, int, int, int, int, int]:
+    """(hidden width, blocks, conditioned blocks, combine layer, coarse, importance, depth samples, image size) of a
+    method preset, read from :mod:`featurenerf_ns.method_configs` (the one definition of the presets)."""
+    p = cast(FeatureNeRFPipelineConfig, (tiny_preset if preset == "tiny" else paper_preset)("bench").pipeline)
+    f, m = p.model.field, p.model
+    size = p.datamanager.image_size or 128  # the paper preset keeps the data's 128 px
+    return (
+        f.hidden_dim,
+        f.num_blocks,
+        f.num_conditioned_blocks,
+        f.combine_layer,
+        m.num_coarse_samples,
+        m.num_importance_samples,
+        m.num_depth_samples,
+        size,
+    )
+
+
+RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
+
+
+def _timeit(fn: Callable[[], object], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if time.perf_counter() - t0 >= min_time and n >= 3:
+            return (time.perf_counter() - t0) / n
+
+
+def _samples_per_ray(preset: str) -> int:
+    _, _, _, _, c, i, d, _ = _preset_shape(preset)
+    return c + (c + 1 + i + d - 1)  # coarse + fine (coarse edges + importance + depth samples -> bins)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# parts (each returns a dict of figures)
+
+
+def part_matmul(device: str) -> dict:
+    """The machine's dense matmul limit at the field's shapes, in float32 and (where fast) bfloat16."""
+    out: Dict[str, Any] = {}
+    for preset in PRESET_NAMES:
+        w = _preset_shape(preset)[0]
+        n = RAYS_PER_STEP * _samples_per_ray(preset)
+        for precision in precisions(device):
+            dt = torch.float32 if precision == "float32" else torch.bfloat16
+            a, b = torch.randn(n, w, device=device, dtype=dt), torch.randn(w, w, device=device, dtype=dt)
+            t = _timeit(lambda: torch.mm(a, b), device)
+            suffix = "" if precision == "float32" else "_bf16"
+            out[f"{preset}_gflops{suffix}"] = 2 * n * w * w / t / 1e9
+        out[f"{preset}_shape"] = f"{n}x{w} @ {w}x{w}"
+    return out
+
+
+def _field_and_inputs(preset: str, device: str, feature_dim: int = 384):
+    w, blocks, cond, comb, *_, size = _preset_shape(preset)
+    cfg = FieldConfig(hidden_dim=w, num_blocks=blocks, num_conditioned_blocks=cond, combine_layer=comb)
+    field = FeatureNeRFField(cfg, 512, feature_dim).to(device)
+    B, P = 4, 128 * _samples_per_ray(preset)
+    g = torch.Generator().manual_seed(0)
+    pts = (torch.rand(B, P, 3, generator=g) - 0.5).to(device) * 0.6
+    dirs = torch.nn.functional.normalize(torch.randn(B, P, 3, generator=g), dim=-1).to(device)
+    maps = torch.randn(B, 512, size // 2, size // 2, generator=g).to(device)
+    c2w = torch.eye(4).repeat(B, 1, 1, 1)
+    c2w[..., 2, 3] = 1.3
+    src = SourceViews(
+        torch.rand(B, 1, 3, size, size), c2w, torch.full((B, 1), size * 1.1), torch.full((B, 1, 2), size / 2)
+    ).to(device)
+    return field, pts, dirs, maps, src, (size, size), cfg
+
+
+def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
+    """Forward FLOPs per sample of the field's linear layers (the 1x1-conv conditioning runs per map pixel,
+    excluded)."""
+    w = cfg.hidden_dim
+    in_dim = 3 + 6 * cfg.num_freqs + (3 if cfg.use_viewdirs else 0)
+    head = 1 + 3 + 3 + (feature_dim if per_sample_feature else 0)
+    return 2 * (in_dim * w + cfg.num_blocks * 2 * w * w + w * head)
+
+
+def part_field(device: str, peak: Dict[str, float]) -> dict:
+    """Field forward + backward samples/s per preset and precision, as a fraction of the same-precision peak."""
+
+    out = {}
+    for preset in PRESET_NAMES:
+        field, pts, dirs, maps, src, hw, cfg = _field_and_inputs(preset, device)
+        maps.requires_grad_(True)
+        for precision in precisions(device):
+            suffix = "" if precision == "float32" else "_bf16"
+
+            def step():
+                with autocast_context(device, precision):
+                    o = field(pts, dirs, maps, src, hw, features=False)
+                (
+                    o["density"].float().sum()
+                    + o["rgb"].float().sum()
+                    + o["feature_basis"].float().sum()
+                    + o["coords"].float().sum()
+                ).backward()
+
+            t = _timeit(step, device)
+            n = pts.shape[0] * pts.shape[1]
+            gflops = 3 * _field_flops(cfg, 384, False) * n / t / 1e9
+            out[f"{preset}_samples_per_s{suffix}"] = n / t
+            out[f"{preset}_ms_per_step{suffix}"] = t * 1e3
+            out[f"{preset}_gflops{suffix}"] = gflops
+            if peak.get(f"{preset}_gflops{suffix}"):
+                out[f"{preset}_fraction_of_matmul_peak{suffix}"] = gflops / peak[f"{preset}_gflops{suffix}"]
+    return out
+
+
+def part_encoder(device: str) -> dict:
+    enc = EncoderConfig(backbone="resnet34", weights="random").setup().to(device)
+    out = {}
+    for size in (64, 128):
+        x = torch.rand(4, 3, size, size, device=device)
+        with torch.no_grad():
+            t = _timeit(lambda: enc(x), device)
+        out[f"{size}px_forward_ms_per_image"] = t / 4 * 1e3
+
+        def fb():
+            enc(x).sum().backward()
+
+        out[f"{size}px_forward_backward_ms_per_image"] = _timeit(fb, device) / 4 * 1e3
+    return out
+
+
+def precisions(device: str) -> Tuple[str, ...]:
+    """float32, plus bfloat16 where the device runs it fast (CPUs with AMX / AVX512-BF16, CUDA)."""
+    return ("float32", "bfloat16") if device != "cpu" or cpu_has_fast_bf16() else ("float32",)
+
+
+def part_step(device: str, data: str, presets: Tuple[str, ...] = ("tiny", "paper")) -> dict:
+    """One training step of each preset (tiny: 64², paper: 128² and the 11.8M-parameter model) in each precision,
+    split into data, encode, field, render (the rest of the forward pass), loss, backward and optimizer."""
+    out = {}
+    for preset in presets:
+        for precision in precisions(device):
+            res = _step_timings(device, data, preset, precision)
+            out.update({f"{preset}_{precision}_{k}": v for k, v in res.items()})
+    return out
+
+
+def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
+    cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
+    cfg.pipeline.datamanager.data = Path(data)
+    cast(FeatureNeRFModelConfig, cfg.pipeline.model).precision = precision
+    torch.manual_seed(0)
+    pipe = cfg.pipeline.setup(device=device, test_mode="val")
+    pipe.train()
+    model, dm = pipe.model, pipe.datamanager
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    acc = {k: 0.0 for k in ("data", "encode", "field", "render", "loss", "backward", "optimizer")}
+    timers = {"encode": 0.0, "field": 0.0}
+
+    def wrap(module, key):
+        real = module.forward
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            r = real(*a, **k)
+            timers[key] += time.perf_counter() - t0
+            return r
+
+        module.forward = timed
+
+    wrap(model.encoder, "encode")
+    wrap(model.field, "field")
+    n, warm = (20, 3) if preset == "tiny" else (3, 1)
+    for step in range(n + warm):
+        timers["encode"] = timers["field"] = 0.0
+        t0 = time.perf_counter()
+        rb, batch = dm.next_train(step)
+        t1 = time.perf_counter()
+        with model.conditioned(batch["source"]):
+            outputs = model(rb)
+        t2 = time.perf_counter()
+        loss = sum(model.get_loss_dict(outputs, batch).values())
+        t3 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        if step >= warm:
+            acc["data"] += t1 - t0
+            acc["encode"] += timers["encode"]
+            acc["field"] += timers["field"]
+            acc["render"] += (t2 - t1) - timers["encode"] - timers["field"]
+            acc["loss"] += t3 - t2
+            acc["backward"] += t4 - t3
+            acc["optimizer"] += t5 - t4
+    out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
+    out["total_ms"] = sum(acc.values()) / n * 1e3
+    out["s_per_1000_steps"] = out["total_ms"]  # ms per step == s per 1000 steps
+    out["trainable_params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return out
+
+
+def part_inference(device: str) -> dict:
+    out: Dict[str, Any] = {}
+    field, _, _, maps, src, hw, _ = _field_and_inputs("tiny", device)
+    field.eval()
+    g = torch.Generator().manual_seed(1)
+    pa = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
+    pb = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
+    kp = pa[:12]
+    one = type(src)(*(t[:1] for t in src))
+
+    @torch.no_grad()
+    def pair():
+        feats = []
+        for p in (torch.cat([pa, kp]), pb):
+            d = torch.nn.functional.normalize(p - one.c2w[0, 0, :3, 3], dim=-1)
+            feats.append(field(p[None], d[None], maps[:1], one, hw)["nerf_feature"][0])
+        fa, fb = feats
+        nn_match(fa[-12:], fb)  # keypoints -> target points
+        nn_match(fb, fa[:-12])  # part labels of the target points
+
+    out["pair_3d_transfer_10k_points_s"] = _timeit(pair, device, min_time=3.0, warmup=1)
+
+    # the paper preset's query: encode one 128² view, then the 512-d internal feature at 10,000 points
+    pcfg = copy.deepcopy(cast(FeatureNeRFModelConfig, mc.featurenerf.config.pipeline.model))
+    pcfg.encoder.weights = "random"
+    paper = pcfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
+    c2w0 = torch.eye(4)
+    c2w0[2, 3] = 1.3
+    view = type(src)(
+        torch.rand(1, 1, 3, 128, 128), c2w0[None, None], torch.full((1, 1), 128 * 1.1), torch.full((1, 1, 2), 64.0)
+    ).to(device)
+    q = ((torch.rand(10_000, 3, generator=g) - 0.5) * 0.6).to(device)
+    for precision in precisions(device):
+        paper.config.precision = precision
+
+        @torch.no_grad()
+        def query():
+            paper.set_sources(view)  # drops the cached encoding: every call encodes again
+            field_point_features(paper, q, ["nerf_feature"], chunk=16384)
+
+        out[f"query_encode_plus_10k_points_{precision}_s"] = _timeit(query, device, min_time=3.0, warmup=1)
+
+    # one 128^2 feature render with the tiny-preset model (coarse + importance + depth samples, all pixels)
+
+    cfg = copy.deepcopy(cast(FeatureNeRFModelConfig, mc.featurenerf_tiny.config.pipeline.model))
+    cfg.precision = "float32"
+    model = cfg.setup(scene_box=None, num_train_data=1, metadata={}, teacher_feature_dim=384).to(device).eval()
+    model.set_sources(one)
+    H = 128
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
+    c2w = torch.eye(4)
+    c2w[2, 3] = 1.3
+    o, d = camera_rays(c2w[None].expand(H * H, 4, 4), H * 1.1, (H, H), u.flatten().float(), v.flatten().float())
+
+    chunk = cfg.eval_num_rays_per_chunk if device == "cpu" else 4096
+
+    @torch.no_grad()
+    def render():
+        for i in range(0, H * H, chunk):
+            n = min(chunk, H * H - i)
+            model(
+                RayBundle(
+                    origins=o[i : i + n],
+                    directions=d[i : i + n],
+                    pixel_area=torch.full((n, 1), 1e-4),
+                    camera_indices=torch.zeros(n, 1, dtype=torch.long),
+                ).to(device)
+            )
+
+    out["render_128px_feature_map_s"] = _timeit(render, device, min_time=3.0, warmup=1)
+    out["render_rays_per_chunk"] = chunk
+    if "bfloat16" in precisions(device):  # the viewer's default precision on such CPUs
+
+        def render_bf16():
+            with model.precision_override("bfloat16"):
+                render()
+
+        out["render_128px_feature_map_bf16_s"] = _timeit(render_bf16, device, min_time=3.0, warmup=1)
+
+    # teacher caching throughput (DINOv2 ViT-S/14 at 224 px; random weights when the converted ones are absent)
+    try:
+        teacher = TeacherSpec().setup(device=device)
+    except TeacherError:
+        teacher = TeacherSpec(weights="random").setup(device=device)
+    imgs = torch.rand(16, 3, 128, 128, device=device)
+    alpha = torch.ones(16, 1, 128, 128, device=device)
+    t = _timeit(lambda: teacher.extract(imgs, alpha), device, min_time=3.0, warmup=1)
+    out["teacher_images_per_s"] = 16 / t
+    out["teacher"] = teacher.label
+    return out
+
+
+def run_part(part: str, device: str, data: str, peak: Dict[str, float], threads: int) -> Tuple[dict, float]:
+    if threads:
+        torch.set_num_threads(threads)
+    fn = {
+        "matmul": lambda: part_matmul(device),
+        "field": lambda: part_field(device, peak),
+        "encoder": lambda: part_encoder(device),
+        "step": lambda: part_step(device, data),
+        "inference": lambda: part_inference(device),
+    }[part]
+    res = fn()
+    return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
