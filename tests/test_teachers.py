@@ -173,3 +173,12 @@ def test_teacher_spec_reaches_every_option_of_every_registered_teacher():
     assert (cfg.up_layer, cfg.prompt_template, cfg.ensemble, cfg.seed) == (1, "a photo of a {category}", 2, 3)
     with pytest.raises(TeacherError, match="has no option 'up_layer'"):
         TeacherSpec(name="dinov2-vits14", up_layer=1).config()
+    # the block-output choice (the config's up_layer=None), which "unset" cannot express
+    assert TeacherSpec(name="diffusion", weights="random-tiny").config().up_layer == 0
+    assert TeacherSpec(name="diffusion", weights="random-tiny", up_layer="output").config().up_layer is None
+    with pytest.raises(TeacherError, match="has no option 'up_layer'"):
+        TeacherSpec(name="dinov2-vits14", up_layer="output").config()
+    import tyro  # the ns-train flag parses to the same value
+
+    parsed = tyro.cli(TeacherSpec, args=["--name", "diffusion", "--up-layer", "output"])
+    assert parsed.up_layer == "output" and tyro.cli(TeacherSpec, args=["--up-layer", "2"]).up_layer == 2

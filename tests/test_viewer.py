@@ -17,12 +17,33 @@ def run_dir(tiny_run) -> Path:
     return tiny_run[0]
 
 
+OBJECT_RADIUS = 0.25
+
+
+def _sphere_density(module, args, out):
+    """A forward hook on the field: density 50 inside a ball of OBJECT_RADIUS at the origin (world frame), 0
+    outside, so that every render of the viewer has a known foreground (a 4-step model renders none: its density
+    is nearly uniform) while colours and features stay the trained network's."""
+    points = args[0]
+    inside = (points.norm(dim=-1, keepdim=True) < OBJECT_RADIUS).to(out["density"].dtype)
+    return {**out, "density": 50.0 * inside}
+
+
 @pytest.fixture(scope="module")
 def pipeline(run_dir):
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipe, _, _ = eval_setup(run_dir / "config.yml", test_mode="test")
-    return pipe
+    hook = pipe.model.field.register_forward_hook(_sphere_density)
+    yield pipe
+    hook.remove()
+
+
+def _foreground(out) -> torch.Tensor:
+    """The render's foreground mask; fails unless the object covers between 5% and 90% of the frame."""
+    fg = out["accumulation"][..., 0] > 0.5
+    assert 0.05 < float(fg.float().mean()) < 0.9, f"foreground fraction {float(fg.float().mean()):.3f}"
+    return fg
 
 
 def _camera(pipe, inst: str, view: int, res: int = 24):
@@ -48,6 +69,9 @@ def test_panel_outputs_stable_and_cached(pipeline):
         for k in a:
             assert torch.equal(a[k], b[k]), k  # one fitted PCA, deterministic render: identical frames
         assert a["feature_pca"].shape == (24, 24, 3) and float(a["nerf_feature_pca"].std()) > 0
+        fg, bg = _foreground(a), a["accumulation"][..., 0] < 1e-3  # PCA colours are masked by accumulation
+        assert bg.any() and float(a["nerf_feature_pca"][bg].abs().max()) < 1e-3
+        assert float(a["nerf_feature_pca"][fg].abs().amax(-1).min()) > 0
         c = panel.render(_camera(pipeline, inst, 7))  # another camera: same PCA (not refitted per frame)
         assert len(calls) == encoded_after_first and panel._pca[0] == ("dataset",)
         assert not torch.equal(a["nerf_feature_pca"], c["nerf_feature_pca"])
@@ -91,8 +115,8 @@ def test_queries_parts_and_cross_instance(pipeline):
     # parts: colours of transferred labels on the foreground, dimmed colour elsewhere
     panel.d1_parts.value = ids[0]
     out = panel.render(_camera(pipeline, ids[1], 3))
-    fg = out["accumulation"][..., 0] > 0.5
-    assert not torch.equal(out["parts"][fg], (out["rgb"] * 0.35)[fg]) or not bool(fg.any())
+    fg = _foreground(out)
+    assert not torch.equal(out["parts"][fg], (out["rgb"] * 0.35)[fg])
     assert torch.allclose(out["parts"][~fg], (out["rgb"] * 0.35)[~fg])
     feats, labels = panel.part_source(ids[0], "nerf_feature", (0,))
     assert feats.shape[0] == labels.shape[0] > 0 and set(labels.tolist()) <= set(ann["point_labels"].tolist())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Literal, Optional, Union
 
 from featurenerf_ns.teachers.base import FeatureMap, Teacher, TeacherConfig, TeacherError  # noqa: F401
 
@@ -78,9 +78,9 @@ class TeacherSpec:
     """Diffusion: U-Net decoder block read."""
     timestep: Optional[int] = None
     """Diffusion: noise level."""
-    up_layer: Optional[int] = None
-    """Diffusion: input of resnet j of the up block (unset: the teacher's default 0; its 'block output' choice is
-    reachable through a teacher config, not here)."""
+    up_layer: Optional[Union[int, Literal["output"]]] = None
+    """Diffusion: input of resnet j of the up block, or ``output`` for the up block's output (the teacher config's
+    ``up_layer=None``); unset: the teacher's default 0."""
     prompt_template: Optional[str] = None
     """Diffusion: text conditioning, ``{category}`` = class name."""
     ensemble: Optional[int] = None
@@ -102,7 +102,15 @@ class TeacherSpec:
         an option the teacher does not have is a one-line error. Configs saved before an option existed lack it."""
         kw = {k: getattr(self, k, None) for k in TEACHER_OPTIONS}
         kw.update({k: v for k, v in extra.items() if v is not None})
-        return make_teacher_config(self.name, **kw)
+        block_output = kw.get("up_layer") == "output"
+        if block_output:
+            kw["up_layer"] = None  # None means "unset" to make_teacher_config; set explicitly below
+        cfg = make_teacher_config(self.name, **kw)
+        if block_output:
+            if not hasattr(cfg, "up_layer"):
+                raise TeacherError(f"teacher {self.name} has no option 'up_layer' (it is a diffusion teacher option)")
+            setattr(cfg, "up_layer", None)
+        return cfg
 
     def setup(self, device: str = "cpu", **extra) -> Teacher:
         return self.config(**extra).setup(device=device)
