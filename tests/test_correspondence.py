@@ -13,7 +13,7 @@ from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.eval.correspondence import evaluate, view_gt
 from featurenerf_ns.eval.protocols import load_protocol, make_protocol, resolve_protocol
-from featurenerf_ns.eval.providers import FeatureProvider, view_camera
+from featurenerf_ns.eval.providers import CENTRED, FeatureProvider, centre_features, view_camera
 
 SPLIT = "train"  # the small fixture has 4 train instances (1 test)
 
@@ -262,3 +262,36 @@ def test_position_priors(cat, proto):
     assert view_prior["view_frame_prior/kp2d_novel/pck@10"] > 90
     # ... and across a viewpoint change it is not
     assert view_prior["view_frame_prior/kp3d_xview/pck@0.1"] < oracle["alignment_oracle/kp3d_xview/pck@0.1"] - 20
+
+
+class OffsetOracle(Oracle):
+    """The part oracle plus a large random vector per instance (a component shared by all points of one object,
+    as the internal feature carries), raw and centred per object (``centre_features``)."""
+
+    def __init__(self, cat):
+        super().__init__(cat, "parts")
+        self.base = self.names[0]
+        self.names = (self.base, self.base + CENTRED)
+
+    def _with_offset(self, inst, out):
+        f = out[self.base]
+        g = torch.Generator().manual_seed(sum(map(ord, inst)))
+        out = {self.base: f + 5.0 * torch.randn(f.shape[1], generator=g)}
+        return centre_features(out, self.names)
+
+    def pixels(self, inst, input_view, view, xy, resolution):
+        return self._with_offset(inst, super().pixels(inst, input_view, view, xy, resolution))
+
+    def points(self, inst, input_view, xyz):
+        return self._with_offset(inst, super().points(inst, input_view, xyz))
+
+
+def test_centring_per_object_removes_a_shared_component(cat, proto):
+    out = centre_features({"f": torch.tensor([[1.0, 2.0], [3.0, 6.0]])}, ("f", "f" + CENTRED))
+    assert torch.equal(out["f"], torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
+    assert torch.equal(out["f" + CENTRED], torch.tensor([[-1.0, -2.0], [1.0, 2.0]]))
+    same = _same_label_pairs(cat, proto)
+    m, _ = evaluate(OffsetOracle(cat), cat, same, ("part3d_cross", "part2d_cross"), 64)
+    for t in ("part3d_cross", "part2d_cross"):
+        raw, cen = m[f"oracle_parts/{t}/miou"], m[f"oracle_parts{CENTRED}/{t}/miou"]
+        assert cen > 90 and raw < cen - 20, (t, raw, cen)

@@ -52,6 +52,7 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
         assert done["steps"] == 3 and latest_checkpoint(run)[0] == 2  # the killed one continued to step 3
         ev = json.loads(st.eval_path("chair", method, 0).read_text())
         assert 0 < ev["results"]["psnr"] < 60 and ev["results"]["chair/nerf_feature/part3d_xview/num_pairs"] == 2
+        assert "chair/nerf_feature_centred/part3d_xview/miou" in ev["results"]
         assert [r["step"] for r in map(json.loads, (run / "learning_curve.jsonl").read_text().splitlines())][-1] == 2
     base = json.loads(st.baseline_path("chair").read_text())["results"]
     for src in ("teacher2d", "untrained", "view_frame_prior", "alignment_oracle"):

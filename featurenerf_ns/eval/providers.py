@@ -12,7 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from featurenerf_ns.cameras import camera_rays, project, world_to_source
 from featurenerf_ns.data.instances import load_rgba
+from featurenerf_ns.model_components.map_sampling import sample_map
 
 if TYPE_CHECKING:
     from featurenerf_ns.data.instances import CategoryData
@@ -70,16 +72,38 @@ def view_camera(cat, inst: str, view: int, resolution: int) -> Tuple[torch.Tenso
     return torch.as_tensor(rec.poses[view], dtype=torch.float32), rec.focal * resolution / rec.width
 
 
+CENTRED = "_centred"
+"""Suffix of a feature centred per object: ``nerf_feature_centred`` is ``nerf_feature`` minus its mean over the
+features of one provider call (one object's foreground pixels or surface points, plus the few keypoint queries),
+which removes the component shared by every point of that object under that conditioning (a descriptor variant;
+it uses no annotations beyond the foreground the evaluation already matches on)."""
+
+
+def centre_features(out: Dict[str, torch.Tensor], names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The features ``names`` from ``out`` (base name -> (P, D)); ``<base>_centred`` = base minus its row mean."""
+    res = {}
+    for n in names:
+        if n.endswith(CENTRED):
+            f = out[n[: -len(CENTRED)]]
+            res[n] = f - f.mean(0, keepdim=True) if len(f) else f
+        else:
+            res[n] = out[n]
+    return res
+
+
 class ModelProvider(FeatureProvider):
     """A FeatureNeRF model conditioned on one input view: renders features along rays through pixels (the
     model's deterministic eval sampling) and queries the field directly at 3D points (no occlusion handling, as
-    official), with the ray direction from the input camera."""
+    official), with the ray direction from the input camera. Names: ``nerf_feature``, ``feature`` (distilled
+    models) and their per-object centred variants ``<name>_centred`` (see :data:`CENTRED`)."""
 
     def __init__(self, model, datamanager, names: Sequence[str] = ("nerf_feature", "feature"), chunk: int = 4096):
         have = ["nerf_feature"] + (["feature"] if model.config.distill else [])
+        have += [n + CENTRED for n in have]
         self.names = tuple(n for n in names if n in have)
         if not self.names:
             raise ValueError(f"model has none of the features {list(names)} (it has {have})")
+        self._base = tuple(dict.fromkeys(n.removesuffix(CENTRED) for n in self.names))
         self.model, self.dm, self.chunk = model, datamanager, chunk
         self.cat = datamanager.cat
         self._conditioned: Optional[Tuple[str, int]] = None
@@ -94,15 +118,13 @@ class ModelProvider(FeatureProvider):
     def pixels(self, inst, input_view, view, xy, resolution):
         from nerfstudio.cameras.rays import RayBundle
 
-        from featurenerf_ns.cameras import camera_rays
-
         self._condition(inst, input_view)
         c2w, focal = view_camera(self.cat, inst, view, resolution)
         xy = xy.float()
         o, d = camera_rays(
             c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5
         )
-        out = {n: [] for n in self.names}
+        out: Dict[str, list] = {n: [] for n in self._base}
         dev = self.model.device
         rc = self.model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
         for i in range(0, len(xy), rc):
@@ -114,14 +136,15 @@ class ModelProvider(FeatureProvider):
                 camera_indices=torch.zeros(n, 1, dtype=torch.long),
             ).to(dev)
             res = self.model(bundle)
-            for k in self.names:
+            for k in self._base:
                 out[k].append(res[k].float())
-        return {k: torch.cat(v) if v else torch.zeros(0, 1, device=dev) for k, v in out.items()}
+        feats = {k: torch.cat(v) if v else torch.zeros(0, 1, device=dev) for k, v in out.items()}
+        return centre_features(feats, self.names)
 
     @torch.no_grad()
     def points(self, inst, input_view, xyz):
         self._condition(inst, input_view)
-        return field_point_features(self.model, xyz, self.names, self.chunk)
+        return centre_features(field_point_features(self.model, xyz, self._base, self.chunk), self.names)
 
 
 @torch.no_grad()
@@ -183,14 +206,11 @@ class TeacherProvider(FeatureProvider):
         self.maps = TeacherFeatures(cat, teacher, max_items=max_maps)
 
     def pixels(self, inst, input_view, view, xy, resolution):
-        from featurenerf_ns.model_components.map_sampling import sample_map
 
         fmap = self.maps(inst, view)  # the teacher sees the real image of the view it is asked about
         return {"teacher2d": sample_map(fmap[None], xy.float()[None].to(fmap.device), (resolution, resolution))[0]}
 
     def points(self, inst, input_view, xyz):
-        from featurenerf_ns.cameras import project, world_to_source
-        from featurenerf_ns.model_components.map_sampling import sample_map
 
         rec = self.cat.instance(inst)
         c2w, focal = view_camera(self.cat, inst, input_view, rec.width)
@@ -255,7 +275,6 @@ class PositionPrior(FeatureProvider):
     def _in_frame(self, inst: str, input_view: int, xyz: torch.Tensor) -> torch.Tensor:
         if self.frame == "object":
             return xyz.float()
-        from featurenerf_ns.cameras import world_to_source
 
         c2w, _ = view_camera(self.cat, inst, input_view, REFERENCE_RESOLUTION)
         return world_to_source(xyz.float()[None], c2w[None, None])[0, 0]

@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json, read_jsonl
+from featurenerf_ns.pipelines.untrained import untrained_pipeline
 from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console(soft_wrap=True)
@@ -90,7 +92,6 @@ class _Study:
 
     def check_spec(self) -> None:
         """Writes ``<out>/study.json`` on first use; refuses settings that differ from the stored ones."""
-        from featurenerf_ns.data.layout import atomic_write_json
 
         path = self.out / "study.json"
         mine = self.spec()
@@ -128,7 +129,6 @@ def drop_stale_curve(path: Path, start: int) -> int:
     """Removes learning-curve points at or after ``start`` (the step training resumes from): points an earlier
     attempt wrote after its last checkpoint, or all of them when its checkpoints are gone, would otherwise appear
     twice and carry a clock the resumed run does not continue. Returns how many were dropped (atomic rewrite)."""
-    from featurenerf_ns.data.layout import atomic_write_bytes, read_jsonl
 
     if not path.is_file():
         return 0
@@ -183,7 +183,6 @@ def train_command(st: _Study, cat: str, method: str, seed: int, remaining: int, 
 
 def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
     """Trains one run to ``st.steps`` (resuming from its last checkpoint); returns its train_done record."""
-    from featurenerf_ns.data.layout import atomic_write_json, read_jsonl
 
     run = st.run_dir(cat, method, seed)
     done = run / "train_done.json"
@@ -237,8 +236,6 @@ def train_run(st: _Study, cat: str, method: str, seed: int) -> dict:
 def _load_pipeline(config_path: Path):
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from featurenerf_ns.utils import compat  # noqa: F401
-
     _, pipeline, ckpt, step = eval_setup(config_path, test_mode="test")
     return pipeline, ckpt, step
 
@@ -250,9 +247,13 @@ def _novel_view(pipeline, ids: List[str]) -> Dict[str, float]:
     return m
 
 
+EVAL_FEATURES = ("nerf_feature", "feature", "nerf_feature_centred")
+"""Features of a run's final evaluation: internal, distilled head (distilled models) and the internal feature
+centred per object (:data:`featurenerf_ns.eval.providers.CENTRED`; evaluations before 2026-12-02 session 6 lack it)."""
+
+
 def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dict:
-    """Protocol-v2 correspondence (internal + distilled features) and novel-view PSNR/SSIM of one trained run."""
-    from featurenerf_ns.data.layout import atomic_write_json
+    """Protocol-v2 correspondence (:data:`EVAL_FEATURES`) and novel-view PSNR/SSIM of one trained run."""
 
     path = st.eval_path(cat, method, seed)
     if path.is_file():
@@ -265,7 +266,7 @@ def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dic
     pipeline, ckpt, step = _load_pipeline(run / "config.yml")
     ids = list(pipeline.datamanager.cat.ids("test"))
     results = _novel_view(pipeline, ids)
-    m, _ = pipeline.correspondence_metrics(st.eval_pairs, features=("nerf_feature", "feature"), teacher=False)
+    m, _ = pipeline.correspondence_metrics(st.eval_pairs, features=EVAL_FEATURES, teacher=False)
     results.update(m)
     d = {
         "experiment_name": cat,
@@ -287,7 +288,6 @@ def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dic
 def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     """Once per category: the teacher-2D baseline, the position priors, the untrained network (the architecture
     of the first method at its seeded initialisation) and the all-black PSNR floor, on the same pairs/images."""
-    from featurenerf_ns.data.layout import atomic_write_json
 
     path = st.baseline_path(cat)
     if path.is_file():
@@ -300,7 +300,6 @@ def evaluate_baselines(st: _Study, cat: str, rec: dict) -> dict:
     pipeline, _, _ = _load_pipeline(run / "config.yml")
     results, _ = pipeline.correspondence_metrics(st.eval_pairs, teacher=True, priors=True, model=False)
     # the untrained network: same config, fresh weights (seed 0), the same pairs
-    from featurenerf_ns.pipelines.untrained import untrained_pipeline
 
     fresh = untrained_pipeline(run / "config.yml")
     m_init, _ = fresh.correspondence_metrics(st.eval_pairs, features=("nerf_feature",), teacher=False)

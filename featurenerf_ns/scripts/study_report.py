@@ -18,53 +18,23 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-
-from featurenerf_ns.eval.metrics import PCK_THRESHOLDS_2D, PCK_THRESHOLDS_3D
-from featurenerf_ns.eval.providers import PRIOR_LABELS
+from featurenerf_ns.data.layout import atomic_write_bytes, read_jsonl
+from featurenerf_ns.eval.study_figures import curves_figure, pck_figure
+from featurenerf_ns.eval.study_results import (
+    BASELINE_LABELS,
+    FEATURE_KEYS,
+    METHOD_LABELS,
+    ORDER,
+    Entry,
+    acceptance,
+    family,
+    table,
+)
 from featurenerf_ns.scripts.study import CONSOLE, StudyError, _Study
-
-METHOD_LABELS = {
-    "featurenerf": "FeatureNeRF (DINOv2), internal feature",
-    "featurenerf:feature": "FeatureNeRF (DINOv2), distilled head",
-    "featurenerf-nodistill": "NeRF feature (no distill)",
-    "featurenerf-nocoord": "FeatureNeRF w/o L_coord, internal feature",
-    "featurenerf-nocoord:feature": "FeatureNeRF w/o L_coord, distilled head",
-}
-BASELINE_LABELS = {"teacher2d": "Teacher 2D (DINOv2 ViT-S/14)", "untrained": "Untrained network (init)", **PRIOR_LABELS}
-
-
-def _family(method: str) -> str:
-    return method[:-5] if method.endswith("-tiny") else method
-
-
-@dataclass
-class Entry:
-    """One row: a method's feature (or a baseline) in one category, with per-seed metric values."""
-
-    category: str
-    key: str  # e.g. featurenerf, featurenerf:feature, featurenerf-nodistill, teacher2d, view_frame_prior
-    label: str
-    values: Dict[str, List[float]]  # "<task>/<metric>" (or psnr, ssim) -> one value per seed
-
-    def mean(self, k: str) -> float:
-        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
-        return float(np.mean(v)) if v else float("nan")
-
-    def spread(self, k: str) -> float:
-        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
-        return float(np.std(v)) if len(v) > 1 else float("nan")
-
-    def fmt(self, k: str, digits: int = 1) -> str:
-        m, s = self.mean(k), self.spread(k)
-        if math.isnan(m):
-            return "—"
-        return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not math.isnan(s) else "")
 
 
 def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[dict]]]:
@@ -83,7 +53,7 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
                     e = entries.setdefault((cat, parts[1]), Entry(cat, parts[1], BASELINE_LABELS[parts[1]], {}))
                     e.values.setdefault(f"{parts[2]}/{parts[3]}", []).append(v)
         for method in st.methods:
-            fam = _family(method)
+            fam = family(method)
             for seed in st.seeds:
                 ep = st.eval_path(cat, method, seed)
                 if not ep.is_file():
@@ -92,8 +62,8 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
                 runs.setdefault(cat, []).append(d)
                 for k, v in d["results"].items():
                     parts = k.split("/")
-                    if len(parts) == 4 and parts[1] in ("nerf_feature", "feature"):
-                        key = fam if parts[1] == "nerf_feature" else f"{fam}:feature"
+                    if len(parts) == 4 and parts[1] in FEATURE_KEYS:
+                        key = fam + FEATURE_KEYS[parts[1]]
                         label = METHOD_LABELS.get(key, f"{method} ({parts[1]})")
                         e = entries.setdefault((cat, key), Entry(cat, key, label, {}))
                         e.values.setdefault(f"{parts[2]}/{parts[3]}", []).append(v)
@@ -108,175 +78,6 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
     if not entries:
         raise StudyError(f"{st.out / 'eval'}: no evaluations yet; run `featurenerf-study run --out {st.out}` first")
     return list(entries.values()), baselines, runs
-
-
-ORDER = [
-    "featurenerf",
-    "featurenerf:feature",
-    "featurenerf-nodistill",
-    "featurenerf-nocoord",
-    "featurenerf-nocoord:feature",
-    "teacher2d",
-    "untrained",
-    "view_frame_prior",
-    "alignment_oracle",
-]
-
-
-def _sorted(entries: Sequence[Entry]) -> List[Entry]:
-    return sorted(entries, key=lambda e: ORDER.index(e.key) if e.key in ORDER else len(ORDER))
-
-
-def _table(
-    entries: List[Entry], cats: Sequence[str], rows: Sequence[Tuple[str, str]], keys: Optional[Sequence[str]] = None
-) -> str:
-    """rows = (row title prefix, metric key); one line per (row, entry key); columns = categories."""
-    out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
-    for title, k in rows:
-        seen = [e.key for e in _sorted(entries)]
-        for key in dict.fromkeys(seen):
-            if keys is not None and key not in keys:
-                continue
-            cells, label = [], None
-            for c in cats:
-                e = next((x for x in entries if x.category == c and x.key == key), None)
-                label = label or (e.label if e else None)
-                cells.append(e.fmt(k) if e else "—")
-            if all(x == "—" for x in cells):
-                continue
-            out.append(f"| {title} {label} | " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
-
-
-def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from featurenerf_ns.eval.figures import save_fig
-
-    panels = [
-        ("kp2d_cross", "2D, same view", PCK_THRESHOLDS_2D, "px at 128²"),
-        ("kp2d_xview", "2D, cross-view", PCK_THRESHOLDS_2D, "px at 128²"),
-        ("kp3d_cross", "3D, same view", PCK_THRESHOLDS_3D, "object units"),
-        ("kp3d_xview", "3D, cross-view", PCK_THRESHOLDS_3D, "object units"),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
-    for ax, (task, title, thr, unit) in zip(axes, panels):
-        for e in _sorted([x for x in entries if x.category == cat]):
-            ys = [e.mean(f"{task}/pck@{t:g}") for t in thr]
-            if all(math.isnan(y) for y in ys):
-                continue
-            style = (
-                ":"
-                if e.key in PRIOR_LABELS or e.key == "untrained"
-                else "--"
-                if e.key == "teacher2d" or ":feature" in e.key
-                else "-"
-            )
-            ax.plot(thr, ys, marker="o", label=e.label, linestyle=style)
-        ax.set_title(f"{cat}: keypoints, {title}", fontsize=10)
-        ax.set_xlabel(f"threshold ({unit})")
-        ax.set_ylabel("PCK (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(labels), 4))
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    save_fig(fig, path)
-    plt.close(fig)
-
-
-def curves_figure(st: _Study, cat: str, path: Path) -> bool:
-    """PSNR and cross-view 3D metrics vs step for every run of ``cat`` (internal solid, distilled head dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from featurenerf_ns.data.layout import read_jsonl
-    from featurenerf_ns.eval.figures import save_fig
-
-    panels = [
-        ("psnr", "novel-view PSNR (dB)"),
-        (f"{cat}/{{f}}/part3d_xview/miou", "cross-view 3D part mIoU"),
-        (f"{cat}/{{f}}/kp3d_xview/pck@0.1", "cross-view 3D kp PCK@0.1"),
-        (f"{cat}/{{f}}/part3d_cross/miou", "same-view 3D part mIoU"),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6))
-    drew = False
-    for method in st.methods:
-        for seed in st.seeds:
-            p = st.run_dir(cat, method, seed) / "learning_curve.jsonl"
-            if not p.is_file():
-                continue
-            rows = read_jsonl(p)
-            if not rows:
-                continue
-            drew = True
-            steps = [r["step"] for r in rows]
-            for ax, (key, title) in zip(axes, panels):
-                feats = ["nerf_feature"] + (["feature"] if "nodistill" not in method and "{f}" in key else [])
-                for f in feats if "{f}" in key else [None]:
-                    k = key.format(f=f) if f else key
-                    ys = [r["metrics"].get(k) for r in rows]
-                    ys = [np.nan if y is None else y for y in ys]
-                    if all(np.isnan(ys)):
-                        continue
-                    lab = METHOD_LABELS.get(_family(method) + (":feature" if f == "feature" else ""), method)
-                    ax.plot(
-                        steps,
-                        ys,
-                        linestyle="--" if f == "feature" else "-",
-                        marker=".",
-                        label=f"{lab}" + (f" s{seed}" if len(st.seeds) > 1 else ""),
-                    )
-                ax.set_title(f"{cat}: {title}", fontsize=10)
-                ax.set_xlabel("training step")
-                ax.grid(alpha=0.3)
-    if not drew:
-        plt.close(fig)
-        return False
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=6)
-    fig.tight_layout()
-    save_fig(fig, path)
-    plt.close(fig)
-    return True
-
-
-def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> List[str]:
-    """The issue's checks on the cross-view protocol, each with its margin."""
-
-    def get(key, k):
-        e = next((x for x in entries if x.category == cat and x.key == key), None)
-        return e.mean(k) if e else float("nan")
-
-    def verdict(ok: bool, *vals: float) -> str:
-        return "not measured yet" if any(math.isnan(v) for v in vals) else ("met" if ok else "NOT met")
-
-    lines = []
-    for task, name in (("part3d_xview/miou", "3D part mIoU"), ("kp3d_xview/pck@0.1", "3D kp PCK@0.1")):
-        fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
-        un, vf, head = get("untrained", task), get("view_frame_prior", task), get("featurenerf:feature", task)
-        below = max(un, vf) < min(fn, nd)
-        lines.append(
-            f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
-            f"(target ≥ +5: {verdict(fn - nd >= 5, fn, nd)}); vs teacher-2D {te:.1f}: {fn - te:+.1f} "
-            f"({verdict(fn > te, fn, te)}); untrained {un:.1f} and view-frame prior {vf:.1f} below both trained "
-            f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
-            f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})"
-        )
-    black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
-    p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")
-    lines.append(
-        f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
-        f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
-        f"distilled − no-distill {p_fn - p_nd:+.2f} dB "
-        f"(target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
-    )
-    return lines
 
 
 @dataclass
@@ -302,8 +103,6 @@ class Report(_Study):
         self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
 
     def main(self) -> None:
-        from featurenerf_ns.data.layout import atomic_write_bytes
-
         self.adopt_stored_settings()
         entries, baselines, runs = collect(self)
         md_path = self.md or (self.out / "results.md")
@@ -359,7 +158,7 @@ class Report(_Study):
 
         w("## Tab. 1: part co-segmentation mIoU (%)\n\n")
         w(
-            _table(
+            table(
                 entries,
                 cats,
                 [
@@ -372,7 +171,7 @@ class Report(_Study):
         )
         w("\n## Keypoint transfer PCK (%)\n\n")
         w(
-            _table(
+            table(
                 entries,
                 cats,
                 [
@@ -390,10 +189,10 @@ class Report(_Study):
             pck_figure(entries, cat, fig_dir / name)
             w(f"![PCK {cat}]({self.figures}/{name})\n\n")
         w("## Tab. 2: novel-view co-segmentation and keypoints (one instance, another view)\n\n")
-        w(_table(entries, cats, [("2D part mIoU", "part2d_novel/miou"), ("2D kp PCK@10", "kp2d_novel/pck@10")]))
+        w(table(entries, cats, [("2D part mIoU", "part2d_novel/miou"), ("2D kp PCK@10", "kp2d_novel/pck@10")]))
         w("\n## Tab. 3: ablation (cross-view and same-view part mIoU, internal feature)\n\n")
         w(
-            _table(
+            table(
                 entries,
                 cats,
                 [
@@ -442,7 +241,13 @@ class Report(_Study):
         w("\n## Learning curves (training callback)\n\n")
         for cat in cats:
             name = f"curves_{cat}.png"
-            if curves_figure(self, cat, fig_dir / name):
+            curves = [
+                (m, seed, read_jsonl(p) if p.is_file() else [])
+                for m in self.methods
+                for seed in self.seeds
+                for p in [self.run_dir(cat, m, seed) / "learning_curve.jsonl"]
+            ]
+            if curves_figure(curves, cat, fig_dir / name, label_seeds=len(self.seeds) > 1):
                 w(f"![curves {cat}]({self.figures}/{name})\n\n")
         notes = self.out / "notes.md"
         if notes.is_file():  # the study's own reading (hand-written, kept in the study folder)

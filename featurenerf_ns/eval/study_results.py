@@ -1,0 +1,132 @@
+"""A study's results as rows: one :class:`Entry` per (category, method feature or baseline) with its per-seed values,
+the labels and row order of the paper-style tables, the Markdown tables, and the issue's acceptance checks. Pure:
+the study command reads the files (``featurenerf_ns.scripts.study_report``) and hands the entries over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from featurenerf_ns.eval.providers import PRIOR_LABELS
+
+METHOD_LABELS = {
+    "featurenerf": "FeatureNeRF (DINOv2), internal feature",
+    "featurenerf:feature": "FeatureNeRF (DINOv2), distilled head",
+    "featurenerf-nodistill": "NeRF feature (no distill)",
+    "featurenerf-nocoord": "FeatureNeRF w/o L_coord, internal feature",
+    "featurenerf-nocoord:feature": "FeatureNeRF w/o L_coord, distilled head",
+    "featurenerf:nerf_feature_centred": "FeatureNeRF (DINOv2), internal feature centred per object",
+    "featurenerf-nodistill:nerf_feature_centred": "NeRF feature (no distill), centred per object",
+    "featurenerf-nocoord:nerf_feature_centred": "FeatureNeRF w/o L_coord, internal feature centred per object",
+}
+FEATURE_KEYS = {"nerf_feature": "", "feature": ":feature", "nerf_feature_centred": ":nerf_feature_centred"}
+"""Evaluated feature name -> suffix of its entry key after the method family (the internal feature has none)."""
+BASELINE_LABELS = {"teacher2d": "Teacher 2D (DINOv2 ViT-S/14)", "untrained": "Untrained network (init)", **PRIOR_LABELS}
+
+
+def family(method: str) -> str:
+    return method[:-5] if method.endswith("-tiny") else method
+
+
+@dataclass
+class Entry:
+    """One row: a method's feature (or a baseline) in one category, with per-seed metric values."""
+
+    category: str
+    key: str  # e.g. featurenerf, featurenerf:feature, featurenerf-nodistill, teacher2d, view_frame_prior
+    label: str
+    values: Dict[str, List[float]]  # "<task>/<metric>" (or psnr, ssim) -> one value per seed
+
+    def mean(self, k: str) -> float:
+        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    def spread(self, k: str) -> float:
+        v = [x for x in self.values.get(k, []) if x is not None and not math.isnan(x)]
+        return float(np.std(v)) if len(v) > 1 else float("nan")
+
+    def fmt(self, k: str, digits: int = 1) -> str:
+        m, s = self.mean(k), self.spread(k)
+        if math.isnan(m):
+            return "—"
+        return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if not math.isnan(s) else "")
+
+
+ORDER = [
+    "featurenerf",
+    "featurenerf:feature",
+    "featurenerf-nodistill",
+    "featurenerf-nocoord",
+    "featurenerf-nocoord:feature",
+    "featurenerf:nerf_feature_centred",
+    "featurenerf-nodistill:nerf_feature_centred",
+    "featurenerf-nocoord:nerf_feature_centred",
+    "teacher2d",
+    "untrained",
+    "view_frame_prior",
+    "alignment_oracle",
+]
+
+
+def sorted_entries(entries: Sequence[Entry]) -> List[Entry]:
+    return sorted(entries, key=lambda e: ORDER.index(e.key) if e.key in ORDER else len(ORDER))
+
+
+def table(
+    entries: List[Entry], cats: Sequence[str], rows: Sequence[Tuple[str, str]], keys: Optional[Sequence[str]] = None
+) -> str:
+    """rows = (row title prefix, metric key); one line per (row, entry key); columns = categories."""
+    out = ["| | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for title, k in rows:
+        seen = [e.key for e in sorted_entries(entries)]
+        for key in dict.fromkeys(seen):
+            if keys is not None and key not in keys:
+                continue
+            cells, label = [], None
+            for c in cats:
+                e = next((x for x in entries if x.category == c and x.key == key), None)
+                label = label or (e.label if e else None)
+                cells.append(e.fmt(k) if e else "—")
+            if all(x == "—" for x in cells):
+                continue
+            out.append(f"| {title} {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> List[str]:
+    """The issue's checks on the cross-view protocol, each with its margin."""
+
+    def get(key, k):
+        e = next((x for x in entries if x.category == cat and x.key == key), None)
+        return e.mean(k) if e else float("nan")
+
+    def verdict(ok: bool, *vals: float) -> str:
+        return "not measured yet" if any(math.isnan(v) for v in vals) else ("met" if ok else "NOT met")
+
+    lines = []
+    for task, name in (("part3d_xview/miou", "3D part mIoU"), ("kp3d_xview/pck@0.1", "3D kp PCK@0.1")):
+        fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
+        un, vf, head = get("untrained", task), get("view_frame_prior", task), get("featurenerf:feature", task)
+        cen = get("featurenerf:nerf_feature_centred", task)
+        below = max(un, vf) < min(fn, nd)
+        lines.append(
+            f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
+            f"(target ≥ +5: {verdict(fn - nd >= 5, fn, nd)}); vs teacher-2D {te:.1f}: {fn - te:+.1f} "
+            f"({verdict(fn > te, fn, te)}); untrained {un:.1f} and view-frame prior {vf:.1f} below both trained "
+            f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
+            f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})"
+            + (f"; internal feature centred per object {cen:.1f} ({cen - fn:+.1f})" if not math.isnan(cen) else "")
+        )
+    black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
+    p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")
+    lines.append(
+        f"- PSNR: FeatureNeRF {p_fn:.2f} dB, no-distill {p_nd:.2f}, all-black {black:.2f}: "
+        f"{p_fn - black:+.2f} dB above black (target ≥ +5: {verdict(p_fn - black >= 5, p_fn, black)}); "
+        f"distilled − no-distill {p_fn - p_nd:+.2f} dB "
+        f"(target |Δ| ≤ 0.5: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
+    )
+    return lines
