@@ -80,6 +80,15 @@ def collect(st: _Study) -> Tuple[List[Entry], Dict[str, dict], Dict[str, List[di
     return list(entries.values()), baselines, runs
 
 
+PART_ROWS = (
+    ("2D same-view", "part2d_cross/miou"),
+    ("2D cross-view", "part2d_xview/miou"),
+    ("3D same-view", "part3d_cross/miou"),
+    ("3D cross-view", "part3d_xview/miou"),
+)
+"""The part co-segmentation rows of Tab. 1 and of the ablation (Tab. 3)."""
+
+
 @dataclass
 class Report(_Study):
     """Write the study's tables and figures (Markdown + PNG) from its folder."""
@@ -161,12 +170,7 @@ class Report(_Study):
             table(
                 entries,
                 cats,
-                [
-                    ("2D same-view", "part2d_cross/miou"),
-                    ("2D cross-view", "part2d_xview/miou"),
-                    ("3D same-view", "part3d_cross/miou"),
-                    ("3D cross-view", "part3d_xview/miou"),
-                ],
+                PART_ROWS,
             )
         )
         w("\n## Keypoint transfer PCK (%)\n\n")
@@ -195,12 +199,7 @@ class Report(_Study):
             table(
                 entries,
                 cats,
-                [
-                    ("2D same-view", "part2d_cross/miou"),
-                    ("2D cross-view", "part2d_xview/miou"),
-                    ("3D same-view", "part3d_cross/miou"),
-                    ("3D cross-view", "part3d_xview/miou"),
-                ],
+                PART_ROWS,
                 keys=("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill"),
             )
         )
