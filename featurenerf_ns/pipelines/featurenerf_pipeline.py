@@ -93,25 +93,23 @@ class FeatureNeRFPipeline(VanillaPipeline):
         prefer_localhost_for_ns_viewer()
 
     # ------------------------------------------------------------------ conditioned model calls
+    def _ray_losses(self, module, ray_bundle, batch):
+        """(outputs, losses, metrics) of one ray batch, the forward pass conditioned on its ``batch["source"]``."""
+        with self.model.conditioned(batch["source"]):
+            outputs = module(ray_bundle)
+        metrics_dict = self.model.get_metrics_dict(outputs, batch)
+        return outputs, self.model.get_loss_dict(outputs, batch, metrics_dict), metrics_dict
+
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
-        ray_bundle, batch = self.datamanager.next_train(step)
-        with self.model.conditioned(batch["source"]):
-            model_outputs = self._model(ray_bundle)  # the DDP wrapper when world_size > 1
-        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
-        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
-        return model_outputs, loss_dict, metrics_dict
+        return self._ray_losses(self._model, *self.datamanager.next_train(step))  # _model: DDP when world_size > 1
 
     @profiler.time_function
     def get_eval_loss_dict(self, step: int):
         self.eval()
-        ray_bundle, batch = self.datamanager.next_eval(step)
-        with self.model.conditioned(batch["source"]):
-            model_outputs = self.model(ray_bundle)
-        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
-        loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
+        out = self._ray_losses(self.model, *self.datamanager.next_eval(step))
         self.train()
-        return model_outputs, loss_dict, metrics_dict
+        return out
 
     @profiler.time_function
     def get_eval_image_metrics_and_images(self, step: int):
