@@ -245,6 +245,34 @@ def test_one_training_step_decreases_the_losses(pipeline_parts, coord_loss):
             assert after[target] < before[target], (target, float(before[target]), float(after[target]))
 
 
+@pytest.mark.parametrize("fine_reuses_coarse", [True, False])
+def test_training_forward_without_the_coordinate_head(pipeline_parts, fine_reuses_coarse):
+    """The -nocoord ablation (predict_coords off): a training forward on both fine-pass paths gives the RGB and
+    distillation losses, no coordinate loss or residual, and gradients reach the field."""
+    import copy
+
+    dm, model0 = pipeline_parts
+    bundle, batch = dm.next_train(6)
+    cfg = copy.deepcopy(model0.config)
+    cfg.predict_coords, cfg.coord_weight, cfg.fine_reuses_coarse = False, 0.0, fine_reuses_coarse
+    model = cfg.setup(
+        scene_box=dm.train_dataset.scene_box,
+        num_train_data=len(dm.train_dataset),
+        metadata=dm.train_dataset.metadata,
+        device="cpu",
+        teacher_feature_dim=dm.teacher_feature_dim,
+    )
+    model.train()
+    with model.conditioned(batch["source"]):
+        out = model(bundle)
+        loss = model.get_loss_dict(out, batch)
+    assert set(loss) == {"rgb_loss_coarse", "rgb_loss_fine", "distill_loss"}
+    assert "coords" not in out and "coord_residual" not in out
+    sum(loss.values()).backward()
+    assert all(torch.isfinite(v).all() for v in loss.values())
+    assert model.field.head.weight.grad is not None and model.field.head.weight.grad.abs().sum() > 0
+
+
 def test_camera_render_of_one_object(pipeline_parts):
     dm, model = pipeline_parts
     cam, batch = dm.eval_image(dm.eval_ids[0], 3)
@@ -346,7 +374,7 @@ def test_eta_follows_resume_and_time_budget():
 
     from nerfstudio.utils import writer
 
-    from featurenerf_ns.pipelines.featurenerf_pipeline import _fix_eta
+    from featurenerf_ns.pipelines.callbacks import _fix_eta
 
     trainer = SimpleNamespace(_start_step=1000, config=SimpleNamespace(max_num_iterations=500))
     saved = dict(writer.GLOBAL_BUFFER)

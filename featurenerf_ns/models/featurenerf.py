@@ -295,7 +295,7 @@ class FeatureNeRFModel(Model):
         mids = (t_all[..., 1:] + t_all[..., :-1]) / 2
         starts, ends = torch.cat([edges[..., :1], mids], -1), torch.cat([mids, edges[..., -1:]], -1)
         fine = ray_bundle.get_ray_samples(bin_starts=starts[..., None], bin_ends=ends[..., None])
-        residual = f_n["coords"] - new.frustums.get_positions().detach() if "coords" in f_n else None
+        residual = f_n["coords"] - new.frustums.get_positions().detach() if self.config.predict_coords else None
         return fine, {"density": density}, (order, [f_c, f_n]), residual
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, torch.Tensor]:  # type: ignore[override]
