@@ -12,29 +12,28 @@ training callback logs them on a small pair subset every N steps.
 
 from __future__ import annotations
 
-import time
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils import profiler, writer
+from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig, FixedEvalImages
-from featurenerf_ns.data.layout import append_jsonl, read_jsonl
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig, evaluate, num_steps
 from featurenerf_ns.eval.protocols import resolve_protocol
 from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.pipelines.callbacks import LearningCurve, time_budget_callback
 from featurenerf_ns.teachers import TeacherError
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+from featurenerf_ns.utils.cli import progress_bar
 from featurenerf_ns.viewer.panel import FeatureViewerPanel
 from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
@@ -86,8 +85,6 @@ class FeatureNeRFPipeline(VanillaPipeline):
             self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
             dist.barrier(device_ids=[local_rank])
         self.local_rank = local_rank
-        self._t0: Optional[float] = None
-        self._curve_clock: Optional[_CurveClock] = None
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
         prefer_localhost_for_ns_viewer()
@@ -137,83 +134,10 @@ class FeatureNeRFPipeline(VanillaPipeline):
         return c
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attrs)
-        budget = self.config.max_train_minutes * 60.0 if self.config.max_train_minutes is not None else None
-
-        def check(step: int) -> None:
-            if self._t0 is None:
-                self._t0 = time.perf_counter()
-            elif (
-                budget is not None
-                and time.perf_counter() - self._t0 > budget
-                and attrs.trainer is not None
-                and not attrs.trainer.stop_training
-            ):
-                CONSOLE.print(
-                    f"[yellow]time budget of {self.config.max_train_minutes:g} min reached at step {step}; "
-                    "stopping[/yellow]"
-                )
-                attrs.trainer.stop_training = True
-            _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - self._t0))
-
-        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check))
-        c = self.correspondence_config
-        if c.callback_every > 0 and self.local_rank == 0:
-            callbacks.append(
-                TrainingCallback(
-                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                    lambda step: self._learning_curve_point(step, attrs),
-                    update_every_num_iters=c.callback_every,
-                )
-            )
+        callbacks = super().get_training_callbacks(attrs) + [time_budget_callback(self.config.max_train_minutes, attrs)]
+        if self.correspondence_config.callback_every > 0 and self.local_rank == 0:
+            callbacks.append(LearningCurve(self, attrs).callback())
         return callbacks
-
-    def _learning_curve_point(self, step: int, attrs: TrainingCallbackAttributes) -> None:
-        """Every ``callback_every`` steps: correspondence metrics on ``callback_pairs`` pairs of each kind (internal
-        and distilled features) and novel-view PSNR/SSIM on the fixed eval images; logged to tensorboard/wandb
-        (``Correspondence/...``, ``Eval Curve/...``), one console line, and one JSON line appended to
-        ``<run>/learning_curve.jsonl`` (step, training seconds without these evaluations, metrics), which a study
-        reads back for learning curves. A resumed run appends to the same file and continues its clock."""
-        c = self.correspondence_config
-        path = _curve_path(attrs)
-        if self._curve_clock is None:
-            self._curve_clock = _CurveClock.resuming(path)
-        clock = self._curve_clock
-        t_start, cpu_start = time.perf_counter(), time.process_time()
-        metrics, _ = self.correspondence_metrics(
-            c.callback_pairs, features=("nerf_feature", "feature"), teacher=False, progress=False
-        )
-        if getattr(c, "callback_images", True):
-            nvs = self.novel_view_metrics()
-            metrics.update(nvs)
-            for k, v in nvs.items():
-                writer.put_scalar(name=f"Eval Curve/{k}", scalar=v, step=step)
-        for k, v in metrics.items():
-            if "/num_" not in k and "/" in k:
-                writer.put_scalar(name=f"Correspondence/{k}", scalar=v, step=step)
-        clock.exclude(time.perf_counter() - t_start, time.process_time() - cpu_start)
-        if metrics:
-            short = {
-                k.split("/", 1)[-1]: v
-                for k, v in metrics.items()
-                if k.endswith(("pck@0.1", "miou", "psnr")) and ("nerf_feature/" in k or "/" not in k)
-            }
-            CONSOLE.print(
-                f"step {step} eval ({c.callback_pairs} pairs/kind): "
-                + ", ".join(f"{k.replace('nerf_feature/', '')} {v:.1f}" for k, v in short.items())
-            )
-        if path is not None:
-            train_s, train_cpu_s = clock.training_seconds()
-            append_jsonl(
-                path,
-                {
-                    "step": int(step),
-                    "train_s": round(train_s, 2),
-                    "train_cpu_s": round(train_cpu_s, 2),
-                    "eval_s": round(time.perf_counter() - t_start, 2),
-                    "metrics": {k: (None if v != v else float(v)) for k, v in metrics.items()},
-                },
-            )
 
     @torch.no_grad()
     def novel_view_metrics(self, instances: Optional[Sequence[str]] = None) -> Dict[str, float]:
@@ -289,7 +213,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
         examples: list = []
         with self.model.evaluating():
             for prov in providers:
-                with _progress(
+                with progress_bar(
                     progress,
                     f"correspondence ({'/'.join(prov.names)}, {len(proto.cross_instance)}+"
                     f"{len(proto.novel_view)}+{len(proto.cross_view)} pairs)",
@@ -317,61 +241,6 @@ class ConditionedImages:
                 yield camera, batch
 
 
-def _curve_path(attrs: TrainingCallbackAttributes) -> Optional[Path]:
-    """``<run>/learning_curve.jsonl`` of the trainer's run (None without a trainer)."""
-    base = getattr(attrs.trainer, "base_dir", None) if attrs.trainer is not None else None
-    return Path(base) / "learning_curve.jsonl" if base is not None else None
-
-
-@dataclass
-class _CurveClock:
-    """Training time of a run without its learning-curve evaluations, wall and CPU (this process, all threads: not
-    inflated by other work on the machine or a paused process), continued from the run it resumes."""
-
-    wall0: float
-    cpu0: float
-    wall_offset: float = 0.0
-    cpu_offset: float = 0.0
-    wall_excluded: float = 0.0
-    cpu_excluded: float = 0.0
-
-    @classmethod
-    def resuming(cls, path: Optional[Path]) -> "_CurveClock":
-
-        last = read_jsonl(path)[-1:] if path is not None and path.is_file() else []
-        return cls(
-            time.perf_counter(),
-            time.process_time(),
-            float(last[0].get("train_s", 0.0)) if last else 0.0,
-            float(last[0].get("train_cpu_s", 0.0)) if last else 0.0,
-        )
-
-    def exclude(self, wall_s: float, cpu_s: float) -> None:
-        self.wall_excluded += wall_s
-        self.cpu_excluded += cpu_s
-
-    def training_seconds(self) -> Tuple[float, float]:
-        return (
-            self.wall_offset + time.perf_counter() - self.wall0 - self.wall_excluded,
-            self.cpu_offset + time.process_time() - self.cpu0 - self.cpu_excluded,
-        )
-
-
-def _fix_eta(trainer, step: int, remaining_s: Optional[float]) -> None:
-    """Points nerfstudio's console ETA (and progress fraction) at the step where training will really end: after
-    a resume the loop ends at start + max_num_iterations (nerfstudio assumes max_num_iterations), and with a time
-    budget at about step + remaining_s / (mean step time). The trainer computes the ETA right after this callback
-    as (writer max_iter - step) x mean step time."""
-    if trainer is None:
-        return
-    end = getattr(trainer, "_start_step", 0) + trainer.config.max_num_iterations
-    if remaining_s is not None:
-        avg = writer.GLOBAL_BUFFER.get("events", {}).get(writer.EventName.ITER_TRAIN_TIME.value, {}).get("avg")
-        if avg:
-            end = min(end, step + max(1, int(max(remaining_s, 0.0) / avg)))
-    writer.GLOBAL_BUFFER["max_iter"] = end
-
-
 def _merge_examples(per_provider: List[list]) -> list:
     """Examples of several providers (same pairs) -> one list of dicts holding every provider's predictions."""
     if not per_provider:
@@ -381,41 +250,3 @@ def _merge_examples(per_provider: List[list]) -> list:
         for base, e in zip(out, more):
             base.update({k: v for k, v in e.items() if isinstance(v, dict)})
     return out
-
-
-class _progress:
-    """A rich progress bar (or nothing) yielding an ``advance()`` callable."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=CONSOLE,
-            transient=False,
-        )
-        self.bar.__enter__()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict, Tuple, Type
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Type
 
 import tyro
+from nerfstudio.utils.rich_utils import CONSOLE as NS_CONSOLE
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def make_console(**kwargs) -> Console:
@@ -41,3 +43,33 @@ def run_command(command: type, errors: Tuple[Type[BaseException], ...]) -> None:
     except errors as e:
         CONSOLE.print(f"[red]error:[/red] {e}", soft_wrap=True)
         sys.exit(2)
+
+
+class progress_bar:
+    """``with progress_bar(enabled, description, total) as advance:`` a rich progress bar on nerfstudio's console
+    (or nothing when not enabled); ``advance()`` moves it one step."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+        self.bar: Optional[Progress] = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        bar = self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=NS_CONSOLE,
+            transient=False,
+        )
+        bar.__enter__()
+        task = bar.add_task(self.description, total=self.total)
+        return lambda: bar.advance(task)
+
+    def __exit__(self, *exc) -> "Literal[False]":
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

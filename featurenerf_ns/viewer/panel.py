@@ -21,7 +21,6 @@ itself drops to ~30 px while the camera moves) and returns
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
@@ -46,7 +45,8 @@ from featurenerf_ns.cameras import pinhole_camera
 from featurenerf_ns.eval.providers import field_point_features, view_camera
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
 from featurenerf_ns.viewer.compose import compose_outputs, fit_pca_colors
-from featurenerf_ns.viewer.inputs import Conditioning, ViewerInputError, load_user_image, parse_views, viewer_instances
+from featurenerf_ns.viewer.conditionings import ConditioningCache
+from featurenerf_ns.viewer.inputs import Conditioning, ViewerInputError, parse_views, viewer_instances
 
 if TYPE_CHECKING:
     from featurenerf_ns.teachers.pca import PcaColors
@@ -86,7 +86,7 @@ class FeatureViewerPanel(nn.Module):
         distill = pipeline.model.config.distill
         gpu = torch.cuda.is_available()
         self._lock = threading.RLock()
-        self._conditionings: "OrderedDict[tuple, Conditioning]" = OrderedDict()
+        self._conditionings = ConditioningCache(dm, pipeline.model)
         self._pca: Optional[Tuple[tuple, Dict[str, "PcaColors"]]] = None  # (fit key, feature -> colouring)
         self._query: Optional[Dict[str, torch.Tensor]] = None
         self._parts: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
@@ -193,34 +193,7 @@ class FeatureViewerPanel(nn.Module):
         it = self._dm.instance(inst)
         views = views if views is not None else parse_views(self.a2_source_views.value, it.rgba.shape[0])
         image = (self.a3_image.value if image is None else image).strip()
-        path = Path(image).expanduser() if image else None
-        m = self._model
-        encoder_version = sum(p._version for p in m.encoder.parameters())  # changes when training updates it
-        key = (
-            inst,
-            views,
-            str(path) if path else "",
-            path.stat().st_mtime if path and path.is_file() else 0,
-            encoder_version,
-        )
-        if key in self._conditionings:
-            self._conditionings.move_to_end(key)
-            return self._conditionings[key]
-        sources = self._dm.sources([it], torch.tensor([views]))
-        if path is not None:
-            img = load_user_image(path, it.hw).to(sources.images)
-            sources = sources._replace(images=torch.cat([img[None, None], sources.images[:, 1:]], dim=1))
-        was_training = m.encoder.training  # (GUI callbacks can run while ns-train has the model in train mode)
-        m.encoder.eval()
-        try:
-            maps = m.encoder(sources.images.flatten(0, 1).to(m.device))
-        finally:
-            m.encoder.train(was_training)
-        cond = Conditioning(key, inst, views, sources.to(m.device), maps)
-        self._conditionings[key] = cond
-        while len(self._conditionings) > 8:
-            self._conditionings.popitem(last=False)
-        return cond
+        return self._conditionings.get(inst, views, Path(image).expanduser() if image else None)
 
     def _views_or_default(self, instance: str) -> Tuple[int, ...]:
         """The GUI's source views, or the data manager's eval source view when the GUI's list is invalid."""

@@ -1,0 +1,52 @@
+"""The viewer's encoded conditionings: the source views of an instance (optionally with a user image in place of the
+first one) and their encoder maps, encoded once and kept in a small LRU keyed by what they depend on."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+from featurenerf_ns.viewer.inputs import Conditioning, load_user_image
+
+
+class ConditioningCache:
+    """``get(instance, views, image)`` -> the :class:`Conditioning` of ``instance``'s source ``views``, encoded by
+    the model's encoder (in eval mode) only when not cached. The key holds the image file's mtime and the
+    encoder's parameter versions, so an edited image or a training update re-encodes."""
+
+    def __init__(self, datamanager, model, size: int = 8) -> None:
+        self._dm, self._model, self.size = datamanager, model, size
+        self._items: "OrderedDict[tuple, Conditioning]" = OrderedDict()
+
+    @torch.no_grad()
+    def get(self, instance: str, views: Tuple[int, ...], image: Optional[Path]) -> Conditioning:
+        m = self._model
+        key = (
+            instance,
+            views,
+            str(image) if image else "",
+            image.stat().st_mtime if image and image.is_file() else 0,
+            sum(p._version for p in m.encoder.parameters()),  # changes when training updates the encoder
+        )
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        it = self._dm.instance(instance)
+        sources = self._dm.sources([it], torch.tensor([views]))
+        if image is not None:
+            img = load_user_image(image, it.hw).to(sources.images)
+            sources = sources._replace(images=torch.cat([img[None, None], sources.images[:, 1:]], dim=1))
+        was_training = m.encoder.training  # (GUI callbacks can run while ns-train has the model in train mode)
+        m.encoder.eval()
+        try:
+            maps = m.encoder(sources.images.flatten(0, 1).to(m.device))
+        finally:
+            m.encoder.train(was_training)
+        cond = Conditioning(key, instance, views, sources.to(m.device), maps)
+        self._items[key] = cond
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return cond
