@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.rays import RayBundle
 
 
 def camera_rays(c2w: torch.Tensor, focal: float, hw: Tuple[int, int], u: torch.Tensor, v: torch.Tensor):
@@ -50,3 +52,21 @@ def project(x_cam: torch.Tensor, focal: torch.Tensor, center: torch.Tensor, eps:
     u = center[..., 0, None] + focal[..., None] * x_cam[..., 0] / z
     v = center[..., 1, None] - focal[..., None] * x_cam[..., 1] / z
     return torch.stack([u, v], dim=-1)
+
+
+def single_ray_bundle(origin, direction) -> RayBundle:
+    """One ray (origin (3,), direction (3,), normalised here) as a (1,)-shaped nerfstudio RayBundle."""
+    o = torch.as_tensor(origin, dtype=torch.float32).reshape(1, 3)
+    d = F.normalize(torch.as_tensor(direction, dtype=torch.float32).reshape(1, 3), dim=-1)
+    return RayBundle(
+        origins=o, directions=d, pixel_area=torch.full((1, 1), 1e-4), camera_indices=torch.zeros(1, 1, dtype=torch.long)
+    )
+
+
+def look_at_of(c2w: np.ndarray, height: int, focal: float) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """A camera-to-world pose (OpenGL convention, 3x4 or 4x4) as an orbit camera: (vertical fov = 2 atan(H / 2f),
+    up = the camera's y axis, position, look-at = position + |position| * forward with forward = -z)."""
+    c2w = np.asarray(c2w, dtype=np.float64)
+    pos, forward = c2w[:3, 3], -c2w[:3, 2]
+    fov = 2 * np.arctan(height / 2 / focal)
+    return float(fov), c2w[:3, 1], pos, pos + forward * np.linalg.norm(pos)

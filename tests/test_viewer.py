@@ -125,6 +125,28 @@ def test_queries_parts_and_cross_instance(pipeline):
     panel.a1_instance.value = ids[0]
 
 
+def test_ray_query_hits_the_object_and_misses_the_background(pipeline):
+    """A click ray from a source camera through the object's centre sets the query (rendered features of that
+    ray); a ray pointing away from the object is reported as background and leaves the query unchanged."""
+    from featurenerf_ns.cameras import look_at_of
+
+    panel = pipeline.featurenerf
+    panel.e2_precision.value = "float32"
+    inst = panel._ids[0]
+    panel.a1_instance.value = inst
+    rec = pipeline.datamanager.cat.instance(inst)
+    fov, up, pos, target = look_at_of(rec.poses[0], rec.height, rec.focal)
+    assert 0 < fov < np.pi and np.isclose(np.linalg.norm(up), 1.0)
+    assert np.allclose(np.linalg.norm(target - pos), np.linalg.norm(pos))  # looks at the origin's distance
+    panel._query = None
+    assert panel.query_ray(pos, -pos, "centre ray")
+    assert panel.c4_query.value == "centre ray" and set(panel._query) == set(panel.feature_names())
+    before = {k: v.clone() for k, v in panel._query.items()}
+    assert not panel.query_ray(pos, pos, "away")  # points away from the object
+    assert all(torch.equal(before[k], panel._query[k]) for k in before)
+    panel._query = None
+
+
 def test_bad_inputs_are_one_line_and_ignored(pipeline, tmp_path, capsys):
     from featurenerf_ns.viewer.inputs import ViewerInputError, load_user_image, parse_views
 

@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import (
@@ -41,7 +39,7 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
-from featurenerf_ns.cameras import pinhole_camera
+from featurenerf_ns.cameras import look_at_of, pinhole_camera, single_ray_bundle
 from featurenerf_ns.eval.providers import field_point_features, view_camera
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
 from featurenerf_ns.viewer.compose import compose_outputs, fit_pca_colors
@@ -310,16 +308,13 @@ class FeatureViewerPanel(nn.Module):
             return
         inst = self.a1_instance.value
         rec = self._dm.cat.instance(inst)
-        c2w = np.asarray(rec.poses[self._views_or_default(inst)[0]], dtype=np.float64)
-        pos = c2w[:3, 3]
-        forward = -c2w[:3, 2]
-        fov = 2 * np.arctan(rec.height / 2 / rec.focal)  # vertical
+        fov, up, pos, target = look_at_of(rec.poses[self._views_or_default(inst)[0]], rec.height, rec.focal)
         for client in clients if clients is not None else ctl.viser_server.get_clients().values():
             with client.atomic():
-                client.camera.fov = float(fov)
-                client.camera.up_direction = tuple(c2w[:3, 1])
+                client.camera.fov = fov
+                client.camera.up_direction = tuple(up)
                 client.camera.position = tuple(pos * ratio)
-                client.camera.look_at = tuple((pos + forward * np.linalg.norm(pos)) * ratio)
+                client.camera.look_at = tuple(target * ratio)
 
     # ------------------------------------------------------------------ queries
     def _set_query(self, feats: Dict[str, torch.Tensor], label: str) -> None:
@@ -342,14 +337,7 @@ class FeatureViewerPanel(nn.Module):
         """Query = the features rendered along one ray of the current instance; False if it misses the object."""
         m = self._model
         cond = self._current_conditioning()
-        o = torch.tensor([origin], dtype=torch.float32)
-        d = F.normalize(torch.tensor([direction], dtype=torch.float32), dim=-1)
-        bundle = RayBundle(
-            origins=o,
-            directions=d,
-            pixel_area=torch.full((1, 1), 1e-4),
-            camera_indices=torch.zeros(1, 1, dtype=torch.long),
-        ).to(m.device)
+        bundle = single_ray_bundle(origin, direction).to(m.device)
 
         def run():
             was = m.training
