@@ -16,6 +16,7 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 
 import featurenerf_ns.method_configs as mc
+from featurenerf_ns.bench.scale import SCALE_INSTANCES, part_scale
 from featurenerf_ns.cameras import camera_rays
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.eval.metrics import nn_match
@@ -26,7 +27,7 @@ from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import TeacherError, TeacherSpec
 from featurenerf_ns.utils.precision import autocast_context, cpu_has_fast_bf16
 
-PARTS = ("matmul", "field", "encoder", "step", "inference")
+PARTS = ("matmul", "field", "encoder", "step", "inference", "scale")
 PRESET_NAMES = ("tiny", "paper")
 
 
@@ -327,7 +328,9 @@ def part_inference(device: str) -> dict:
     return out
 
 
-def run_part(part: str, device: str, data: str, peak: Dict[str, float], threads: int) -> Tuple[dict, float]:
+def run_part(
+    part: str, device: str, data: str, peak: Dict[str, float], threads: int, scale_instances: Tuple[int, ...] = ()
+) -> Tuple[dict, float]:
     if threads:
         torch.set_num_threads(threads)
     fn = {
@@ -336,6 +339,7 @@ def run_part(part: str, device: str, data: str, peak: Dict[str, float], threads:
         "encoder": lambda: part_encoder(device),
         "step": lambda: part_step(device, data),
         "inference": lambda: part_inference(device),
+        "scale": lambda: part_scale(instances=scale_instances or SCALE_INSTANCES),
     }[part]
     res = fn()
     return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)

@@ -17,7 +17,9 @@ Each part runs in a fresh subprocess (spawn), so its peak resident memory is its
 * ``inference``: the paper preset's query (encode one 128² view + the 512-d feature at 10,000 points, vs the
   official 0.40 s); features of a pair (10k surface points each) plus transfer of 3D keypoints and part labels; one
   128² feature render (tiny preset, all pixels) in float32 and bfloat16; teacher caching images/s (DINOv2 ViT-S/14
-  at 224 px).
+  at 224 px);
+* ``scale``: the data manager and teacher cache at 60, 600 and 3000 procedural instances (generation, cache build,
+  disk, resident memory, data time per step; :mod:`featurenerf_ns.bench.scale`).
 
 The parts live in :mod:`featurenerf_ns.bench.parts`, the targets in :mod:`featurenerf_ns.bench.targets`.
 """
@@ -36,6 +38,7 @@ import tyro
 from rich.table import Table
 
 from featurenerf_ns.bench.parts import PARTS, run_part
+from featurenerf_ns.bench.scale import SCALE_INSTANCES
 from featurenerf_ns.bench.targets import targets
 from featurenerf_ns.data.layout import atomic_write_json
 from featurenerf_ns.utils.cli import make_console
@@ -53,6 +56,8 @@ class BenchCommand:
     """Embedded chairs with their teacher cache (for the `step` part)."""
     threads: int = 0
     """torch threads (0 = torch's default: all cores)."""
+    scale_instances: Tuple[int, ...] = SCALE_INSTANCES
+    """Instance counts of the `scale` part (each generated, cached and streamed in its own process)."""
     out: Path = Path("outputs/bench.json")
 
     def main(self) -> None:
@@ -72,7 +77,8 @@ class BenchCommand:
         for part in self.parts:
             CONSOLE.print(f"[bold]{part}[/bold] ...")
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-                res, rss = ex.submit(run_part, part, self.device, self.data, peak, self.threads).result()
+                job = ex.submit(run_part, part, self.device, self.data, peak, self.threads, self.scale_instances)
+                res, rss = job.result()
             res["peak_rss_mib"] = rss
             results[part] = res
             if part == "matmul":
