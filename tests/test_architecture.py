@@ -18,7 +18,7 @@ ALLOWED = {  # room -> rooms it may import (docs/architecture.md, "may import")
     "teachers": {"utils", "data", "weights"},
     "encoders": {"utils", "model_components", "weights", "teachers"},
     "fields": {"utils", "cameras", "model_components"},
-    "models": {"utils", "data", "model_components", "encoders", "fields"},
+    "models": {"utils", "data", "model_components", "encoders", "fields", "teachers"},
     "eval": {"utils", "cameras", "model_components", "data", "teachers"},
     "viewer": {"utils", "cameras", "model_components", "data", "teachers", "fields", "eval"},
     "pipelines": {"utils", "cameras", "model_components", "data", "teachers", "fields", "models", "eval", "viewer"},

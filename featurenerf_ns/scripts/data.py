@@ -3,6 +3,7 @@
 featurenerf-data procedural --category chair --num-instances 60 --out data/shapenet
 featurenerf-data procedural --category all --num-instances 20 --out data/shapenet
 featurenerf-data contact-sheet --data data/shapenet --out docs/contact_sheet.png
+featurenerf-data scene --out data/scene     # the multi-object scene of n3f (nerfstudio transforms.json)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
 from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
 from featurenerf_ns.data.procedural.generate import GeneratorSettings, check_settings, generate_category
-from featurenerf_ns.utils.cli import make_console, run_subcommands
+from featurenerf_ns.data.procedural.scene import SceneSettings, generate_scene, render_count, scene_complete
+from featurenerf_ns.utils.cli import make_console, progress_bar, run_subcommands
 
 CONSOLE = make_console()
 
@@ -126,8 +128,41 @@ class ContactSheet:
         CONSOLE.print(f"[green]wrote[/green] {path}")
 
 
+@dataclass
+class Scene:
+    """Generate the multi-object scene of the per-scene systems (N3F): nerfstudio transforms.json, RGB frames,
+    depth / instance / amodal masks, surface samples and ground-truth edit renders (deterministic)."""
+
+    out: Path = Path("data/scene")
+    settings: SceneSettings = SceneSettings()
+    """What the scene is made of (objects, seed, resolution, views, held-out spacing, ...)."""
+    overwrite: bool = False
+    """Replace a scene of other settings at --out."""
+
+    def main(self) -> None:
+        if scene_complete(self.out, self.settings) and not self.overwrite:
+            CONSOLE.print(f"[green]up to date[/green]: {self.out} (fingerprint {self.settings.fingerprint()})")
+            return
+        start = time.perf_counter()
+        with progress_bar(True, "rendering the scene", render_count(self.settings)) as advance:
+
+            def update(d: int, total: int) -> None:
+                advance()
+
+            generate_scene(self.out, self.settings, overwrite=self.overwrite, progress=update)
+        CONSOLE.print(
+            f"[green]done[/green]: {len(self.settings.objects)} objects, {self.settings.num_views} views at "
+            f"{self.settings.resolution}x{self.settings.resolution} in {self.out} "
+            f"({time.perf_counter() - start:.1f} s); "
+            f"train with `ns-train n3f-tiny --data {self.out}`",
+            soft_wrap=True,
+        )
+
+
 def entrypoint() -> None:
-    run_subcommands({"procedural": Procedural, "contact-sheet": ContactSheet}, __doc__, (FeatureNeRFDataError,))
+    run_subcommands(
+        {"procedural": Procedural, "contact-sheet": ContactSheet, "scene": Scene}, __doc__, (FeatureNeRFDataError,)
+    )
 
 
 if __name__ == "__main__":

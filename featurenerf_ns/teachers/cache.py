@@ -5,7 +5,8 @@ Layout (default ``<data root>/teacher_cache/<teacher>/<category dir>/``)::
     manifest.json      teacher identity (id, weights hash, layer, facet, input size, normalisation, masking),
                        PCA settings + hash, dtype, format version, dataset fingerprint, images/s of the last build
     pca.npz            mean (D,), components (k, D) when PCA-k is on (fitted on the train split)
-    <instance>.npy     float16 (V, C, h, w), all views of the instance (memory-mappable)
+    <instance>.npy     float16 (V, C, h, w), all views of the instance (memory-mappable); a scene's frames are
+                       one instance (:class:`FrameSet`, default dir ``<scene>/teacher_cache/<teacher>/scene/``)
     <instance>.json    sidecar written last: identity key, fingerprint of the instance's images + cameras, shape
 
 Every file is written atomically (temporary file + rename), the sidecar after the array, so an interrupted
@@ -19,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,8 +51,87 @@ class TeacherCacheError(FeatureNeRFDataError):
     """A missing, stale or corrupt cache; one line naming the file and the fix."""
 
 
-def default_cache_dir(cat: CategoryData, teacher_name: str) -> Path:
-    return cat.root / "teacher_cache" / teacher_name / cat.dirname
+class ImageSet(Protocol):
+    """What a cache is built from: named groups of images ("instances": an object's views, or one scene's frames)."""
+
+    root: Path
+    dirname: str
+    category: Optional[str]
+    """Passed to the teacher (the diffusion teacher's prompt); None for a scene."""
+
+    def image_paths(self, inst: str) -> List[Path]: ...
+
+    def fingerprint(self, inst: str) -> str: ...
+
+    def default_pca_ids(self) -> List[str]: ...
+
+
+@dataclass
+class CategoryImages:
+    """A benchmark category's instances (train split fits the PCA)."""
+
+    cat: CategoryData
+    root: Path = field(init=False)
+    dirname: str = field(init=False)
+    category: Optional[str] = field(init=False)
+
+    def __post_init__(self):
+        self.root, self.dirname, self.category = self.cat.root, self.cat.dirname, self.cat.category
+
+    def image_paths(self, inst: str) -> List[Path]:
+        return list(self.cat.instance(inst).image_paths)
+
+    def fingerprint(self, inst: str) -> str:
+        return instance_fingerprint(self.cat, self.cat.instance(inst))
+
+    def default_pca_ids(self) -> List[str]:
+        return self.cat.ids("train")[:20]
+
+
+@dataclass
+class FrameSet:
+    """A scene's frames in named groups, each group one cache "instance" (e.g. "train" and "eval"); the PCA is
+    fitted on frames ``pca_frames`` of group ``pca_group`` only, so held-out frames never shape the reduction."""
+
+    root: Path
+    groups: Dict[str, List[Path]]
+    name: str = "frames"
+    pca_group: str = "train"
+    pca_frames: Optional[List[int]] = None
+    category: Optional[str] = None
+    dirname: str = field(init=False)
+
+    def __post_init__(self):
+        self.dirname = self.name
+
+    def image_paths(self, inst: str) -> List[Path]:
+        if inst not in self.groups:
+            raise TeacherCacheError(f"{self.root}: no frame group {inst!r} (groups: {', '.join(self.groups)})")
+        return list(self.groups[inst])
+
+    def fingerprint(self, inst: str) -> str:
+        h = hashlib.sha256()
+        for p in self.image_paths(inst):
+            if not p.is_file():
+                raise TeacherCacheError(f"{p}: image not found; check the dataset's transforms.json")
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()
+
+    def default_pca_ids(self) -> List[str]:
+        return [self.pca_group]
+
+
+Source = Union[CategoryData, ImageSet]
+
+
+def image_set(src: Source) -> ImageSet:
+    return CategoryImages(src) if isinstance(src, CategoryData) else src
+
+
+def default_cache_dir(cat: Source, teacher_name: str) -> Path:
+    src = image_set(cat)
+    return src.root / "teacher_cache" / teacher_name / src.dirname
 
 
 def _sha(obj: Any) -> str:
@@ -67,10 +147,14 @@ def instance_fingerprint(cat: CategoryData, rec: InstanceRecord) -> str:
     return h.hexdigest()
 
 
-def cache_identity(teacher: Teacher, pca_dim: Optional[int], pca_sha: Optional[str]) -> Dict[str, Any]:
+def cache_identity(
+    teacher: Teacher, pca_dim: Optional[int], pca_sha: Optional[str], l2_normalize: bool = False
+) -> Dict[str, Any]:
     """What the cached features depend on (the human label is informative only and not compared)."""
     ident = {k: v for k, v in teacher.identity().items() if k != "label"}
     ident.update(format_version=FORMAT_VERSION, dtype=DTYPE, pca_dim=pca_dim, pca_sha256=pca_sha)
+    if l2_normalize:  # only recorded when on, so caches built before the option existed keep their key
+        ident["l2_normalize"] = True
     return ident
 
 
@@ -79,11 +163,20 @@ def _diff(old: Dict[str, Any], new: Dict[str, Any]) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
-def load_views(rec: InstanceRecord, views: Optional[Sequence[int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(V, 3, H, W) RGB on black and (V, 1, H, W) alpha of an instance's views."""
-    idx = range(len(rec.image_paths)) if views is None else views
-    rgba = torch.from_numpy(np.stack([load_rgba(rec.image_paths[v]) for v in idx])).permute(0, 3, 1, 2)
+def load_views(
+    rec: Union[InstanceRecord, Sequence[Path]], views: Optional[Sequence[int]] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(V, 3, H, W) RGB on black and (V, 1, H, W) alpha (1 without an alpha channel) of an instance's views or of
+    a list of image files."""
+    paths = rec.image_paths if isinstance(rec, InstanceRecord) else list(rec)
+    idx = range(len(paths)) if views is None else views
+    rgba = torch.from_numpy(np.stack([load_rgba(paths[v]) for v in idx])).permute(0, 3, 1, 2)
     return rgba[:, :3].contiguous(), rgba[:, 3:].contiguous()
+
+
+def _extract(teacher: Teacher, rgb: torch.Tensor, alpha: torch.Tensor, category: Optional[str], l2: bool):
+    f = teacher.extract(rgb, alpha, category=category).features
+    return F.normalize(f, dim=1) if l2 else f
 
 
 def cell_alpha(alpha: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
@@ -210,7 +303,7 @@ def _progress() -> Progress:
 
 
 def build_cache(
-    cat: CategoryData,
+    cat: Source,
     teacher: Teacher,
     ids: Sequence[str],
     cache_dir: Optional[Path] = None,
@@ -218,12 +311,15 @@ def build_cache(
     pca_ids: Optional[Sequence[str]] = None,
     pca_views: int = 10,
     quiet: bool = False,
+    l2_normalize: bool = False,
 ) -> BuildReport:
     """Caches ``teacher`` features of every view of ``ids``; resumable and never reusing stale files.
 
     PCA (``pca_dim``) is fitted on ``pca_ids`` (default: up to 20 train instances, ``pca_views`` evenly spaced
-    views each, foreground cells only) before any instance is written, and is part of the identity."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(cat, teacher.config.name)
+    views each, foreground cells only; a :class:`FrameSet`: its ``pca_frames``) before any instance is written, and
+    is part of the identity. ``l2_normalize``: unit-normalise every teacher feature before the PCA (N3F's recipe)."""
+    src = image_set(cat)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(src, teacher.config.name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     images = 0
@@ -237,10 +333,12 @@ def build_cache(
 
     # PCA: reuse the stored one when everything else matches, else fit anew
     pca, pca_sha = None, None
-    base_ident = cache_identity(teacher, pca_dim, None)
+    base_ident = cache_identity(teacher, pca_dim, None, l2_normalize)
     if pca_dim:
-        pca_ids = list(pca_ids) if pca_ids is not None else cat.ids("train")[:20]
+        pca_ids = list(pca_ids) if pca_ids is not None else src.default_pca_ids()
         pca_fit_ident = dict(base_ident, pca_fit_on=_sha(sorted(pca_ids)), pca_views=pca_views)
+        if getattr(src, "pca_frames", None):
+            pca_fit_ident["pca_frames"] = [int(i) for i in getattr(src, "pca_frames")]
         pf = cache_dir / PCA_FILE
         if old and old.get("pca_fit_identity") == pca_fit_ident and pf.is_file():
             pca = FeaturePCA.load(pf)
@@ -248,10 +346,15 @@ def build_cache(
             samples = []
             n_img = 0
             for inst in pca_ids:
-                rec = cat.instance(inst)
-                views = np.unique(np.linspace(0, len(rec.image_paths) - 1, pca_views).round().astype(int))
-                rgb, alpha = load_views(rec, views)
-                fm = teacher.extract(rgb, alpha, category=cat.category).features
+                paths = src.image_paths(inst)
+                frames = getattr(src, "pca_frames", None) if inst == getattr(src, "pca_group", None) else None
+                if frames:
+                    pick = np.unique(np.linspace(0, len(frames) - 1, pca_views).round().astype(int))
+                    views = np.asarray(frames)[pick]
+                else:
+                    views = np.unique(np.linspace(0, len(paths) - 1, pca_views).round().astype(int))
+                rgb, alpha = load_views(paths, views)
+                fm = _extract(teacher, rgb, alpha, src.category, l2_normalize)
                 a = cell_alpha(alpha, fm.shape[-2:])
                 samples.append(fm.permute(0, 2, 3, 1)[a[:, 0] > 0.5])
                 n_img += len(views)
@@ -263,7 +366,7 @@ def build_cache(
                     f"{pca.explained.sum() * 100:.1f}% of the variance kept"
                 )
         pca_sha = hashlib.sha256(pca.to_bytes()).hexdigest()
-    ident = cache_identity(teacher, pca_dim, pca_sha)
+    ident = cache_identity(teacher, pca_dim, pca_sha, l2_normalize)
     key = _sha(ident)[:16]
 
     reason = None
@@ -286,8 +389,8 @@ def build_cache(
         "identity": ident,
         "identity_key": key,
         "label": teacher.label,
-        "category": cat.category,
-        "data_root": str(cat.root),
+        "category": src.category,
+        "data_root": str(src.root),
         "complete": False,
         "instances": [],
         "pca_fit_identity": pca_fit_ident if pca_dim else None,
@@ -302,10 +405,10 @@ def build_cache(
     with progress if not quiet else _Null():
         t_extract, n_extract = 0.0, 0
         for inst in ids:
-            rec = cat.instance(inst)
-            fp = instance_fingerprint(cat, rec)
+            paths = src.image_paths(inst)
+            fp = src.fingerprint(inst)
             fingerprints[inst] = fp
-            shape = (len(rec.image_paths), dim, h, w)
+            shape = (len(paths), dim, h, w)
             if _sidecar_ok(cache_dir, inst, key, fp, shape):
                 reused.append(inst)
                 progress.advance(task)
@@ -313,12 +416,12 @@ def build_cache(
             t0 = time.perf_counter()
             chunks = []
             bs = max(1, teacher.config.batch_size)
-            for s in range(0, len(rec.image_paths), bs):  # bounded memory: one batch of images at a time
-                rgb, alpha = load_views(rec, range(s, min(s + bs, len(rec.image_paths))))
-                f = teacher.extract(rgb, alpha, category=cat.category).features
+            for s in range(0, len(paths), bs):  # bounded memory: one batch of images at a time
+                rgb, alpha = load_views(paths, range(s, min(s + bs, len(paths))))
+                f = _extract(teacher, rgb, alpha, src.category, l2_normalize)
                 if not torch.isfinite(f).all():
                     raise TeacherCacheError(
-                        f"{rec.image_paths[s]}: teacher produced NaN/inf features for instance {inst}; check the "
+                        f"{paths[s]}: teacher produced NaN/inf features for instance {inst}; check the "
                         "images and teacher weights"
                     )
                 if pca is not None:
@@ -360,18 +463,22 @@ class _Null:
 
 
 def open_cache(
-    cat: CategoryData,
+    cat: Source,
     teacher: Teacher,
     ids: Sequence[str],
     cache_dir: Optional[Path] = None,
     pca_dim: Optional[int] = None,
     build: bool = True,
     quiet: bool = False,
+    l2_normalize: bool = False,
+    pca_views: int = 10,
 ) -> TeacherCache:
     """The cache for ``teacher`` covering ``ids``, built or completed first when ``build`` (else an error)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(cat, teacher.config.name)
     if build:
-        build_cache(cat, teacher, ids, cache_dir, pca_dim=pca_dim, quiet=quiet)
+        build_cache(
+            cat, teacher, ids, cache_dir, pca_dim=pca_dim, pca_views=pca_views, quiet=quiet, l2_normalize=l2_normalize
+        )
     cache = TeacherCache(cache_dir)
     missing = [i for i in ids if i not in cache.instances]
     if missing or not cache.manifest.get("complete"):
@@ -379,7 +486,7 @@ def open_cache(
             f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run "
             "`featurenerf-teacher cache`"
         )
-    want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"))
+    want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"), l2_normalize)
     if _sha(want)[:16] != cache.key:
         raise TeacherCacheError(
             f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with "

@@ -231,7 +231,7 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
 
 def _png_bytes(rgba: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG", optimize=False, compress_level=6)
+    Image.fromarray(np.ascontiguousarray(rgba)).save(buf, format="PNG", optimize=False, compress_level=6)  # RGB(A)
     return buf.getvalue()
 
 

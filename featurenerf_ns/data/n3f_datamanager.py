@@ -1,0 +1,140 @@
+"""Per-scene data manager of N3F: nerfstudio's ray batches plus the teacher's features at every sampled pixel.
+
+Any nerfstudio dataset (nerfstudio-data, blender-data, ...) works: the teacher (any of the registry) is run once
+over the train and eval images through the on-disk teacher cache (:mod:`featurenerf_ns.teachers.cache`, one
+:class:`~featurenerf_ns.teachers.cache.FrameSet` with a "train" and an "eval" group; config-checked and
+resumable), its features L2-normalised and reduced by a PCA fitted on the train frames (N3F: 64 dimensions).
+Each train batch gains ``batch["feature"]`` (R, D): the teacher map bilinearly sampled at the ray's pixel centre
+(only the 4 cells around it are read from the memory-mapped cache); each eval image gains the whole map
+upsampled to the image, (H, W, D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from featurenerf_ns.model_components.map_sampling import bilinear_gather
+from featurenerf_ns.teachers import TeacherSpec
+from featurenerf_ns.teachers.cache import FrameSet, TeacherCache, open_cache
+
+
+def _default_teacher() -> TeacherSpec:
+    # N3F: PCA-64 of L2-normalised teacher features. 448 px input (32 x 32 map) instead of the registry's 224:
+    # a scene's objects cover ~2-5% of a frame, 3-4 cells at 224.
+    return TeacherSpec(pca_dim=64, input_size=448, mask_background=False)
+
+
+@dataclass
+class N3FDataManagerConfig(VanillaDataManagerConfig):
+    _target: Type = field(default_factory=lambda: N3FDataManager)
+    teacher: TeacherSpec = field(default_factory=_default_teacher)
+    """The 2D teacher distilled into the scene (any registered teacher and its options); ``pca_dim`` = the
+    distilled feature size (N3F: 64)."""
+    l2_normalize: bool = True
+    """Unit-normalise teacher features before the PCA (N3F)."""
+    pca_frames: int = 20
+    """Train frames (evenly spaced) the PCA is fitted on."""
+
+
+class N3FDataManager(VanillaDataManager):
+    config: N3FDataManagerConfig
+
+    def __init__(
+        self,
+        config: N3FDataManagerConfig,
+        device="cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        self.teacher_cache: Optional[TeacherCache] = None
+        self._eval_maps: Dict[int, torch.Tensor] = {}
+        if test_mode != "inference":
+            self.teacher_cache = self._open_cache()
+
+    @property
+    def teacher_feature_dim(self) -> int:
+        """Channels of the distilled features (the model's feature head size)."""
+        if self.teacher_cache is not None:
+            return self.teacher_cache.dim
+        return int(self.config.teacher.pca_dim or self.config.teacher.config().setup().dim)
+
+    def frame_set(self) -> FrameSet:
+        train = [Path(p) for p in self.train_dataset.image_filenames]
+        evals = [Path(p) for p in self.eval_dataset.image_filenames]
+        root = Path(self.config.data) if self.config.data is not None else train[0].parent.parent
+        if root.is_file():
+            root = root.parent
+        n = len(train)
+        k = min(self.config.pca_frames, n)
+        pca = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+        return FrameSet(root, {"train": train, "eval": evals}, name="frames", pca_group="train", pca_frames=pca)
+
+    def _open_cache(self) -> TeacherCache:
+        spec = self.config.teacher
+        teacher = spec.config().setup(device="cpu")
+        CONSOLE.print(f"teacher: {teacher.label} ({teacher.dim} x {teacher.map_size()[0]} x {teacher.map_size()[1]})")
+        frames = self.frame_set()
+        cache = open_cache(
+            frames,
+            teacher,
+            ["train", "eval"],
+            spec.cache_dir,
+            pca_dim=spec.pca_dim,
+            build=True,
+            pca_views=len(frames.pca_frames or []),
+            l2_normalize=self.config.l2_normalize,
+        )
+        del teacher
+        return cache
+
+    # ------------------------------------------------------------------ batches
+    def _features_at(self, group: str, indices: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """indices (R, 3) [image, row, col] -> (R, D) teacher features at the pixel centres."""
+        assert self.teacher_cache is not None
+        idx = indices.cpu()
+        uv = torch.stack([idx[:, 2].float() + 0.5, idx[:, 1].float() + 0.5], dim=-1)
+        return bilinear_gather(self.teacher_cache.features(group), idx[:, 0], uv, hw).to(self.device)
+
+    def _hw(self, dataset, index: int) -> Tuple[int, int]:
+        cams = dataset.cameras
+        return int(cams.height[index]), int(cams.width[index])
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        ray_bundle, batch = super().next_train(step)
+        if self.teacher_cache is not None:
+            batch["feature"] = self._features_at("train", batch["indices"], self._hw(self.train_dataset, 0))
+        return ray_bundle, batch
+
+    def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
+        ray_bundle, batch = super().next_eval(step)
+        if self.teacher_cache is not None:
+            batch["feature"] = self._features_at("eval", batch["indices"], self._hw(self.eval_dataset, 0))
+        return ray_bundle, batch
+
+    def eval_feature_map(self, index: int) -> torch.Tensor:
+        """(H, W, D) teacher features of eval image ``index``, bilinearly upsampled from the cached map."""
+        if index not in self._eval_maps:
+            assert self.teacher_cache is not None
+            fmap = torch.from_numpy(self.teacher_cache.features("eval")[index].astype("float32"))[None]
+            H, W = self._hw(self.eval_dataset, index)
+            up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)[0]
+            self._eval_maps[index] = up.permute(1, 2, 0).contiguous()
+        return self._eval_maps[index]
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        camera, batch = super().next_eval_image(step)
+        if self.teacher_cache is not None:
+            batch["feature"] = self.eval_feature_map(int(batch["image_idx"])).to(self.device)
+        return camera, batch

@@ -1,0 +1,276 @@
+"""N3F's tasks on a generated scene, one module for ns-eval, the report and the tests.
+
+Features are compared after L2 normalisation (eta); ``d(a, b) = ||eta(a) - eta(b)||`` (in [0, 2]).
+
+* **2D object retrieval** (N3F Sec. 4.1): for object k and query frame q, the query is the mean feature over k's
+  visible region in q (ground-truth instance mask: the user's selection); in a gallery frame g every pixel is
+  ranked by cosine similarity to the query, and AP is computed against k's visible mask in g. mAP = mean over
+  objects, query frames and gallery frames (query and gallery frames disjoint; pairs where k covers fewer than
+  ``min_pixels`` pixels skipped). Galleries: other *train* frames (views the field was fitted on) and *held-out*
+  frames (novel views). Teacher-2D uses the teacher map bilinearly upsampled to the image; N3F its rendered
+  feature F(r).
+* **3D segmentation**: segment(q) = {x : d(f(x), q) <= tau and sigma(x) >= tau_sigma}, scored as IoU against
+  object k on the scene's surface samples of all objects and the platform. tau is chosen per query from the query
+  frame alone (the value whose rendered-feature mask best matches the query region in that frame: no other
+  frame's ground truth is used).
+* **Editing**: densities of the samples inside the segment set to 0 (remove) or outside it (extract), held-out
+  frames rendered and compared (PSNR / SSIM) with the ground-truth renders without object k / of object k alone;
+  the unedited render against the same targets is reported as the do-nothing floor.
+* **Amodal mask**: the extracted render's accumulation > 0.5 against k's full silhouette (occluders ignored).
+  ``visible_mask_oracle_iou`` scores the ground-truth *visible* mask as the amodal prediction: a reference that
+  uses ground truth (how much occlusion there is to recover), not a prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from featurenerf_ns.data.procedural.scene import SceneData
+from featurenerf_ns.model_components.segment_edit import SegmentEdit
+
+N3FPipeline = Any
+"""A trained ``pipelines.n3f_pipeline.N3FPipeline`` (eval/ sits below pipelines/ and does not import it)."""
+
+
+@dataclass
+class SceneTaskConfig:
+    enabled: bool = True
+    query_frames: int = 4
+    """Train frames (evenly spaced) the queries are taken from."""
+    train_galleries: int = 8
+    """Other train frames used as galleries ("train" retrieval)."""
+    heldout_galleries: int = 10
+    """Held-out frames used as galleries ("held-out" retrieval), and rendered for the editing tasks."""
+    edit_frames: int = 4
+    """Held-out frames rendered per object for removal / extraction / amodal masks."""
+    min_pixels: int = 20
+    tau_sigma: float = 1.0
+    """Density threshold of the 3D segment (sigma >= tau_sigma)."""
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """AP of ranking ``scores`` (P,) descending against boolean ``positive`` (P,) (mean precision at the positives)."""
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = torch.argsort(scores, descending=True, stable=True)
+    hits = positive[order].float()
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float32)
+    return float((precision * hits).sum() / n_pos)
+
+
+def region_query(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """feats (H, W, D), mask (H, W) -> the unit-normalised mean of the normalised features inside the mask (D,)."""
+    return F.normalize(F.normalize(feats[mask].float(), dim=-1).mean(0), dim=0)
+
+
+def feature_distance(feats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """||eta(f) - eta(q)|| for feats (..., D), query (D,) -> (...,)."""
+    cos = F.normalize(feats.float(), dim=-1) @ F.normalize(query.float(), dim=0)
+    return (2.0 - 2.0 * cos).clamp(min=0).sqrt()
+
+
+def best_threshold(dist: torch.Tensor, mask: torch.Tensor, grid: Optional[Sequence[float]] = None) -> float:
+    """The tau in ``grid`` whose {dist <= tau} best matches ``mask`` (IoU) in the query frame itself."""
+    taus = np.linspace(0.05, 1.5, 30) if grid is None else np.asarray(grid)
+    best, best_iou = float(taus[0]), -1.0
+    for t in taus:
+        pred = dist <= float(t)
+        iou = float((pred & mask).sum()) / max(float((pred | mask).sum()), 1.0)
+        if iou > best_iou:
+            best, best_iou = float(t), iou
+    return best
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    union = float((pred | gt).sum())
+    return float((pred & gt).sum()) / union if union > 0 else float("nan")
+
+
+def retrieval_map(
+    feature_of: Callable[[int], torch.Tensor],
+    instance: np.ndarray,
+    num_objects: int,
+    queries: Sequence[int],
+    galleries: Sequence[int],
+    min_pixels: int,
+) -> Tuple[float, int]:
+    """mAP (percent) and the number of (object, query, gallery) triples; ``feature_of(frame)`` -> (H, W, D)."""
+    aps: List[float] = []
+    for q in queries:
+        fq = feature_of(q)
+        for k in range(num_objects):
+            region = torch.from_numpy(instance[q] == k + 1)
+            if int(region.sum()) < min_pixels:
+                continue
+            query = region_query(fq, region)
+            for g in galleries:
+                pos = torch.from_numpy(instance[g] == k + 1)
+                if int(pos.sum()) < min_pixels:
+                    continue
+                fg = feature_of(g)
+                scores = F.normalize(fg.reshape(-1, fg.shape[-1]).float(), dim=-1) @ query
+                aps.append(average_precision(scores, pos.reshape(-1)))
+    return (float(np.mean(aps) * 100.0) if aps else float("nan")), len(aps)
+
+
+def evenly(items: Sequence[int], n: int) -> List[int]:
+    if n <= 0 or not items:
+        return []
+    idx = np.unique(np.linspace(0, len(items) - 1, min(n, len(items))).round().astype(int))
+    return [int(items[i]) for i in idx]
+
+
+# ---------------------------------------------------------------------------------------------------------- rendering
+class SceneRenders:
+    """Renders (cached) of a trained N3F pipeline at the scene's frames, and the teacher's maps at the same frames."""
+
+    def __init__(self, pipeline: N3FPipeline, scene: SceneData):
+        self.pipeline, self.scene = pipeline, scene
+        dm = pipeline.datamanager
+        self.where: Dict[int, Tuple[str, int]] = {}
+        for group, ds in (("train", dm.train_dataset), ("eval", dm.eval_dataset)):
+            for i, p in enumerate(ds.image_filenames):
+                stem = Path(p).stem
+                if stem.startswith("frame_"):
+                    self.where.setdefault(int(stem[6:]), (group, i))
+        self._renders: Dict[Tuple[int, Optional[Tuple[int, str]]], Dict[str, torch.Tensor]] = {}
+        self._teacher: Dict[int, torch.Tensor] = {}
+
+    def camera(self, frame: int):
+        group, i = self.where[frame]
+        dm = self.pipeline.datamanager
+        ds = dm.train_dataset if group == "train" else dm.eval_dataset
+        return ds.cameras[i : i + 1].to(self.pipeline.device)
+
+    def render(self, frame: int, edit=None, key: Optional[Tuple[int, str]] = None) -> Dict[str, torch.Tensor]:
+        ck = (frame, key)
+        if ck not in self._renders:
+            model = self.pipeline.model
+            with model.editing(edit):
+                out = model.get_outputs_for_camera(self.camera(frame))
+            self._renders[ck] = {k: out[k].cpu() for k in ("rgb", "accumulation", "feature") if k in out}
+        return self._renders[ck]
+
+    def n3f_feature(self, frame: int) -> torch.Tensor:
+        return self.render(frame)["feature"]
+
+    def teacher_feature(self, frame: int) -> torch.Tensor:
+        if frame not in self._teacher:
+            group, i = self.where[frame]
+            cache = self.pipeline.datamanager.teacher_cache
+            assert cache is not None
+            fmap = torch.from_numpy(np.asarray(cache.features(group)[i], dtype=np.float32))[None]
+            H, W = self.scene.manifest["settings"]["resolution"], self.scene.manifest["settings"]["resolution"]
+            up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)[0]
+            self._teacher[frame] = up.permute(1, 2, 0).contiguous()
+        return self._teacher[frame]
+
+
+def world_to_model(pipeline: N3FPipeline, points: np.ndarray) -> torch.Tensor:
+    """Scene (world) points (N, 3) -> the model's frame: the dataparser's transform and scale."""
+    out = pipeline.datamanager.train_dataparser_outputs
+    T = out.dataparser_transform.float()  # (3, 4)
+    p = torch.from_numpy(points).float()
+    return (p @ T[:, :3].T + T[:, 3]) * float(out.dataparser_scale)
+
+
+def _load_rgb(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
+
+
+def _psnr_ssim(pipeline: N3FPipeline, pred: torch.Tensor, gt: torch.Tensor) -> Tuple[float, float]:
+    model = pipeline.model
+    a = pred.permute(2, 0, 1)[None].to(pipeline.device).clamp(0, 1)
+    b = gt.permute(2, 0, 1)[None].to(pipeline.device)
+    return float(model.psnr(a, b)), float(model.ssim(a, b))
+
+
+# ---------------------------------------------------------------------------------------------------------- all tasks
+@torch.no_grad()
+def scene_metrics(
+    pipeline: N3FPipeline, root: Path, config: SceneTaskConfig, progress: Optional[Callable[[str], None]] = None
+) -> Tuple[Dict[str, float], Dict[str, object]]:
+    """All scene tasks; returns (metrics keyed ``scene/<task>/<name>``, examples for the report figure)."""
+    scene = SceneData.load(root)
+    renders = SceneRenders(pipeline, scene)
+    ann = scene.frames()
+    instance, amodal = ann["instance"], ann["amodal"]
+    n = scene.num_objects
+    train = [f for f in scene.train if f in renders.where]
+    heldout = [f for f in scene.heldout if f in renders.where]
+    queries = evenly(train, config.query_frames)
+    train_gal = evenly([f for f in train if f not in set(queries)], config.train_galleries)
+    held_gal = evenly(heldout, config.heldout_galleries)
+    say = progress or (lambda s: None)
+    metrics: Dict[str, float] = {}
+
+    for name, feature_of in (("teacher2d", renders.teacher_feature), ("n3f", renders.n3f_feature)):
+        for split, gal in (("train", train_gal), ("heldout", held_gal)):
+            say(f"retrieval {name} {split}")
+            m, count = retrieval_map(feature_of, instance, n, queries, gal, config.min_pixels)
+            metrics[f"scene/retrieval/{name}_{split}_map"] = m
+            metrics[f"scene/retrieval/{split}_triples"] = float(count)
+
+    # 3D segmentation, editing and amodal masks: one query per object (its largest region among the query frames)
+    surf = scene.surface()
+    pts = world_to_model(pipeline, surf["points"]).to(pipeline.device)
+    feats3d, sigma3d = pipeline.model.query(pts)
+    owner = torch.from_numpy(surf["point_object"].astype(np.int64))
+    edit_frames = evenly(heldout, config.edit_frames)
+    ious, taus, examples = [], [], {}
+    edit_vals: Dict[str, List[float]] = {}
+    for k in range(n):
+        sizes = [int((instance[q] == k + 1).sum()) for q in queries]
+        if not sizes or max(sizes) < config.min_pixels:
+            continue
+        q = queries[int(np.argmax(sizes))]
+        region = torch.from_numpy(instance[q] == k + 1)
+        fq = renders.n3f_feature(q)
+        query = region_query(fq, region)
+        tau = best_threshold(feature_distance(fq, query), region)
+        taus.append(tau)
+        seg = (feature_distance(feats3d.cpu(), query) <= tau) & (sigma3d.cpu() >= config.tau_sigma)
+        ious.append(mask_iou(seg, owner == k))
+        say(f"editing object {k}")
+        for f in edit_frames:
+            base = renders.render(f)["rgb"]
+            modes: Tuple[Literal["remove", "extract"], ...] = ("remove", "extract")
+            for mode in modes:
+                out = renders.render(f, SegmentEdit(query.to(pipeline.device), tau, mode), key=(k, mode))
+                gt = _load_rgb(scene.edit_path(mode, k, f))
+                p, s = _psnr_ssim(pipeline, out["rgb"], gt)
+                p0, s0 = _psnr_ssim(pipeline, base, gt)
+                edit_vals.setdefault(f"{mode}_psnr", []).append(p)
+                edit_vals.setdefault(f"{mode}_ssim", []).append(s)
+                edit_vals.setdefault(f"{mode}_unedited_psnr", []).append(p0)
+                if mode == "extract":
+                    am = out["accumulation"][..., 0] > 0.5
+                    edit_vals.setdefault("amodal_iou", []).append(mask_iou(am, torch.from_numpy(amodal[f, k])))
+                    vis = torch.from_numpy(instance[f] == k + 1)
+                    edit_vals.setdefault("visible_mask_oracle_iou", []).append(
+                        mask_iou(vis, torch.from_numpy(amodal[f, k]))
+                    )
+        if k == 0:
+            examples = {
+                "object": k,
+                "query_frame": q,
+                "tau": tau,
+                "edit_frame": edit_frames[0] if edit_frames else None,
+            }
+    metrics["scene/segmentation3d/iou"] = float(np.nanmean(ious) * 100.0) if ious else float("nan")
+    metrics["scene/segmentation3d/mean_tau"] = float(np.mean(taus)) if taus else float("nan")
+    for key, vals in edit_vals.items():
+        scale = 100.0 if key.endswith("iou") else 1.0
+        group = "amodal" if key.endswith("iou") else "editing"
+        metrics[f"scene/{group}/{key}"] = float(np.nanmean(vals) * scale)
+    return metrics, {"renders": renders, **examples}

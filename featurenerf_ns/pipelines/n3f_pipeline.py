@@ -1,0 +1,105 @@
+"""N3F pipeline: nerfstudio's VanillaPipeline with the teacher hand-over, a time budget and the scene metrics.
+
+Hand-over at setup (explicit, no metadata mutation): the data manager's teacher cache gives the model its feature
+size, and a PCA-3 colouring fitted once on training teacher features (so ``feature_pca`` colours are the same in
+every render; the checkpoint stores them). ``ns-eval`` adds, when the data is a generated scene
+(:mod:`featurenerf_ns.data.procedural.scene`), the tasks of :mod:`featurenerf_ns.eval.scene_tasks` (retrieval mAP
+of teacher-2D and N3F, 3D segmentation IoU, removal / extraction PSNR, amodal IoU) to PSNR/SSIM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Type
+
+import numpy as np
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from featurenerf_ns.data.n3f_datamanager import N3FDataManager, N3FDataManagerConfig
+from featurenerf_ns.data.procedural.scene import SCENE_FILE
+from featurenerf_ns.eval.scene_tasks import SceneTaskConfig, scene_metrics
+from featurenerf_ns.models.n3f import N3FModel, N3FModelConfig
+from featurenerf_ns.pipelines.callbacks import time_budget_callback
+from featurenerf_ns.teachers.pca import PcaColors
+from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+
+
+@dataclass
+class N3FPipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: N3FPipeline)
+    datamanager: N3FDataManagerConfig = field(default_factory=N3FDataManagerConfig)
+    model: N3FModelConfig = field(default_factory=N3FModelConfig)
+    max_train_minutes: Optional[float] = None
+    """Stop training (and save the checkpoint) after this much wall-clock time; None = only max_num_iterations."""
+    scene_tasks: SceneTaskConfig = field(default_factory=SceneTaskConfig)
+    """Retrieval / segmentation / editing / amodal metrics of ns-eval on a generated scene."""
+
+
+class N3FPipeline(VanillaPipeline):
+    config: N3FPipelineConfig
+    datamanager: N3FDataManager
+    model: N3FModel
+
+    def __init__(
+        self, config: N3FPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
+    ):
+        # VanillaPipeline.__init__ without its point-cloud seeding, plus the teacher hand-over
+        Pipeline.__init__(self)
+        self.config = config
+        self.test_mode = test_mode
+        self.world_size, self.local_rank = world_size, local_rank
+        self.datamanager = config.datamanager.setup(
+            device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
+        )
+        self.datamanager.to(device)
+        train = self.datamanager.train_dataset
+        self._model = config.model.setup(
+            scene_box=train.scene_box,
+            num_train_data=len(train),
+            metadata=train.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+            teacher_feature_dim=self.datamanager.teacher_feature_dim,
+        )
+        self.model.to(device)
+        if self.datamanager.teacher_cache is not None:
+            self.model.set_pca_colors(self._teacher_pca_colors())
+
+    def _teacher_pca_colors(self) -> PcaColors:
+        """PCA-3 colours of up to 40,000 teacher feature vectors of evenly spaced train frames (deterministic)."""
+        assert self.datamanager.teacher_cache is not None
+        maps = self.datamanager.teacher_cache.features("train")  # (V, D, h, w)
+        views = np.unique(np.linspace(0, len(maps) - 1, min(10, len(maps))).round().astype(int))
+        feats = (
+            torch.from_numpy(np.asarray(maps[views], dtype=np.float32)).permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+        )
+        return PcaColors.fit(feats[:: max(1, len(feats) // 40000)])
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        return super().get_training_callbacks(attrs) + [time_budget_callback(self.config.max_train_minutes, attrs)]
+
+    @property
+    def scene_root(self) -> Optional[Path]:
+        """The generated scene this model was trained on (None for any other dataset)."""
+        data = self.datamanager.config.data or self.datamanager.config.dataparser.data
+        root = Path(data) if data is not None else None
+        if root is not None and root.is_file():
+            root = root.parent
+        return root if root is not None and (root / SCENE_FILE).is_file() else None
+
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path=None, get_std: bool = False):
+        """PSNR/SSIM/feature cosine of the held-out frames (nerfstudio's loop), plus the scene tasks."""
+        metrics = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
+        if self.config.scene_tasks.enabled:
+            root = self.scene_root
+            if root is None:
+                CONSOLE.print("[yellow]scene tasks skipped: the data is not a generated scene (no scene.json)[/yellow]")
+            else:
+                self.eval()
+                metrics.update(scene_metrics(self, root, self.config.scene_tasks)[0])
+                self.train()
+        return metrics
