@@ -91,6 +91,12 @@ class N3FPipeline(VanillaPipeline):
             root = root.parent
         return root if root is not None and (root / SCENE_FILE).is_file() else None
 
+    def get_average_image_metrics(self, data_loader, image_prefix: str, step=None, output_path=None, get_std=False):
+        """nerfstudio's all-images loop, each batch given its teacher feature map (for ``feature_cosine``)."""
+        if self.datamanager.teacher_cache is not None:
+            data_loader = _WithTeacherFeatures(data_loader, self.datamanager)
+        return super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
+
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path=None, get_std: bool = False):
         """PSNR/SSIM/feature cosine of the held-out frames (nerfstudio's loop), plus the scene tasks."""
         metrics = super().get_average_eval_image_metrics(step=step, output_path=output_path, get_std=get_std)
@@ -103,3 +109,18 @@ class N3FPipeline(VanillaPipeline):
                 metrics.update(scene_metrics(self, root, self.config.scene_tasks)[0])
                 self.train()
         return metrics
+
+
+class _WithTeacherFeatures:
+    """A (camera, batch) loader of eval images whose batches gain ``feature`` (H, W, D), the teacher map."""
+
+    def __init__(self, loader, datamanager: N3FDataManager):
+        self.loader, self.dm = loader, datamanager
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for camera, batch in self.loader:
+            batch = dict(batch, feature=self.dm.eval_feature_map(int(batch["image_idx"])).to(self.dm.device))
+            yield camera, batch
