@@ -149,3 +149,13 @@ def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(scene_root, tmp_pat
     ):
         assert key in m and math.isfinite(m[key]), key
     assert 0.0 <= m["scene/retrieval/n3f_heldout_map"] <= 100.0
+    report = tmp_path / "report"
+    r = subprocess.run(
+        [str(BIN / "featurenerf-scene"), "report", "--load-config", str(config), "--out", str(report)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (report / "figure.png").stat().st_size > 1000 and "retrieval mAP" in (report / "results.md").read_text()

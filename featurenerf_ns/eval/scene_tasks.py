@@ -260,12 +260,13 @@ def scene_metrics(
                     edit_vals.setdefault("visible_mask_oracle_iou", []).append(
                         mask_iou(vis, torch.from_numpy(amodal[f, k]))
                     )
-        if k == 0:
+        if not examples and edit_frames:
             examples = {
                 "object": k,
                 "query_frame": q,
                 "tau": tau,
-                "edit_frame": edit_frames[0] if edit_frames else None,
+                "edit_frame": edit_frames[0],
+                "seg_mask": seg.numpy(),
             }
     metrics["scene/segmentation3d/iou"] = float(np.nanmean(ious) * 100.0) if ious else float("nan")
     metrics["scene/segmentation3d/mean_tau"] = float(np.mean(taus)) if taus else float("nan")
@@ -273,4 +274,4 @@ def scene_metrics(
         scale = 100.0 if key.endswith("iou") else 1.0
         group = "amodal" if key.endswith("iou") else "editing"
         metrics[f"scene/{group}/{key}"] = float(np.nanmean(vals) * scale)
-    return metrics, {"renders": renders, **examples}
+    return metrics, {"renders": renders, "scene": scene, "points": surf["points"], **examples}
