@@ -227,7 +227,8 @@ def scene_metrics(
     feats3d, sigma3d = pipeline.model.query(pts)
     owner = torch.from_numpy(surf["point_object"].astype(np.int64))
     edit_frames = evenly(heldout, config.edit_frames)
-    ious, taus, examples = [], [], {}
+    ious, taus = [], []
+    examples: Dict[str, Any] = {}
     edit_vals: Dict[str, List[float]] = {}
     for k in range(n):
         sizes = [int((instance[q] == k + 1).sum()) for q in queries]
