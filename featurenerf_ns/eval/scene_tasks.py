@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from featurenerf_ns.data.procedural.scene import SceneData
-from featurenerf_ns.model_components.segment_edit import SegmentEdit
+from featurenerf_ns.model_components.segment_edit import SegmentEdit, feature_distance
 
 N3FPipeline = Any
 """A trained ``pipelines.n3f_pipeline.N3FPipeline`` (eval/ sits below pipelines/ and does not import it)."""
@@ -70,12 +70,6 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
 def region_query(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """feats (H, W, D), mask (H, W) -> the unit-normalised mean of the normalised features inside the mask (D,)."""
     return F.normalize(F.normalize(feats[mask].float(), dim=-1).mean(0), dim=0)
-
-
-def feature_distance(feats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """||eta(f) - eta(q)|| for feats (..., D), query (D,) -> (...,)."""
-    cos = F.normalize(feats.float(), dim=-1) @ F.normalize(query.float(), dim=0)
-    return (2.0 - 2.0 * cos).clamp(min=0).sqrt()
 
 
 def best_threshold(dist: torch.Tensor, mask: torch.Tensor, grid: Optional[Sequence[float]] = None) -> float:

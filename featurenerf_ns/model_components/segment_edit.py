@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 
 
+def feature_distance(feats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """||eta(f) - eta(q)|| for feats (..., D), query (D,) -> (...,), in [0, 2]."""
+    cos = F.normalize(feats.float(), dim=-1) @ F.normalize(query.float().to(feats.device), dim=0)
+    return (2.0 - 2.0 * cos).clamp(min=0).sqrt()
+
+
 @dataclass
 class SegmentEdit:
     query: torch.Tensor
@@ -28,8 +34,7 @@ class SegmentEdit:
 
     def inside(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (..., D) -> (...,) bool."""
-        cos = F.normalize(feats.float(), dim=-1) @ F.normalize(self.query.float().to(feats.device), dim=0)
-        return (2.0 - 2.0 * cos).clamp(min=0).sqrt() <= self.tau
+        return feature_distance(feats, self.query) <= self.tau
 
     def density_scale(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (..., D) -> (..., 1) float: 1 where the density is kept, 0 where it is removed."""
