@@ -70,3 +70,16 @@ def look_at_of(c2w: np.ndarray, height: int, focal: float) -> Tuple[float, np.nd
     pos, forward = c2w[:3, 3], -c2w[:3, 2]
     fov = 2 * np.arctan(height / 2 / focal)
     return float(fov), c2w[:3, 1], pos, pos + forward * np.linalg.norm(pos)
+
+
+def data_to_model(points: torch.Tensor, transform: torch.Tensor, scale: float) -> torch.Tensor:
+    """Points (N, 3) in the dataset's frame -> nerfstudio's model frame: ``(T[:, :3] p + T[:, 3]) * scale`` with the
+    dataparser's ``dataparser_transform`` T (3, 4) and ``dataparser_scale``."""
+    T = transform.float().to(points.device)
+    return (points.float() @ T[:, :3].T + T[:, 3]) * float(scale)
+
+
+def model_to_data(points: torch.Tensor, transform: torch.Tensor, scale: float) -> torch.Tensor:
+    """The inverse of :func:`data_to_model` (T's 3x3 block is a rotation): (N, 3) model frame -> dataset frame."""
+    T = transform.float().to(points.device)
+    return (points.float() / float(scale) - T[:, 3]) @ T[:, :3]

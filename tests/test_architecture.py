@@ -20,8 +20,20 @@ ALLOWED = {  # room -> rooms it may import (docs/architecture.md, "may import")
     "fields": {"utils", "cameras", "model_components"},
     "models": {"utils", "data", "model_components", "encoders", "fields", "teachers"},
     "eval": {"utils", "cameras", "model_components", "data", "teachers"},
-    "viewer": {"utils", "cameras", "model_components", "data", "teachers", "fields", "eval"},
-    "pipelines": {"utils", "cameras", "model_components", "data", "teachers", "fields", "models", "eval", "viewer"},
+    "exporters": {"utils", "cameras", "model_components", "data"},
+    "viewer": {"utils", "cameras", "model_components", "data", "teachers", "fields", "eval", "exporters"},
+    "pipelines": {
+        "utils",
+        "cameras",
+        "model_components",
+        "data",
+        "teachers",
+        "fields",
+        "models",
+        "eval",
+        "exporters",
+        "viewer",
+    },
 }
 
 

@@ -83,6 +83,30 @@ def test_main_job_small(tmp_path):
     assert r2.returncode == 0 and "rendered 0 views" in r2.stdout and "0 instances extracted, 7 reused" in r2.stdout
 
 
+def test_main_job_n3f_stage_small(tmp_path):
+    """--stages n3f on a 32 px scene of 12 views (random-weight teacher, 6 steps): the report's N3F section."""
+    n3f_args = (
+        "--max-num-iterations 6 --steps-per-eval-batch 100 --steps-per-eval-image 100 --steps-per-save 100 "
+        "--pipeline.datamanager.teacher.input-size 56 --pipeline.datamanager.train-num-rays-per-batch 256 "
+        "--pipeline.model.feature-start-step 2 --pipeline.scene-tasks.query-frames 2 "
+        "--pipeline.scene-tasks.train-galleries 2 --pipeline.scene-tasks.heldout-galleries 2 "
+        "--pipeline.scene-tasks.edit-frames 1 --pipeline.scene-tasks.min-pixels 4"
+    )
+    r = _run_main(
+        tmp_path, "--stages", "n3f", "--scene", str(tmp_path / "scene"), "--teacher-weights", "random",
+        "--scene-settings.resolution", "32", "--scene-settings.num-views", "12", "--scene-settings.supersample", "1",
+        "--scene-settings.num-points", "128", f"--n3f-train-args={n3f_args}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert "datasets" not in report and report["n3f"]["steps"] == 6  # only the N3F stage ran
+    assert 0 <= report["n3f"]["metrics"]["scene/retrieval/n3f_heldout_map"] <= 100
+    md = (out / "report.md").read_text()
+    assert "## N3F on the embedded scene" in md and "| retrieval mAP, held-out galleries" in md
+    assert (out / "n3f" / "figure.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_main_job_default(tmp_path):
     r = _run_main(tmp_path)

@@ -14,8 +14,8 @@ from _runs import BIN, _env
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.data.procedural.scene import SceneData, SceneSettings, generate_scene, heldout_frames
-from featurenerf_ns.eval.scene_tasks import average_precision, best_threshold, feature_distance, retrieval_map
-from featurenerf_ns.model_components.segment_edit import SegmentEdit
+from featurenerf_ns.eval.scene_tasks import average_precision, retrieval_map
+from featurenerf_ns.model_components.segment_edit import SegmentEdit, best_threshold, feature_distance
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.teachers.cache import FrameSet, build_cache, open_cache
 
@@ -110,9 +110,10 @@ def test_frame_set_cache_fits_pca_on_train_frames_and_records_normalisation(scen
     assert again.rebuilt_reason and "l2_normalize" in again.rebuilt_reason  # a changed recipe never reuses
 
 
-def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(scene_root, tmp_path):
-    """ns-train n3f-tiny on the tiny scene (random-weight teacher, 6 steps), then ns-eval: every scene metric."""
-    out = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def trained_config(scene_root, tmp_path_factory) -> Path:
+    """ns-train n3f-tiny on the tiny scene (random-weight teacher, 6 steps): the run's config.yml."""
+    out = tmp_path_factory.mktemp("runs")
     train = [
         str(BIN / "ns-train"), "n3f-tiny", "--data", str(scene_root), "--output-dir", str(out),
         "--timestamp", "t", "--max-num-iterations", "6", "--steps-per-eval-batch", "3", "--steps-per-eval-image", "4",
@@ -125,7 +126,12 @@ def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(scene_root, tmp_pat
     ]  # fmt: skip
     r = subprocess.run(train, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    config = next(out.rglob("config.yml"))
+    return next(out.rglob("config.yml"))
+
+
+def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(trained_config, tmp_path):
+    """ns-eval of the trained tiny run prints every scene metric; featurenerf-scene report writes table + figure."""
+    config = trained_config
     res = tmp_path / "eval.json"
     r = subprocess.run(
         [str(BIN / "ns-eval"), "--load-config", str(config), "--output-path", str(res)],
@@ -143,6 +149,7 @@ def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(scene_root, tmp_pat
         "scene/segmentation3d/iou",
         "scene/editing/remove_psnr",
         "scene/editing/extract_psnr",
+        "scene/editing/extract_empty_psnr",
         "scene/amodal/amodal_iou",
         "feature_cosine",
         "psnr",
@@ -159,3 +166,96 @@ def test_n3f_tiny_trains_and_ns_eval_reports_the_scene_tasks(scene_root, tmp_pat
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (report / "figure.png").stat().st_size > 1000 and "retrieval mAP" in (report / "results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def pipeline(trained_config):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, p, _, _ = eval_setup(trained_config, test_mode="test")
+    p.eval()
+    return p
+
+
+def test_export_cli_writes_ply_npz_and_mesh_that_open3d_reads(trained_config, pipeline, tmp_path):
+    """featurenerf-scene export: PLY point count / colours as in the npz, npz features = the field at the points,
+    segment.ply = the segment's points; one-line errors for a bad frame and a missing selection."""
+    import open3d as o3d
+
+    out = tmp_path / "export"
+    cmd = [
+        str(BIN / "featurenerf-scene"), "export", "--load-config", str(trained_config), "--out", str(out),
+        "--frame", "1", "--box", "0", "0", "32", "32", "--num-frames", "2", "--scale", "1.0",
+        "--min-accumulation", "0.0", "--mesh-resolution", "16", "--mesh-level", "0.0", "--tau", "0.8",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "export.json").read_text())
+    arrays = np.load(out / "points.npz")
+    assert summary["points"] == 2 * 32 * 32 == len(arrays["points"])  # every pixel of 2 frames (min accumulation 0)
+    cloud = o3d.io.read_point_cloud(str(out / "points.ply"))
+    assert len(cloud.points) == summary["points"]
+    np.testing.assert_allclose(np.asarray(cloud.points), arrays["points"], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cloud.colors), np.round(arrays["rgb"] * 255) / 255, atol=1e-6)
+    seg = o3d.io.read_point_cloud(str(out / "segment.ply"))
+    assert len(seg.points) == summary["segment_points"] == int(arrays["segment"].sum())
+    assert np.array_equal(arrays["segment"], arrays["distance"] <= 0.8)
+    feats, _ = pipeline.model.query(torch.from_numpy(arrays["points_model"][:50]))
+    np.testing.assert_allclose(arrays["feature"][:50], feats.numpy(), atol=1e-5)
+    from featurenerf_ns.cameras import model_to_data
+
+    T, sc = torch.from_numpy(arrays["dataparser_transform"]), float(arrays["dataparser_scale"])
+    back = model_to_data(torch.from_numpy(arrays["points_model"]), T, sc).numpy()
+    np.testing.assert_allclose(back, arrays["points"], atol=1e-5)
+    if isinstance(summary["mesh"], dict):
+        mesh = o3d.io.read_triangle_mesh(str(out / "segment_mesh.ply"))
+        assert len(mesh.vertices) == summary["mesh"]["vertices"] > 0
+    else:
+        assert summary["mesh"].startswith("none")
+    bad = subprocess.run(cmd[:6] + ["--frame", "99", "--box", "0", "0", "4", "4"], capture_output=True, text=True,
+                         env=_env(), timeout=600)  # fmt: skip
+    assert bad.returncode == 2 and "out of range" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd[:6], capture_output=True, text=True, env=_env(), timeout=600)
+    assert bad.returncode == 2 and "exactly one of --box" in bad.stdout + bad.stderr
+
+
+def test_viewer_panel_queries_segments_edits_and_exports(pipeline, tmp_path):
+    """The N3F viewer panel without a browser: stable output keys, box and ray queries, the segment overlay and
+    similarity outputs, the edit toggles reaching the density, export."""
+    from featurenerf_ns.viewer.n3f_panel import N3FViewerPanel
+
+    panel = pipeline.n3f
+    assert isinstance(panel, N3FViewerPanel) and not panel.handles()  # not a viewer render thread
+    cam = pipeline.datamanager.train_dataset.cameras[0:1]
+    before = panel.render(cam)
+    assert {"rgb", "feature_pca", "similarity", "segment"} <= set(before) and "feature" not in before
+    assert float(before["similarity"].abs().sum()) == 0.0  # no query yet
+    assert panel._last is not None
+    surface = bool((panel._last["accumulation"] >= 0.5).any())
+    assert panel.query_box((0.0, 0.0), (1.0, 1.0)) == surface  # a box over no rendered surface is refused
+    if surface:
+        assert panel.a3_query.value.startswith("box") and 0.05 <= float(panel.b1_tau.value) <= 1.5
+    panel._set_query(pipeline.model.get_outputs_for_camera(cam)["feature"][16, 16], "centre pixel")
+    after = panel.render(cam)
+    assert set(after) == set(before)  # the viewer's output list does not change
+    assert after["similarity"].shape == (32, 32, 1) and float(after["similarity"].max()) > 0.99  # the query pixel
+    panel.b1_tau.value = 2.0  # everything inside: the whole frame is tinted
+    tinted = panel.render(cam)["segment"]
+    assert not torch.allclose(tinted, after["rgb"])
+    panel.b3_edit.value = "extract"  # extract everything: same density as unedited
+    full = panel.render(cam)
+    panel.b3_edit.value = "remove"  # remove everything: nothing left
+    empty = panel.render(cam)
+    assert float(empty["accumulation"].max()) == 0.0
+    assert torch.allclose(full["accumulation"], after["accumulation"], atol=1e-5)
+    panel.b3_edit.value = "none"
+    out = panel.export(tmp_path / "viewer_export")
+    assert out is not None and json.loads((out / "export.json").read_text())["selection"] == "centre pixel"
+    # a click: the ray through the camera's centre pixel gives that pixel's feature (or reports the background)
+    bundle = cam.generate_rays(camera_indices=0, keep_shape=True)
+    hit = panel.query_ray(bundle.origins[16, 16], bundle.directions[16, 16], "ray")
+    assert hit == (float(after["accumulation"][16, 16, 0]) >= 0.5)  # the same ray as the render's pixel
+    if hit:
+        feat = pipeline.model.get_outputs_for_camera(cam)["feature"][16, 16]
+        assert torch.allclose(panel._query, feat.float(), atol=1e-4) and panel.a3_query.value == "ray"

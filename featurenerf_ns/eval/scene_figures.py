@@ -8,8 +8,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import numpy as np
 import torch
 
-from featurenerf_ns.eval.scene_tasks import feature_distance, region_query
-from featurenerf_ns.model_components.segment_edit import SegmentEdit
+from featurenerf_ns.model_components.segment_edit import SegmentEdit, feature_distance, region_query
 
 
 def scene_figure(scene, renders, example: Dict[str, Any], seg_points: np.ndarray, seg_mask: np.ndarray) -> bytes:
@@ -29,12 +28,13 @@ def scene_figure(scene, renders, example: Dict[str, Any], seg_points: np.ndarray
     for name, feat in (("teacher-2D", renders.teacher_feature), ("N3F", renders.n3f_feature)):
         query = region_query(feat(q), region)
         dist = feature_distance(feat(g), query).numpy()
-        panels.append((f"{name} distance, frame {g}", dist))
+        panels.append((f"{name} distance, frame {g} (bright: near)", dist))
     panels.append(("3D segment (top view)", None))
     modes: Tuple[Literal["remove", "extract"], ...] = ("remove", "extract")
     for mode in modes:
         edit = SegmentEdit(region_query(renders.n3f_feature(q), region), float(example["tau"]), mode)
-        panels.append((f"{mode}d, frame {g}", np.asarray(renders.render(g, edit, key=(k, mode))["rgb"])))
+        label = {"remove": "removed", "extract": "extracted"}[mode]
+        panels.append((f"{label}, frame {g}", np.asarray(renders.render(g, edit, key=(k, mode))["rgb"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
     for ax, (title, img) in zip(axes, panels):
         ax.set_title(title, fontsize=9)
@@ -48,6 +48,7 @@ def scene_figure(scene, renders, example: Dict[str, Any], seg_points: np.ndarray
             ax.legend(fontsize=7, loc="lower right")
         elif img.ndim == 2:
             ax.imshow(img, cmap="viridis_r", vmin=0, vmax=1.5)
+            ax.contour(inst[g] == k + 1, levels=[0.5], colors="white", linewidths=0.6)  # the object's true outline
         else:
             ax.imshow(np.clip(img, 0, 1))
     fig.suptitle(f"object {k} ({scene.categories[k]}): tau = {example['tau']:.2f}", fontsize=10)

@@ -15,7 +15,9 @@ Features are compared after L2 normalisation (eta); ``d(a, b) = ||eta(a) - eta(b
   frame's ground truth is used).
 * **Editing**: densities of the samples inside the segment set to 0 (remove) or outside it (extract), held-out
   frames rendered and compared (PSNR / SSIM) with the ground-truth renders without object k / of object k alone;
-  the unedited render against the same targets is reported as the do-nothing floor.
+  the unedited render against the same targets is reported as the do-nothing floor, and for extraction also an
+  empty (background-only) render (``extract_empty_psnr``: the object is small, so an empty image already scores
+  high against the render of the object alone).
 * **Amodal mask**: the extracted render's accumulation > 0.5 against k's full silhouette (occluders ignored).
   ``visible_mask_oracle_iou`` scores the ground-truth *visible* mask as the amodal prediction: a reference that
   uses ground truth (how much occlusion there is to recover), not a prediction.
@@ -32,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from featurenerf_ns.cameras import data_to_model
 from featurenerf_ns.data.procedural.scene import SceneData
-from featurenerf_ns.model_components.segment_edit import SegmentEdit, feature_distance
+from featurenerf_ns.model_components.segment_edit import SegmentEdit, best_threshold, feature_distance, region_query
 
 N3FPipeline = Any
 """A trained ``pipelines.n3f_pipeline.N3FPipeline`` (eval/ sits below pipelines/ and does not import it)."""
@@ -65,23 +68,6 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
     hits = positive[order].float()
     precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float32)
     return float((precision * hits).sum() / n_pos)
-
-
-def region_query(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """feats (H, W, D), mask (H, W) -> the unit-normalised mean of the normalised features inside the mask (D,)."""
-    return F.normalize(F.normalize(feats[mask].float(), dim=-1).mean(0), dim=0)
-
-
-def best_threshold(dist: torch.Tensor, mask: torch.Tensor, grid: Optional[Sequence[float]] = None) -> float:
-    """The tau in ``grid`` whose {dist <= tau} best matches ``mask`` (IoU) in the query frame itself."""
-    taus = np.linspace(0.05, 1.5, 30) if grid is None else np.asarray(grid)
-    best, best_iou = float(taus[0]), -1.0
-    for t in taus:
-        pred = dist <= float(t)
-        iou = float((pred & mask).sum()) / max(float((pred | mask).sum()), 1.0)
-        if iou > best_iou:
-            best, best_iou = float(t), iou
-    return best
 
 
 def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> float:
@@ -172,9 +158,17 @@ class SceneRenders:
 def world_to_model(pipeline: N3FPipeline, points: np.ndarray) -> torch.Tensor:
     """Scene (world) points (N, 3) -> the model's frame: the dataparser's transform and scale."""
     out = pipeline.datamanager.train_dataparser_outputs
-    T = out.dataparser_transform.float()  # (3, 4)
-    p = torch.from_numpy(points).float()
-    return (p @ T[:, :3].T + T[:, 3]) * float(out.dataparser_scale)
+    return data_to_model(torch.from_numpy(points), out.dataparser_transform, out.dataparser_scale)
+
+
+def _background(pipeline: N3FPipeline) -> torch.Tensor:
+    """The model's background colour (3,) (the scene renders on black; nerfacto's "random" counts as black)."""
+    bg = pipeline.model.config.background_color
+    if bg in ("black", "random", "last_sample"):
+        return torch.zeros(3)
+    if bg == "white":
+        return torch.ones(3)
+    return torch.as_tensor(bg, dtype=torch.float32).reshape(3)
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
@@ -248,6 +242,10 @@ def scene_metrics(
                 edit_vals.setdefault(f"{mode}_psnr", []).append(p)
                 edit_vals.setdefault(f"{mode}_ssim", []).append(s)
                 edit_vals.setdefault(f"{mode}_unedited_psnr", []).append(p0)
+                if mode == "extract":  # the other do-nothing answer: an empty (background-only) render
+                    edit_vals.setdefault("extract_empty_psnr", []).append(
+                        _psnr_ssim(pipeline, torch.zeros_like(gt) + _background(pipeline), gt)[0]
+                    )
                 if mode == "extract":
                     am = out["accumulation"][..., 0] > 0.5
                     edit_vals.setdefault("amodal_iou", []).append(mask_iou(am, torch.from_numpy(amodal[f, k])))

@@ -29,6 +29,7 @@ from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
 from featurenerf_ns.model_components.image_metrics import local_lpips
 from featurenerf_ns.model_components.pdf_sampling import sample_pdf
+from featurenerf_ns.models.viewer_routing import ViewerRouting
 from featurenerf_ns.utils.precision import ThreadPrecision, autocast_context, resolve_precision
 
 
@@ -70,7 +71,7 @@ class FeatureNeRFModelConfig(ModelConfig):
     128² image on 2 cores at 4096 -> 256)."""
 
 
-class FeatureNeRFModel(Model):
+class FeatureNeRFModel(ViewerRouting, Model):
     config: FeatureNeRFModelConfig
 
     def populate_modules(self):
@@ -87,7 +88,6 @@ class FeatureNeRFModel(Model):
         self.renderer_accumulation = AccumulationRenderer()
         self._sources: Optional[SourceViews] = None
         self._maps: Optional[torch.Tensor] = None
-        self._viewer_panel = None  # FeatureViewerPanel, set by the pipeline
         self._precision_local = ThreadPrecision()  # per-thread override: the viewer's "Render precision"
         from torchmetrics.functional import structural_similarity_index_measure
 
@@ -101,12 +101,6 @@ class FeatureNeRFModel(Model):
         providers call this inside :meth:`evaluating`, which restores it on exit."""
         self._sources = sources.to(self.device)
         self._maps = None
-
-    def attach_viewer(self, panel) -> None:
-        """Route camera renders of the viewer's render threads through ``panel.render`` (see
-        :meth:`get_outputs_for_camera`). Stored outside the module tree: the panel is an nn.Module only so that the
-        viewer finds its elements, and must not become a submodule (state dict, .to(), module traversal)."""
-        self.__dict__["_viewer_panel"] = panel
 
     @contextlib.contextmanager
     def conditioned(self, sources: Optional[SourceViews] = None, maps: Optional[torch.Tensor] = None):
@@ -340,14 +334,6 @@ class FeatureNeRFModel(Model):
             outputs["coord_residual_coarse"] = f_c["coords"] - coarse.frustums.get_positions().detach()
             outputs["coord_residual"] = res_new  # the fine pass's own points (reused coarse points are above)
         return outputs
-
-    def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, torch.Tensor]:
-        """nerfstudio's chunked camera render; the viewer's render threads go through its FeatureNeRF panel
-        (its own conditioning, stable PCA, similarity and parts outputs; see :mod:`featurenerf_ns.viewer.panel`)."""
-        panel = self._viewer_panel
-        if panel is not None and panel.handles():
-            return panel.render(camera, obb_box=obb_box)
-        return super().get_outputs_for_camera(camera, obb_box=obb_box)
 
     # ------------------------------------------------------------------ losses and metrics
     def _coord_loss(self, residual: torch.Tensor) -> torch.Tensor:

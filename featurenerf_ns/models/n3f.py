@@ -40,6 +40,7 @@ from torch.nn import Parameter
 from featurenerf_ns.fields.n3f_field import N3FFeatureField
 from featurenerf_ns.model_components.image_metrics import offline_lpips
 from featurenerf_ns.model_components.segment_edit import SegmentEdit
+from featurenerf_ns.models.viewer_routing import ViewerRouting
 from featurenerf_ns.teachers.pca import FeaturePCA, PcaColors
 
 
@@ -58,7 +59,7 @@ class N3FModelConfig(NerfactoModelConfig):
     feature_num_layers: int = 2
 
 
-class N3FModel(NerfactoModel):
+class N3FModel(ViewerRouting, NerfactoModel):
     config: N3FModelConfig
     pca_mean: Tensor
     pca_components: Tensor

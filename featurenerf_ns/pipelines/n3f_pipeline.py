@@ -26,6 +26,8 @@ from featurenerf_ns.models.n3f import N3FModel, N3FModelConfig
 from featurenerf_ns.pipelines.callbacks import time_budget_callback
 from featurenerf_ns.teachers.pca import PcaColors
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+from featurenerf_ns.viewer.n3f_panel import N3FViewerPanel
+from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
 
 @dataclass
@@ -68,6 +70,8 @@ class N3FPipeline(VanillaPipeline):
         self.model.to(device)
         if self.datamanager.teacher_cache is not None:
             self.model.set_pca_colors(self._teacher_pca_colors())
+        self.n3f = N3FViewerPanel(self)  # the viewer's controls ("Custom Elements / n3f")
+        prefer_localhost_for_ns_viewer()
 
     def _teacher_pca_colors(self) -> PcaColors:
         """PCA-3 colours of up to 40,000 teacher feature vectors of evenly spaced train frames (deterministic)."""

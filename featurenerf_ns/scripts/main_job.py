@@ -5,6 +5,10 @@ conversion) -> teacher cache of the train category + teacher-only keypoint PCK +
 of FeatureNeRF and of the no-distill baseline (`ns-train featurenerf-tiny` / `featurenerf-nodistill-tiny`, time
 budget each) -> `ns-eval` of both (novel-view PSNR/SSIM + 2D/3D keypoint and part transfer, with the teacher-2D
 baseline) -> `featurenerf-report` (tables, PCK plots, qualitative figures) -> report.md / report.json.
+
+``--stages n3f`` (or ``featurenerf n3f``) runs N3F instead of (or after) it: the embedded multi-object scene
+(`featurenerf-data scene`) -> `ns-train n3f-tiny` -> `featurenerf-scene report` (retrieval mAP teacher-2D vs N3F,
+3D segmentation, editing, amodal masks, figure) -> the report's N3F section.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, cast
+from typing import Any, Dict, List, Literal, Optional, Tuple, cast
 
 import numpy as np
 import tyro
@@ -21,9 +25,11 @@ from rich.table import Table
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig, _Instance
 from featurenerf_ns.data.instances import CategoryData
+from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
 from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
-from featurenerf_ns.scripts.data import Procedural
+from featurenerf_ns.data.procedural.scene import SceneSettings
+from featurenerf_ns.scripts.data import Procedural, Scene
 from featurenerf_ns.scripts.report import ReportCommand
 from featurenerf_ns.scripts.teacher import EvalPck, PcaImages
 from featurenerf_ns.teachers import TeacherSpec
@@ -87,12 +93,39 @@ class MainJob:
     image_size: int = 64
     pck_pairs: int = 200
     skip_training: bool = False
+    stages: Tuple[Literal["featurenerf", "n3f"], ...] = ("featurenerf",)
+    """featurenerf: everything above (~14 min on 2 cores); n3f: the embedded multi-object scene -> ns-train n3f-tiny
+    -> featurenerf-scene report (retrieval, 3D segment, editing, amodal; ~17 min: `featurenerf-main --stages n3f`)."""
+    scene: Path = Path("data/scene")
+    """Where the N3F scene is generated (resumed if present)."""
+    scene_settings: SceneSettings = SceneSettings()
+    n3f_train_args: str = ""
+    """Extra ns-train arguments of the n3f-tiny run, one string (``--n3f-train-args="--max-num-iterations 6"``)."""
 
     def main(self) -> None:
 
         timings: Dict[str, float] = {}
         self.out.mkdir(parents=True, exist_ok=True)
+        lines = ["# featurenerf_ns main job report", ""]
+        report: Dict[str, Any] = {}
+        if "featurenerf" in self.stages:
+            self.featurenerf_stages(timings, report, lines)
+        if "n3f" in self.stages:
+            report["n3f"] = self.n3f_stage(timings)
+            lines += self.n3f_lines(report["n3f"])
+        report["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+        atomic_write_json(self.out / "report.json", report)
+        lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), ""]
+        atomic_write_bytes(self.out / "report.md", ("\n".join(lines) + "\n").encode())
+        CONSOLE.print(
+            f"[green]report[/green]: {self.out / 'report.md'} (timings: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+            + f"; total {sum(timings.values()) / 60:.1f} min)"
+        )
 
+    def featurenerf_stages(self, timings: Dict[str, float], report: Dict[str, Any], lines: List[str]) -> None:
+        """Benchmark data, contact sheet, teacher, the two trainings, their evaluation and report; fills
+        ``report`` and the report's markdown ``lines``."""
         t = time.perf_counter()
         CONSOLE.rule("[bold]procedural data")
         for cat in self.categories:
@@ -131,18 +164,16 @@ class MainJob:
                 f"{s['foreground_fraction']:.2f}",
             )
         CONSOLE.print(table)
-        report = {
-            "timings_s": {k: round(v, 2) for k, v in timings.items()},
-            "datasets": summaries,
-            "contact_sheet": str(sheet),
-            "teacher": teacher_summary,
-            "training": train_summary,
-            "correspondence": corr,
-        }
-        (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        lines = [
-            "# featurenerf_ns main job report",
-            "",
+        report.update(
+            {
+                "datasets": summaries,
+                "contact_sheet": str(sheet),
+                "teacher": teacher_summary,
+                "training": train_summary,
+                "correspondence": corr,
+            }
+        )
+        lines += [
             f"Data: `{self.data}`; contact sheet: `{sheet}`",
             "",
             "| category | train/val/test | views | parts | keypoints | kp visible | foreground |",
@@ -195,15 +226,70 @@ class MainJob:
                 "",
                 corr["summary_md"].replace("### ", "### Correspondence, "),
             ]
-        lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), ""]
-        (self.out / "report.md").write_text("\n".join(lines) + "\n")
-        CONSOLE.print(
-            f"[green]report[/green]: {self.out / 'report.md'} (timings: "
-            + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-            + f"; total {sum(timings.values()) / 60:.1f} min)"
-        )
 
     # ------------------------------------------------------------------ stages
+    def n3f_stage(self, timings: Dict[str, float]) -> dict:
+        """The embedded scene -> ns-train n3f-tiny -> featurenerf-scene report (its metrics, table and figure)."""
+        import os
+        import shlex
+        import shutil
+        import subprocess
+        import sys
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]N3F scene")
+        Scene(out=self.scene, settings=self.scene_settings).main()
+        timings["n3f scene"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]train n3f-tiny")
+        bindir = Path(sys.executable).parent
+        runs = self.out / "runs"
+        run_dir = runs / "scene" / "n3f-tiny" / "main"
+        cmd = [
+            str(bindir / "ns-train"), "n3f-tiny", "--data", str(self.scene), "--output-dir", str(runs),
+            "--experiment-name", "scene", "--timestamp", "main",
+        ]  # fmt: skip
+        if self.teacher_weights:
+            cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
+        cmd += shlex.split(self.n3f_train_args)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
+        shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+        CONSOLE.print(f"$ {shown}")
+        subprocess.run(cmd, check=True, env=env)
+        timings["train n3f-tiny"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]featurenerf-scene report")
+        folder = self.out / "n3f"
+        report = [str(bindir / "featurenerf-scene"), "report", "--load-config", str(run_dir / "config.yml")]
+        subprocess.run(report + ["--out", str(folder)], check=True, env=env)
+        timings["n3f report"] = time.perf_counter() - t
+        m = json.loads((folder / "metrics.json").read_text())
+        return {
+            "command": shown,
+            "config": str(run_dir / "config.yml"),
+            "steps": int(m["step"]) + 1,
+            "minutes": timings["train n3f-tiny"] / 60,
+            "folder": str(folder),
+            "metrics": m["results"],
+            "table_md": (folder / "results.md").read_text().split("\n\n", 1)[1].split("\n\n")[0],
+        }
+
+    @staticmethod
+    def n3f_lines(n3f: dict) -> List[str]:
+        return [
+            "",
+            "## N3F on the embedded scene (`n3f-tiny`)",
+            "",
+            f"`{n3f['command']}`: {n3f['steps']} steps in {n3f['minutes']:.1f} min; "
+            f"figure and metrics in `{n3f['folder']}`",
+            "",
+            n3f["table_md"],
+        ]
+
     def teacher_stage(self, timings: Dict[str, float]) -> dict:
 
         t = time.perf_counter()

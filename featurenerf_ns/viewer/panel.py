@@ -57,7 +57,7 @@ PCA_FIT_RESOLUTION = 32
 PART_POINTS = 4096
 
 
-def _in_viewer_render_thread() -> bool:
+def in_viewer_render_thread() -> bool:
     try:
         from nerfstudio.viewer.render_state_machine import RenderStateMachine
     except ImportError:  # pragma: no cover
@@ -169,7 +169,7 @@ class FeatureViewerPanel(nn.Module):
 
     def handles(self) -> bool:
         """True for a render requested by one of the viewer's render threads."""
-        return _in_viewer_render_thread()
+        return in_viewer_render_thread()
 
     def _message(self, text: str, style: str = "yellow") -> None:
         CONSOLE.print(f"[{style}]viewer: {text}[/{style}]")
