@@ -83,3 +83,11 @@ def model_to_data(points: torch.Tensor, transform: torch.Tensor, scale: float) -
     """The inverse of :func:`data_to_model` (T's 3x3 block is a rotation): (N, 3) model frame -> dataset frame."""
     T = transform.float().to(points.device)
     return (points.float() / float(scale) - T[:, 3]) @ T[:, :3]
+
+
+def cap_resolution(camera: Cameras, max_side: int) -> Cameras:
+    """Rescale ``camera`` (in place; returned) so that its longer image side is at most ``max_side`` pixels."""
+    H, W = int(camera.height[0, 0]), int(camera.width[0, 0])
+    if max(H, W) > max_side:
+        camera.rescale_output_resolution(max_side / max(H, W))
+    return camera

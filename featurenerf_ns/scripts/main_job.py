@@ -40,6 +40,22 @@ from featurenerf_ns.weights.dinov2 import convert_imgfocus
 CONSOLE = make_console()
 
 
+def _fresh_run(cmd: List[str], run_dir: Path) -> Tuple[str, Dict[str, str]]:
+    """Delete ``run_dir``, print and run ``cmd`` (wandb offline unless set); returns (the command as shown, the
+    environment, for the evaluation that follows)."""
+    import os
+    import shutil
+    import subprocess
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
+    shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+    CONSOLE.print(f"$ {shown}")
+    subprocess.run(cmd, check=True, env=env)
+    return shown, env
+
+
 def dataset_summary(data: Path, category: str) -> Dict[str, Any]:
     """Counts and annotation statistics of one generated category (read back from disk)."""
 
@@ -230,9 +246,7 @@ class MainJob:
     # ------------------------------------------------------------------ stages
     def n3f_stage(self, timings: Dict[str, float]) -> dict:
         """The embedded scene -> ns-train n3f-tiny -> featurenerf-scene report (its metrics, table and figure)."""
-        import os
         import shlex
-        import shutil
         import subprocess
         import sys
 
@@ -253,12 +267,7 @@ class MainJob:
         if self.teacher_weights:
             cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
         cmd += shlex.split(self.n3f_train_args)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
-        shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
-        CONSOLE.print(f"$ {shown}")
-        subprocess.run(cmd, check=True, env=env)
+        shown, env = _fresh_run(cmd, run_dir)
         timings["train n3f-tiny"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -343,9 +352,7 @@ class MainJob:
         }
 
     def train_stage(self, timings: Dict[str, float], method: str, first: bool) -> dict:
-        import os
         import re
-        import shutil
         import subprocess
         import sys
 
@@ -381,12 +388,7 @@ class MainJob:
         if self.train_max_instances:
             cmd += ["--pipeline.datamanager.dataparser.max-instances", str(self.train_max_instances)]
         run_dir = runs / self.train_category / method / "main"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"))
-        shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
-        CONSOLE.print(f"$ {shown}")
-        subprocess.run(cmd, check=True, env=env)
+        shown, env = _fresh_run(cmd, run_dir)
         timings[f"train {method}"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -39,7 +39,7 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
-from featurenerf_ns.cameras import single_ray_bundle
+from featurenerf_ns.cameras import cap_resolution, single_ray_bundle
 from featurenerf_ns.exporters.segment import ExportError, SurfaceCloud, export_segment, query_from_render, surface_cloud
 from featurenerf_ns.model_components.segment_edit import SegmentEdit, feature_distance
 from featurenerf_ns.viewer.panel import in_viewer_render_thread
@@ -114,10 +114,7 @@ class N3FViewerPanel(nn.Module):
 
     @torch.no_grad()
     def render(self, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
-        H, W = int(camera.height[0, 0]), int(camera.width[0, 0])
-        cap = int(self.d1_max_res.value)
-        if max(H, W) > cap:
-            camera.rescale_output_resolution(cap / max(H, W))
+        cap_resolution(camera, int(self.d1_max_res.value))
         m = self._model
         with self._lock, m.editing(self.edit()):
             out = Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box)

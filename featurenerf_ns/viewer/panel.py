@@ -39,7 +39,7 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
-from featurenerf_ns.cameras import look_at_of, pinhole_camera, single_ray_bundle
+from featurenerf_ns.cameras import cap_resolution, look_at_of, pinhole_camera, single_ray_bundle
 from featurenerf_ns.eval.providers import field_point_features, view_camera
 from featurenerf_ns.utils.precision import cpu_has_fast_bf16
 from featurenerf_ns.viewer.compose import compose_outputs, fit_pca_colors
@@ -253,11 +253,7 @@ class FeatureViewerPanel(nn.Module):
         return self._pca[1]
 
     def _cap(self, camera: Cameras) -> Cameras:
-        H, W = int(camera.height[0, 0]), int(camera.width[0, 0])
-        cap = int(self.e1_max_res.value)
-        if max(H, W) > cap:
-            camera.rescale_output_resolution(cap / max(H, W))
-        return camera
+        return cap_resolution(camera, int(self.e1_max_res.value))
 
     @torch.no_grad()
     def render(self, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
