@@ -7,6 +7,11 @@ resumable), its features L2-normalised and reduced by a PCA fitted on the train 
 Each train batch gains ``batch["feature"]`` (R, D): the teacher map bilinearly sampled at the ray's pixel centre
 (only the 4 cells around it are read from the memory-mapped cache); each eval image gains the whole map
 upsampled to the image, (H, W, D).
+
+Feature smoothing (:mod:`featurenerf_ns.model_components.feature_smoothing`) needs neighbouring rays: with
+nerfstudio's own ``patch_size`` > 1 the batch is square patches of rays (its ``PatchPixelSampler``). With a mask
+source (``masks``, :mod:`featurenerf_ns.data.mask_sources`) each train batch also gains ``batch["segment"]`` (R,)
+int: the segment id of the ray's pixel in its train frame (-1: none), from labels computed once per frame.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.pixel_samplers import PatchPixelSamplerConfig, PixelSampler
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from featurenerf_ns.data.mask_sources import MaskSourceConfig, frame_labels
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.teachers.cache import FrameSet, TeacherCache, open_cache
@@ -43,6 +50,8 @@ class N3FDataManagerConfig(VanillaDataManagerConfig):
     """Unit-normalise teacher features before the PCA (N3F)."""
     pca_frames: int = 20
     """Train frames (evenly spaced) the PCA is fitted on."""
+    masks: MaskSourceConfig = field(default_factory=MaskSourceConfig)
+    """Image segments of the train frames for mask-guided feature smoothing (kind none: no ``segment`` in batches)."""
 
 
 class N3FDataManager(VanillaDataManager):
@@ -60,8 +69,11 @@ class N3FDataManager(VanillaDataManager):
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
         self.teacher_cache: Optional[TeacherCache] = None
         self._eval_maps: Dict[int, torch.Tensor] = {}
+        self.segments: Optional[torch.Tensor] = None  # (N, H, W) int32 labels of the train frames
         if test_mode != "inference":
             self.teacher_cache = self._open_cache()
+            if config.masks.kind != "none":
+                self.segments = self._train_segments()
 
     @property
     def teacher_feature_dim(self) -> int:
@@ -99,6 +111,29 @@ class N3FDataManager(VanillaDataManager):
         del teacher
         return cache
 
+    def _get_pixel_sampler(self, dataset, num_rays_per_batch: int) -> PixelSampler:
+        # nerfstudio 1.1.5 builds its PatchPixelSampler with the config's default patch size (32) when it rounds the
+        # ray count (256 rays at patch 8 -> 0 rays, 1024 -> one 32 x 32 patch): give it the right size up front
+        if self.config.patch_size > 1:
+            cfg = PatchPixelSamplerConfig(patch_size=self.config.patch_size)
+            return cfg.setup(patch_size=self.config.patch_size, num_rays_per_batch=num_rays_per_batch)
+        return super()._get_pixel_sampler(dataset, num_rays_per_batch)
+
+    def _train_segments(self) -> torch.Tensor:
+        from featurenerf_ns.utils.cli import progress_bar
+
+        ds = self.train_dataset
+        names = [str(p) for p in ds.image_filenames]
+        root = self.frame_set().root
+        with progress_bar(True, f"segments of {len(names)} train frames ({self.config.masks.kind})", len(names)) as adv:
+            labels = frame_labels(
+                self.config.masks, root, names, lambda i: ds.get_numpy_image(i), progress=lambda i, n: adv()
+            )
+        H, W = self._hw(ds, 0)
+        if labels.shape[1:] != (H, W):
+            raise ValueError(f"{root}: segment labels are {labels.shape[1:]}, the train frames {(H, W)}")
+        return torch.from_numpy(labels)
+
     # ------------------------------------------------------------------ batches
     def _features_at(self, group: str, indices: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         """indices (R, 3) [image, row, col] -> (R, D) teacher features at the pixel centres."""
@@ -115,6 +150,9 @@ class N3FDataManager(VanillaDataManager):
         ray_bundle, batch = super().next_train(step)
         if self.teacher_cache is not None:
             batch["feature"] = self._features_at("train", batch["indices"], self._hw(self.train_dataset, 0))
+        if self.segments is not None:
+            idx = batch["indices"].cpu().long()
+            batch["segment"] = self.segments[idx[:, 0], idx[:, 1], idx[:, 2]].long().to(self.device)
         return ray_bundle, batch
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:

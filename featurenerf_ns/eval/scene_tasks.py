@@ -18,6 +18,10 @@ Features are compared after L2 normalisation (eta); ``d(a, b) = ||eta(a) - eta(b
   the unedited render against the same targets is reported as the do-nothing floor, and for extraction also an
   empty (background-only) render (``extract_empty_psnr``: the object is small, so an empty image already scores
   high against the render of the object alone).
+* **Held-out images** (``scene/heldout/...``): PSNR / SSIM against the scene's images and cosine similarity of the
+  rendered feature to the teacher map, on the held-out galleries (a subset of ns-eval's all-frames loop).
+* **Smoothness** (:mod:`featurenerf_ns.eval.smoothness`): roughness inside objects and edge contrast across
+  their boundaries of the teacher-2D map and the rendered N3F feature on the held-out galleries.
 * **Amodal mask**: the extracted render's accumulation > 0.5 against k's full silhouette (occluders ignored).
   ``visible_mask_oracle_iou`` scores the ground-truth *visible* mask as the amodal prediction: a reference that
   uses ground truth (how much occlusion there is to recover), not a prediction.
@@ -36,6 +40,7 @@ from PIL import Image
 
 from featurenerf_ns.cameras import data_to_model
 from featurenerf_ns.data.procedural.scene import SceneData
+from featurenerf_ns.eval.smoothness import SmoothnessTally
 from featurenerf_ns.model_components.segment_edit import SegmentEdit, best_threshold, feature_distance, region_query
 
 N3FPipeline = Any
@@ -208,6 +213,24 @@ def scene_metrics(
             m, count = retrieval_map(feature_of, instance, n, queries, gal, config.min_pixels)
             metrics[f"scene/retrieval/{name}_{split}_map"] = m
             metrics[f"scene/retrieval/{split}_triples"] = float(count)
+
+    say("held-out images and smoothness")
+    quality: Dict[str, List[float]] = {}
+    for g in held_gal:
+        r = renders.render(g)
+        p, s = _psnr_ssim(pipeline, r["rgb"], _load_rgb(scene.image_path(g)))
+        quality.setdefault("psnr", []).append(p)
+        quality.setdefault("ssim", []).append(s)
+        cos = F.cosine_similarity(r["feature"].float(), renders.teacher_feature(g), dim=-1)
+        quality.setdefault("feature_cosine", []).append(float(cos.mean()))
+    for key, vals in quality.items():
+        metrics[f"scene/heldout/{key}"] = float(np.mean(vals)) if vals else float("nan")
+    for name, feature_of in (("teacher2d", renders.teacher_feature), ("n3f", renders.n3f_feature)):
+        tally = SmoothnessTally()
+        for g in held_gal:
+            tally.add(feature_of(g), torch.from_numpy(instance[g]))
+        metrics[f"scene/smoothness/{name}_roughness"] = tally.roughness
+        metrics[f"scene/smoothness/{name}_edge_contrast"] = tally.edge_contrast
 
     # 3D segmentation, editing and amodal masks: one query per object (its largest region among the query frames)
     surf = scene.surface()

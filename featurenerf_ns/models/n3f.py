@@ -15,6 +15,10 @@ RGB first, then distils; it reports that from-scratch distillation ends similar 
 feature branch is trained alone by its own loss under Adam, which is invariant to a constant loss scale, so the
 weight mostly sets how the logged total is composed; default 1.0.
 
+Feature smoothing (``smoothing``, :mod:`featurenerf_ns.model_components.feature_smoothing`): on patch batches
+(the pipeline hands over the data manager's ``patch_size``) a TV, bilateral or in-segment-blur term of the
+rendered feature joins the feature loss as ``feature_smooth_loss``; it reaches only the feature branch too.
+
 Outputs besides nerfacto's: ``feature`` (R, D) and ``feature_pca`` (R, 3), the rendered feature coloured by a
 PCA-3 fitted once on training teacher features (:meth:`set_pca_colors`; saved in the checkpoint, so colours are
 the same in every frame, render and session). Inside ``with model.editing(SegmentEdit(...))`` the densities of
@@ -38,6 +42,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from featurenerf_ns.fields.n3f_field import N3FFeatureField
+from featurenerf_ns.model_components.feature_smoothing import FeatureSmoothingConfig, smoothing_loss
 from featurenerf_ns.model_components.image_metrics import offline_lpips
 from featurenerf_ns.model_components.segment_edit import SegmentEdit
 from featurenerf_ns.models.viewer_routing import ViewerRouting
@@ -57,6 +62,8 @@ class N3FModelConfig(NerfactoModelConfig):
     feature_features_per_level: int = 4
     feature_hidden_dim: int = 64
     feature_num_layers: int = 2
+    smoothing: FeatureSmoothingConfig = field(default_factory=FeatureSmoothingConfig)
+    """Smoothing regulariser of the rendered feature (needs ``--pipeline.datamanager.patch-size`` > 1)."""
 
 
 class N3FModel(ViewerRouting, NerfactoModel):
@@ -87,6 +94,12 @@ class N3FModel(ViewerRouting, NerfactoModel):
             num_layers=c.feature_num_layers,
             implementation=c.implementation,
         )
+        self.patch_size = int(self.kwargs.get("patch_size", 1))  # from the pipeline: the data manager's patches
+        if c.smoothing.kind != "none" and self.patch_size < 2:
+            raise ValueError(
+                f"n3f: feature smoothing {c.smoothing.kind!r} needs ray patches; "
+                "pass --pipeline.datamanager.patch-size 8"
+            )
         d = int(dim)
         self.register_buffer("pca_mean", torch.zeros(d))
         self.register_buffer("pca_components", torch.zeros(3, d))
@@ -192,6 +205,11 @@ class N3FModel(ViewerRouting, NerfactoModel):
         if "feature" in outputs and "feature" in batch:
             target = batch["feature"].to(outputs["feature"])
             losses["feature_loss"] = self.config.feature_weight * ((outputs["feature"] - target) ** 2).sum(-1).mean()
+            sm = self.config.smoothing
+            if sm.kind != "none" and self.training and outputs["feature"].shape[0] % (self.patch_size**2) == 0:
+                losses["feature_smooth_loss"] = self.config.feature_weight * smoothing_loss(
+                    outputs["feature"], sm, self.patch_size, batch.get("segment"), outputs["rgb"]
+                )
         return losses
 
     def get_image_metrics_and_images(

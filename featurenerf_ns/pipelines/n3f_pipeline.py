@@ -25,7 +25,7 @@ from featurenerf_ns.eval.scene_tasks import SceneTaskConfig, scene_metrics
 from featurenerf_ns.models.n3f import N3FModel, N3FModelConfig
 from featurenerf_ns.pipelines.callbacks import time_budget_callback
 from featurenerf_ns.teachers.pca import PcaColors
-from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
+from featurenerf_ns.utils import compat  # torch.load safe globals for --load-dir / ns-eval
 from featurenerf_ns.viewer.n3f_panel import N3FViewerPanel
 from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
@@ -51,6 +51,7 @@ class N3FPipeline(VanillaPipeline):
     ):
         # VanillaPipeline.__init__ without its point-cloud seeding, plus the teacher hand-over
         Pipeline.__init__(self)
+        compat.fill_missing_fields(config)  # a config.yml of an older run lacks the fields added since
         self.config = config
         self.test_mode = test_mode
         self.world_size, self.local_rank = world_size, local_rank
@@ -66,7 +67,14 @@ class N3FPipeline(VanillaPipeline):
             device=device,
             grad_scaler=grad_scaler,
             teacher_feature_dim=self.datamanager.teacher_feature_dim,
+            patch_size=config.datamanager.patch_size,
         )
+        no_masks = config.datamanager.masks.kind == "none"
+        if config.model.smoothing.needs_segments() and no_masks and test_mode != "inference":
+            raise ValueError(
+                "n3f: smoothing 'mask' needs image segments; pass --pipeline.datamanager.masks.kind superpixel "
+                "(or sam with --pipeline.datamanager.masks.sam-checkpoint, or gt on a generated scene: oracle)"
+            )
         self.model.to(device)
         if self.datamanager.teacher_cache is not None:
             self.model.set_pca_colors(self._teacher_pca_colors())

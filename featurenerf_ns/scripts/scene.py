@@ -12,6 +12,10 @@ on a held-out frame, the 3D segment, removed and extracted renders).
 
 writes the scene's surface points with their features and a feature-space segment (PLY, npz, mesh; see
 :mod:`featurenerf_ns.exporters.segment`).
+
+    featurenerf-scene smooth-study --scene data/scene --out studies/smooth
+
+trains and compares naive / TV / bilateral / mask-guided feature smoothing (:mod:`featurenerf_ns.scripts.smooth_study`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ ROWS = [
      "scene/editing/extract_unedited_psnr", "{:.2f} / {:.2f}"),
     ("extract: empty (background-only) render's PSNR (floor)", "scene/editing/extract_empty_psnr", None,
      "{:.2f}"),
+    ("feature roughness inside objects (held-out): teacher-2D / N3F", "scene/smoothness/teacher2d_roughness",
+     "scene/smoothness/n3f_roughness", "{:.3f} / {:.3f}"),
+    ("feature edge contrast across object boundaries: teacher-2D / N3F",
+     "scene/smoothness/teacher2d_edge_contrast", "scene/smoothness/n3f_edge_contrast", "{:.3f} / {:.3f}"),
     ("amodal mask IoU / GT visible mask as amodal (oracle reference)", "scene/amodal/amodal_iou",
      "scene/amodal/visible_mask_oracle_iou", "{:.1f} / {:.1f}"),
 ]  # fmt: skip
@@ -197,4 +205,6 @@ class Export:
 
 
 def entrypoint() -> None:
-    run_subcommands({"report": Report, "export": Export}, __doc__, (FeatureNeRFDataError,))
+    from featurenerf_ns.scripts.smooth_study import SmoothStudy
+
+    run_subcommands({"report": Report, "export": Export, "smooth-study": SmoothStudy}, __doc__, (FeatureNeRFDataError,))

@@ -35,3 +35,20 @@ def register_safe_globals() -> None:
 
 
 register_safe_globals()
+
+
+def fill_missing_fields(config) -> None:
+    """Give a dataclass config loaded from an older run's config.yml (nerfstudio's yaml loader restores the saved
+    attributes only) the defaults of fields added since, recursively; saved values are kept."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    for f in dataclasses.fields(config):
+        if not hasattr(config, f.name):
+            if f.default is not dataclasses.MISSING:
+                setattr(config, f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                setattr(config, f.name, f.default_factory())
+        else:
+            fill_missing_fields(getattr(config, f.name))
