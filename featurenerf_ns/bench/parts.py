@@ -17,6 +17,7 @@ from nerfstudio.cameras.rays import RayBundle
 
 import featurenerf_ns.method_configs as mc
 from featurenerf_ns.bench.scale import SCALE_INSTANCES, part_scale
+from featurenerf_ns.bench.smoothing import part_smoothing
 from featurenerf_ns.cameras import camera_rays
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.eval.metrics import nn_match
@@ -27,7 +28,9 @@ from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import TeacherError, TeacherSpec
 from featurenerf_ns.utils.precision import autocast_context, cpu_has_fast_bf16
 
-PARTS = ("matmul", "field", "encoder", "step", "inference", "scale")
+PARTS = ("matmul", "field", "encoder", "step", "inference", "scale", "smoothing")
+DEFAULT_PARTS = PARTS[:-1]
+"""What a plain ``featurenerf-bench`` runs (``smoothing`` needs a generated scene with its teacher cache)."""
 PRESET_NAMES = ("tiny", "paper")
 
 
@@ -329,7 +332,13 @@ def part_inference(device: str) -> dict:
 
 
 def run_part(
-    part: str, device: str, data: str, peak: Dict[str, float], threads: int, scale_instances: Tuple[int, ...] = ()
+    part: str,
+    device: str,
+    data: str,
+    peak: Dict[str, float],
+    threads: int,
+    scale_instances: Tuple[int, ...] = (),
+    scene: str = "data/scene",
 ) -> Tuple[dict, float]:
     if threads:
         torch.set_num_threads(threads)
@@ -340,6 +349,7 @@ def run_part(
         "step": lambda: part_step(device, data),
         "inference": lambda: part_inference(device),
         "scale": lambda: part_scale(instances=scale_instances or SCALE_INSTANCES),
+        "smoothing": lambda: part_smoothing(scene),
     }[part]
     res = fn()
     return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)

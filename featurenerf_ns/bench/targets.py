@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 from featurenerf_ns.bench.scale import scale_targets
+from featurenerf_ns.bench.smoothing import smoothing_targets
 
 OFFICIAL_PAPER_STEP_S = 12.3
 """The official FeatureNeRF code's training step at its paper configuration on this 2-core CPU (reference facts)."""
@@ -49,4 +50,5 @@ def targets(results: Dict[str, dict]) -> Dict[str, Tuple[float, str, bool]]:
         if key in inf:
             out[label] = (inf[key], "<= 2", inf[key] <= 2.0)
     out.update(scale_targets(results.get("scale", {})))
+    out.update(smoothing_targets(results.get("smoothing", {})))
     return out

@@ -12,24 +12,21 @@ training callback logs them on a small pair subset every N steps.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
-from nerfstudio.models.base_model import Model
-from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
-from torch import distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig, FixedEvalImages
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig, evaluate, num_steps
 from featurenerf_ns.eval.protocols import resolve_protocol
 from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
+from featurenerf_ns.pipelines.builder import setup_pipeline
 from featurenerf_ns.pipelines.callbacks import LearningCurve, time_budget_callback
 from featurenerf_ns.teachers import TeacherError
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
@@ -56,35 +53,12 @@ class FeatureNeRFPipeline(VanillaPipeline):
     def __init__(
         self, config: FeatureNeRFPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
     ):
-        # VanillaPipeline.__init__ without its point-cloud seeding, plus two explicit hand-overs through setup():
-        # the model's ``distill`` tells the data manager whether to load a teacher, and the teacher cache's
-        # feature size becomes the model's distilled head size.
-        Pipeline.__init__(self)
-        self.config = config
-        self.test_mode = test_mode
-        self.datamanager = config.datamanager.setup(
-            device=device,
-            test_mode=test_mode,
-            world_size=world_size,
-            local_rank=local_rank,
-            distill=config.model.distill,
-        )
-        self.datamanager.to(device)
-        train_dataset = self.datamanager.train_dataset
-        self._model = config.model.setup(
-            scene_box=train_dataset.scene_box,
-            num_train_data=len(train_dataset),
-            metadata=train_dataset.metadata,
-            device=device,
-            grad_scaler=grad_scaler,
-            teacher_feature_dim=self.datamanager.teacher_feature_dim,
-        )
-        self.model.to(device)
-        self.world_size = world_size
-        if world_size > 1:
-            self._model = typing.cast(Model, DDP(self._model, device_ids=[local_rank], find_unused_parameters=True))
-            dist.barrier(device_ids=[local_rank])
-        self.local_rank = local_rank
+        # hand-overs: the model's ``distill`` tells the data manager whether to load a teacher; the teacher cache's
+        # feature size becomes the model's distilled head size (pipelines.builder)
+        setup_pipeline(
+            self, config, device, test_mode, world_size, local_rank, grad_scaler,
+            datamanager_kwargs={"distill": config.model.distill},
+        )  # fmt: skip
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
         prefer_localhost_for_ns_viewer()

@@ -16,16 +16,17 @@ from typing import List, Optional, Type
 import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
-from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.data.n3f_datamanager import N3FDataManager, N3FDataManagerConfig
 from featurenerf_ns.data.procedural.scene import SCENE_FILE
 from featurenerf_ns.eval.scene_tasks import SceneTaskConfig, scene_metrics
 from featurenerf_ns.models.n3f import N3FModel, N3FModelConfig
+from featurenerf_ns.pipelines.builder import setup_pipeline
 from featurenerf_ns.pipelines.callbacks import time_budget_callback
 from featurenerf_ns.teachers.pca import PcaColors
-from featurenerf_ns.utils import compat  # torch.load safe globals for --load-dir / ns-eval
+from featurenerf_ns.utils import compat  # also registers torch.load safe globals for --load-dir / ns-eval
 from featurenerf_ns.viewer.n3f_panel import N3FViewerPanel
 from featurenerf_ns.viewer.patch import prefer_localhost_for_ns_viewer
 
@@ -49,33 +50,18 @@ class N3FPipeline(VanillaPipeline):
     def __init__(
         self, config: N3FPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
     ):
-        # VanillaPipeline.__init__ without its point-cloud seeding, plus the teacher hand-over
-        Pipeline.__init__(self)
         compat.fill_missing_fields(config)  # a config.yml of an older run lacks the fields added since
-        self.config = config
-        self.test_mode = test_mode
-        self.world_size, self.local_rank = world_size, local_rank
-        self.datamanager = config.datamanager.setup(
-            device=device, test_mode=test_mode, world_size=world_size, local_rank=local_rank
-        )
-        self.datamanager.to(device)
-        train = self.datamanager.train_dataset
-        self._model = config.model.setup(
-            scene_box=train.scene_box,
-            num_train_data=len(train),
-            metadata=train.metadata,
-            device=device,
-            grad_scaler=grad_scaler,
-            teacher_feature_dim=self.datamanager.teacher_feature_dim,
-            patch_size=config.datamanager.patch_size,
-        )
         no_masks = config.datamanager.masks.kind == "none"
         if config.model.smoothing.needs_segments() and no_masks and test_mode != "inference":
             raise ValueError(
                 "n3f: smoothing 'mask' needs image segments; pass --pipeline.datamanager.masks.kind superpixel "
                 "(or sam with --pipeline.datamanager.masks.sam-checkpoint, or gt on a generated scene: oracle)"
             )
-        self.model.to(device)
+        # hand-overs (pipelines.builder): the teacher cache's feature size and the data manager's ray-patch size
+        setup_pipeline(
+            self, config, device, test_mode, world_size, local_rank, grad_scaler,
+            model_kwargs={"patch_size": config.datamanager.patch_size},
+        )  # fmt: skip
         if self.datamanager.teacher_cache is not None:
             self.model.set_pca_colors(self._teacher_pca_colors())
         self.n3f = N3FViewerPanel(self)  # the viewer's controls ("Custom Elements / n3f")

@@ -19,7 +19,9 @@ Each part runs in a fresh subprocess (spawn), so its peak resident memory is its
   128² feature render (tiny preset, all pixels) in float32 and bfloat16; teacher caching images/s (DINOv2 ViT-S/14
   at 224 px);
 * ``scale``: the data manager and teacher cache at 60, 600 and 3000 procedural instances (generation, cache build,
-  disk, resident memory, data time per step; :mod:`featurenerf_ns.bench.scale`).
+  disk, resident memory, data time per step; :mod:`featurenerf_ns.bench.scale`);
+* ``smoothing`` (not in the default list; needs ``--scene``): the n3f-tiny training step with each feature smoother
+  vs naive distillation, interleaved (:mod:`featurenerf_ns.bench.smoothing`).
 
 The parts live in :mod:`featurenerf_ns.bench.parts`, the targets in :mod:`featurenerf_ns.bench.targets`.
 """
@@ -37,7 +39,7 @@ import torch
 import tyro
 from rich.table import Table
 
-from featurenerf_ns.bench.parts import PARTS, run_part
+from featurenerf_ns.bench.parts import DEFAULT_PARTS, PARTS, run_part
 from featurenerf_ns.bench.scale import SCALE_INSTANCES
 from featurenerf_ns.bench.targets import targets
 from featurenerf_ns.data.layout import atomic_write_json
@@ -50,7 +52,8 @@ CONSOLE = make_console(soft_wrap=True)
 class BenchCommand:
     """Measure the hot paths (each part in its own process) and write JSON."""
 
-    parts: Tuple[str, ...] = PARTS
+    parts: Tuple[str, ...] = DEFAULT_PARTS
+    """Default: all but ``smoothing`` (which needs --scene)."""
     device: str = "cpu"
     data: str = "data/shapenet/chair"
     """Embedded chairs with their teacher cache (for the `step` part)."""
@@ -58,6 +61,8 @@ class BenchCommand:
     """torch threads (0 = torch's default: all cores)."""
     scale_instances: Tuple[int, ...] = SCALE_INSTANCES
     """Instance counts of the `scale` part (each generated, cached and streamed in its own process)."""
+    scene: str = "data/scene"
+    """Generated scene with its teacher cache (for the `smoothing` part: featurenerf-data scene --out data/scene)."""
     out: Path = Path("outputs/bench.json")
 
     def main(self) -> None:
@@ -77,7 +82,9 @@ class BenchCommand:
         for part in self.parts:
             CONSOLE.print(f"[bold]{part}[/bold] ...")
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-                job = ex.submit(run_part, part, self.device, self.data, peak, self.threads, self.scale_instances)
+                job = ex.submit(
+                    run_part, part, self.device, self.data, peak, self.threads, self.scale_instances, self.scene
+                )
                 res, rss = job.result()
             res["peak_rss_mib"] = rss
             results[part] = res
