@@ -206,6 +206,21 @@ def test_smoothing_needs_patches_and_a_mask_source(scene_root, tmp_path):
     assert r.returncode != 0 and "--pipeline.datamanager.masks.kind superpixel" in r.stderr
 
 
+def test_patch_ray_count_and_mixed_sampler():
+    from nerfstudio.data.pixel_samplers import PatchPixelSamplerConfig
+
+    from featurenerf_ns.data.patch_sampling import MixedPatchPixelSampler, patch_ray_count
+
+    assert patch_ray_count(1024, 8, 0.5) == 512 and patch_ray_count(1024, 8, 1.0) == 1024
+    assert patch_ray_count(100, 8, 0.5) == 0 and patch_ray_count(1024, 1, 0.5) == 0
+    s = MixedPatchPixelSampler(PatchPixelSamplerConfig(patch_size=P), 128, patch_size=P, num_rays_per_batch=300)
+    idx = s.sample_method(300, 5, 32, 40)
+    assert idx.shape == (300, 3) and s.num_rays_per_batch == 300
+    assert (idx[:, 1] < 32).all() and (idx[:, 2] < 40).all() and (idx >= 0).all()
+    first = idx[:128].reshape(2, P, P, 3)
+    assert (first[:, :, 1:, 2] - first[:, :, :-1, 2] == 1).all()
+
+
 def test_patch_batches_carry_segments_in_patch_order(scene_root):
     from featurenerf_ns.data.n3f_datamanager import N3FDataManagerConfig
     from featurenerf_ns.method_configs import n3f_tiny_preset
@@ -223,7 +238,8 @@ def test_patch_batches_carry_segments_in_patch_order(scene_root):
     _, batch = dm.next_train(0)
     idx = batch["indices"]
     assert idx.shape == (256, 3) and batch["feature"].shape == (256, 8) and batch["segment"].shape == (256,)
-    patches = idx.reshape(4, P, P, 3)
+    assert dm.train_patch_rays == 128  # patch fraction 0.5: two 8 x 8 patches first, then 128 uniform rays
+    patches = idx[:128].reshape(2, P, P, 3)
     assert (patches[..., 0] == patches[:, :1, :1, 0]).all()  # one image per patch
     assert (patches[:, 1:, :, 1] - patches[:, :-1, :, 1] == 1).all()  # rows, then columns, adjacent
     assert (patches[:, :, 1:, 2] - patches[:, :, :-1, 2] == 1).all()

@@ -9,7 +9,8 @@ Each train batch gains ``batch["feature"]`` (R, D): the teacher map bilinearly s
 upsampled to the image, (H, W, D).
 
 Feature smoothing (:mod:`featurenerf_ns.model_components.feature_smoothing`) needs neighbouring rays: with
-nerfstudio's own ``patch_size`` > 1 the batch is square patches of rays (its ``PatchPixelSampler``). With a mask
+nerfstudio's own ``patch_size`` > 1 the first ``patch_fraction`` of the batch is square patches of rays
+(:mod:`featurenerf_ns.data.patch_sampling`), the rest uniform pixels. With a mask
 source (``masks``, :mod:`featurenerf_ns.data.mask_sources`) each train batch also gains ``batch["segment"]`` (R,)
 int: the segment id of the ray's pixel in its train frame (-1: none), from labels computed once per frame.
 """
@@ -29,6 +30,7 @@ from nerfstudio.data.pixel_samplers import PatchPixelSamplerConfig, PixelSampler
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.data.mask_sources import MaskSourceConfig, frame_labels
+from featurenerf_ns.data.patch_sampling import MixedPatchPixelSampler, patch_ray_count
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.teachers.cache import FrameSet, TeacherCache, open_cache
@@ -50,6 +52,9 @@ class N3FDataManagerConfig(VanillaDataManagerConfig):
     """Unit-normalise teacher features before the PCA (N3F)."""
     pca_frames: int = 20
     """Train frames (evenly spaced) the PCA is fitted on."""
+    patch_fraction: float = 0.5
+    """With ``patch_size`` > 1: the fraction of each batch drawn as square patches (first in the batch), the rest
+    uniform pixels (1.0: all patches, nerfstudio's patch sampling; see data.patch_sampling for why not)."""
     masks: MaskSourceConfig = field(default_factory=MaskSourceConfig)
     """Image segments of the train frames for mask-guided feature smoothing (kind none: no ``segment`` in batches)."""
 
@@ -111,12 +116,24 @@ class N3FDataManager(VanillaDataManager):
         del teacher
         return cache
 
+    @property
+    def train_patch_rays(self) -> int:
+        """Rays at the start of each train batch that form whole patch_size^2 patches (0 without patches)."""
+        c = self.config
+        return patch_ray_count(c.train_num_rays_per_batch, c.patch_size, c.patch_fraction)
+
     def _get_pixel_sampler(self, dataset, num_rays_per_batch: int) -> PixelSampler:
-        # nerfstudio 1.1.5 builds its PatchPixelSampler with the config's default patch size (32) when it rounds the
-        # ray count (256 rays at patch 8 -> 0 rays, 1024 -> one 32 x 32 patch): give it the right size up front
-        if self.config.patch_size > 1:
-            cfg = PatchPixelSamplerConfig(patch_size=self.config.patch_size)
-            return cfg.setup(patch_size=self.config.patch_size, num_rays_per_batch=num_rays_per_batch)
+        # patches + uniform rays (data.patch_sampling). The config's patch size is given up front: nerfstudio 1.1.5's
+        # own PatchPixelSampler rounds the ray count with its default size 32 (256 rays at patch 8 -> 0 rays).
+        c = self.config
+        if c.patch_size > 1:
+            n = patch_ray_count(num_rays_per_batch, c.patch_size, c.patch_fraction)
+            return MixedPatchPixelSampler(
+                PatchPixelSamplerConfig(patch_size=c.patch_size),
+                n,
+                patch_size=c.patch_size,
+                num_rays_per_batch=num_rays_per_batch,
+            )
         return super()._get_pixel_sampler(dataset, num_rays_per_batch)
 
     def _train_segments(self) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Smoothing regularisers of a rendered feature field ("Smoothness in Distilled Feature Fields"), on ray patches.
 
-Training batches come as n square patches of p x p rays (nerfstudio's ``PatchPixelSampler``, rays in row-major
-order per patch), so the rendered features F (R, D), R = n p^2, are images Fp (n, D, p, p). Each regulariser adds
+The first rays of a training batch are n square patches of p x p rays (:mod:`featurenerf_ns.data.patch_sampling`,
+row-major per patch), so their rendered features F (R, D), R = n p^2, are images Fp (n, D, p, p). Each regulariser adds
 one term to the feature loss (D = the distilled feature size; the naive loss is mean_r ||F(r) - Phi(r)||^2):
 
 * ``tv``: anisotropic total variation, mean over horizontally and vertically adjacent ray pairs (u, v) of

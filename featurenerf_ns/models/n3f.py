@@ -15,9 +15,10 @@ RGB first, then distils; it reports that from-scratch distillation ends similar 
 feature branch is trained alone by its own loss under Adam, which is invariant to a constant loss scale, so the
 weight mostly sets how the logged total is composed; default 1.0.
 
-Feature smoothing (``smoothing``, :mod:`featurenerf_ns.model_components.feature_smoothing`): on patch batches
-(the pipeline hands over the data manager's ``patch_size``) a TV, bilateral or in-segment-blur term of the
-rendered feature joins the feature loss as ``feature_smooth_loss``; it reaches only the feature branch too.
+Feature smoothing (``smoothing``, :mod:`featurenerf_ns.model_components.feature_smoothing`): the first
+``patch_rays`` rays of a train batch are ray patches (the pipeline hands over the data manager's patch size and
+count); a TV, bilateral or in-segment-blur term of their rendered feature joins the feature loss as
+``feature_smooth_loss``; it reaches only the feature branch too.
 
 Outputs besides nerfacto's: ``feature`` (R, D) and ``feature_pca`` (R, 3), the rendered feature coloured by a
 PCA-3 fitted once on training teacher features (:meth:`set_pca_colors`; saved in the checkpoint, so colours are
@@ -94,7 +95,8 @@ class N3FModel(ViewerRouting, NerfactoModel):
             num_layers=c.feature_num_layers,
             implementation=c.implementation,
         )
-        self.patch_size = int(self.kwargs.get("patch_size", 1))  # from the pipeline: the data manager's patches
+        self.patch_size = int(self.kwargs.get("patch_size", 1))  # from the pipeline: the data manager's patches,
+        self.patch_rays = int(self.kwargs.get("patch_rays", 0))  # the first patch_rays rays of a train batch
         if c.smoothing.kind != "none" and self.patch_size < 2:
             raise ValueError(
                 f"n3f: feature smoothing {c.smoothing.kind!r} needs ray patches; "
@@ -206,9 +208,15 @@ class N3FModel(ViewerRouting, NerfactoModel):
             target = batch["feature"].to(outputs["feature"])
             losses["feature_loss"] = self.config.feature_weight * ((outputs["feature"] - target) ** 2).sum(-1).mean()
             sm = self.config.smoothing
-            if sm.kind != "none" and self.training and outputs["feature"].shape[0] % (self.patch_size**2) == 0:
+            n = self.patch_rays
+            if sm.kind != "none" and self.training and 0 < n <= outputs["feature"].shape[0]:
+                seg = batch.get("segment")
                 losses["feature_smooth_loss"] = self.config.feature_weight * smoothing_loss(
-                    outputs["feature"], sm, self.patch_size, batch.get("segment"), outputs["rgb"]
+                    outputs["feature"][:n],
+                    sm,
+                    self.patch_size,
+                    seg[:n] if seg is not None else None,
+                    outputs["rgb"][:n],
                 )
         return losses
 

@@ -57,10 +57,19 @@ class N3FPipeline(VanillaPipeline):
                 "n3f: smoothing 'mask' needs image segments; pass --pipeline.datamanager.masks.kind superpixel "
                 "(or sam with --pipeline.datamanager.masks.sam-checkpoint, or gt on a generated scene: oracle)"
             )
-        # hand-overs (pipelines.builder): the teacher cache's feature size and the data manager's ray-patch size
+        # hand-overs (pipelines.builder): the teacher cache's feature size and the data manager's ray patches
+        dm = config.datamanager
+        from featurenerf_ns.data.patch_sampling import patch_ray_count
+
+        patch_rays = patch_ray_count(dm.train_num_rays_per_batch, dm.patch_size, dm.patch_fraction)
+        if config.model.smoothing.kind != "none" and dm.patch_size > 1 and patch_rays == 0:
+            raise ValueError(
+                f"n3f: {dm.train_num_rays_per_batch} rays x patch fraction {dm.patch_fraction} hold no "
+                f"{dm.patch_size} x {dm.patch_size} patch; raise --pipeline.datamanager.patch-fraction"
+            )
         setup_pipeline(
             self, config, device, test_mode, world_size, local_rank, grad_scaler,
-            model_kwargs={"patch_size": config.datamanager.patch_size},
+            model_kwargs={"patch_size": dm.patch_size, "patch_rays": patch_rays},
         )  # fmt: skip
         if self.datamanager.teacher_cache is not None:
             self.model.set_pca_colors(self._teacher_pca_colors())

@@ -288,6 +288,74 @@ def run_check(
         return result
 
 
+@dataclass
+class N3FCheck:
+    feature_pca_std: float
+    identical: bool
+    query_set: bool
+    """The clicked pixel hit an object and set the query (from ns-viewer's log)."""
+    edits_differ: bool
+    """The removed and extracted renders differ from the unedited one."""
+    screenshots: List[Path]
+
+
+def run_n3f_check(config: Path, out: Path, click: Tuple[float, float] = (0.5, 0.55), port: Optional[int] = None,
+                  log: Optional[Path] = None) -> N3FCheck:  # fmt: skip
+    """ns-viewer on an n3f run in Chromium: stable feature_pca, a clicked query, the similarity and segment outputs,
+    remove / extract edits and the 3D segment, with a screenshot of each."""
+    check_browser()
+    port = port or free_port()
+    log = log or out / "ns-viewer.log"
+    out.mkdir(parents=True, exist_ok=True)
+    shots: List[Path] = []
+
+    def shot(client: BrowserClient, name: str) -> None:
+        client.screenshot(out / name)
+        shots.append(out / name)
+
+    with ViewerProcess(config, port, log), BrowserClient(f"http://127.0.0.1:{port}") as client:
+        base = client.wait_settled(0.0)
+        shot(client, "n3f_rgb.png")
+        t = client.select("Output type", "feature_pca")
+        first = client.wait_settled(t)
+        shot(client, "n3f_feature_pca.png")
+        t = client.select("Output type", "rgb")
+        client.wait_settled(t)
+        t = client.select("Output type", "feature_pca")
+        second = client.wait_settled(t)
+        t = client.click_button("Click object to set query")
+        client.page.wait_for_timeout(1000)
+        client.click_canvas(*click)
+        client.page.wait_for_timeout(2000)
+        t = client.select("Output type", "similarity")
+        client.wait_settled(t)
+        shot(client, "n3f_similarity.png")
+        t = client.select("Output type", "segment")
+        client.wait_settled(t)
+        shot(client, "n3f_segment.png")
+        t = client.select("Output type", "rgb")
+        client.wait_settled(t)
+        edited = []
+        for mode in ("remove", "extract"):
+            t = client.select("Edit", mode)
+            edited.append(client.wait_settled(t).image)
+            shot(client, f"n3f_{mode}.png")
+        t = client.select("Edit", "none")
+        client.wait_settled(t)
+        t = client.click_button("Show 3D segment")
+        client.page.wait_for_timeout(8000)
+        client.wait_settled(t, quiet=2.0)
+        shot(client, "n3f_segment_3d.png")
+    text = log.read_text()
+    return N3FCheck(
+        float(first.image.astype(np.float32).std()),
+        first.image.shape == second.image.shape and bool(np.array_equal(first.image, second.image)),
+        "query set: pixel" in text,
+        all(e.shape != base.image.shape or not np.array_equal(e, base.image) for e in edited),
+        shots,
+    )
+
+
 def overview(out: Path, captions: List[Tuple[str, str]], size: Tuple[int, int] = (480, 375)) -> Path:
     """One captioned sheet (3 per row) of the 3D-view area of the given screenshots: [(file name, caption)]."""
     from PIL import Image, ImageDraw
@@ -332,10 +400,14 @@ class ViewerShots:
     part_source: Optional[str] = None
     """Labelled instance whose parts are transferred (default: the third val/test instance)."""
     port: Optional[int] = None
+    click: Tuple[float, float] = (0.5, 0.55)
+    """n3f runs: where to click (fractions of the 3D view) to set the query."""
 
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
+        if _method(self.load_config).startswith("n3f"):
+            return self.main_n3f()
         cat = run_category(self.load_config)
         ids = viewer_instances(cat)
         kp = self.keypoint or (cat.keypoint_names[0] if cat.has_annotations and cat.keypoint_names else None)
@@ -363,6 +435,38 @@ class ViewerShots:
             CONSOLE.print(f"wrote {p}")
         if not ok:
             sys.exit(1)
+
+    def main_n3f(self) -> None:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        res = run_n3f_check(self.load_config, self.out, self.click, self.port)
+        captions = [
+            ("n3f_feature_pca.png", "feature_pca (stable PCA colours)"),
+            ("n3f_similarity.png", "similarity to the clicked query"),
+            ("n3f_segment.png", "segment (within tau) over rgb"),
+            ("n3f_remove.png", "Edit: remove"),
+            ("n3f_extract.png", "Edit: extract"),
+            ("n3f_segment_3d.png", "Show 3D segment (surface points)"),
+        ]
+        res.screenshots.append(overview(self.out, [c for c in captions if (self.out / c[0]).is_file()]))
+        ok = res.identical and res.query_set and res.edits_differ and res.feature_pca_std > 2.0
+        CONSOLE.print(
+            f"n3f viewer: feature_pca std {res.feature_pca_std:.1f}, two renders identical: {res.identical}, "
+            f"query set by the click: {res.query_set}, edits change the render: {res.edits_differ} -> "
+            + ("OK" if ok else "FAILED")
+        )
+        for p in res.screenshots:
+            CONSOLE.print(f"wrote {p}")
+        if not ok:
+            sys.exit(1)
+
+
+def _method(config: Path) -> str:
+    import yaml
+
+    if not config.is_file():
+        raise ViewerShotsError(f"{config}: no such config; pass the config.yml of an ns-train run")
+    return str(getattr(yaml.load(config.read_text(), Loader=yaml.Loader), "method_name", ""))
 
 
 def entrypoint() -> None:

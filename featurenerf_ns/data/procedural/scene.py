@@ -401,10 +401,13 @@ def _surface_samples(settings: SceneSettings, everything: Sequence[SceneObject],
 # ------------------------------------------------------------------------------------------------------------ reading
 @dataclass
 class SceneData:
-    """A generated scene on disk: manifest, annotations and ground-truth edit renders."""
+    """A generated scene on disk: manifest, annotations and ground-truth edit renders. The annotation arrays are
+    read once per instance (every task, figure and study row of one evaluation shares them); treat them as
+    read-only."""
 
     root: Path
     manifest: Dict[str, Any]
+    _arrays: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, root: Path) -> "SceneData":
@@ -432,11 +435,16 @@ class SceneData:
     def train(self) -> List[int]:
         return list(self.manifest["frames"]["train"])
 
+    def _npz(self, name: str) -> Dict[str, np.ndarray]:
+        if name not in self._arrays:
+            self._arrays[name] = load_npz(self.root / "annotations" / name)
+        return self._arrays[name]
+
     def frames(self) -> Dict[str, np.ndarray]:
-        return load_npz(self.root / "annotations" / "frames.npz")
+        return self._npz("frames.npz")
 
     def surface(self) -> Dict[str, np.ndarray]:
-        return load_npz(self.root / "annotations" / "objects.npz")
+        return self._npz("objects.npz")
 
     def image_path(self, frame: int) -> Path:
         return self.root / "images" / frame_name(frame)
