@@ -259,3 +259,25 @@ def test_viewer_panel_queries_segments_edits_and_exports(pipeline, tmp_path):
     if hit:
         feat = pipeline.model.get_outputs_for_camera(cam)["feature"][16, 16]
         assert torch.allclose(panel._query, feat.float(), atol=1e-4) and panel.a3_query.value == "ray"
+
+
+def test_n3f_viewer_in_chromium(trained_config, tmp_path):
+    """ns-viewer on the tiny n3f run, driven in Chromium: stable feature_pca, a click handled (query set, or the
+    background message), every output and edit rendered and shot."""
+    import os
+
+    from featurenerf_ns.scripts.viewer_shots import ViewerShotsError, check_browser, run_n3f_check
+
+    try:
+        check_browser()
+    except ViewerShotsError as e:
+        if os.environ.get("FEATURENERF_REQUIRE_BROWSER"):
+            raise
+        pytest.skip(str(e))
+    res = run_n3f_check(trained_config, tmp_path / "shots", log=tmp_path / "ns-viewer.log")
+    assert res.identical and res.feature_pca_std > 0.0
+    text = (tmp_path / "ns-viewer.log").read_text()
+    assert res.query_set or "clicked background" in text
+    names = {p.name for p in res.screenshots}
+    assert {"n3f_feature_pca.png", "n3f_similarity.png", "n3f_segment.png", "n3f_remove.png"} <= names
+    assert all(p.stat().st_size > 5_000 for p in res.screenshots)
