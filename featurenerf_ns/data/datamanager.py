@@ -30,6 +30,7 @@ from torch.nn import Parameter
 from featurenerf_ns.cameras import camera_rays, pinhole_camera
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
+from featurenerf_ns.data.patch_sampling import patch_ray_count
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
@@ -57,6 +58,10 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Fraction of each object's target rays drawn uniformly from its foreground (alpha) pixels; the rest follow
     the bbox / whole-image rule. 4-13% of a benchmark image is object, so uniform rays spend most of the batch
     on empty background. Official: 0 (bbox only)."""
+    patch_size: int = 1
+    """With > 1 (feature smoothing, model_components.feature_smoothing): the first ``patch_fraction`` of each
+    object's rays (whole patches) are p x p patches, each around a random foreground pixel of a random view."""
+    patch_fraction: float = 0.5
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     max_cached_instances: int = 256
     """LRU size of decoded instances kept in memory (3.3 MB each at 128^2 x 50 views)."""
@@ -221,6 +226,8 @@ class FeatureNeRFDataManager(DataManager):
                 has = cnt > 0
                 u[:n_fg] = torch.where(has, flat % W, u[:n_fg])
                 v[:n_fg] = torch.where(has, flat // W, v[:n_fg])
+            if c.patch_size > 1:
+                self._patches(it, rng, view, u, v)
             o, d = camera_rays(it.c2w[view], it.focal, it.hw, u.float(), v.float())
             origins.append(o)
             dirs.append(d)
@@ -244,6 +251,32 @@ class FeatureNeRFDataManager(DataManager):
         if with_teacher:
             batch["teacher_feature"] = torch.cat(feats).to(self.device)
         return bundle, batch
+
+    @property
+    def patch_rays(self) -> int:
+        """Rays at the start of each object's block that form whole patches (0 without patches)."""
+        c = self.config
+        return patch_ray_count(c.rays_per_object, c.patch_size, c.patch_fraction)
+
+    def _patches(self, it: "_Instance", rng: np.random.Generator, view, u, v) -> None:
+        """Overwrite the first ``patch_rays`` rays (in place) with p x p patches, row-major, one view each."""
+        p, n = self.config.patch_size, self.patch_rays // (self.config.patch_size**2)
+        if n == 0:
+            return
+        H, W = it.hw
+        V = it.rgba.shape[0]
+        pv = torch.from_numpy(rng.integers(0, V, size=n))
+        cnt = it.fg_count[pv]
+        k = (torch.from_numpy(rng.random(n)).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
+        flat = it.fg_flat[(it.fg_start[pv] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
+        cu = torch.where(cnt > 0, flat % W, torch.from_numpy(rng.integers(0, W, size=n)))
+        cv = torch.where(cnt > 0, flat // W, torch.from_numpy(rng.integers(0, H, size=n)))
+        u0 = (cu - p // 2).clamp(0, W - p)
+        v0 = (cv - p // 2).clamp(0, H - p)
+        dy, dx = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+        view[: n * p * p] = pv.repeat_interleave(p * p)
+        u[: n * p * p] = (u0[:, None] + dx.reshape(1, -1)).reshape(-1)
+        v[: n * p * p] = (v0[:, None] + dy.reshape(1, -1)).reshape(-1)
 
     def _rng(self, step: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, stream, self.local_rank, step])

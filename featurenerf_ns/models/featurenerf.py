@@ -27,6 +27,7 @@ from torch.nn import Parameter
 from featurenerf_ns.data.layout import FAR, NEAR
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
+from featurenerf_ns.model_components.feature_smoothing import FeatureSmoothingConfig, smoothing_loss
 from featurenerf_ns.model_components.image_metrics import local_lpips
 from featurenerf_ns.model_components.pdf_sampling import sample_pdf
 from featurenerf_ns.models.viewer_routing import ViewerRouting
@@ -37,6 +38,10 @@ from featurenerf_ns.utils.precision import ThreadPrecision, autocast_context, re
 class FeatureNeRFModelConfig(ModelConfig):
     _target: Type = field(default_factory=lambda: FeatureNeRFModel)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    smoothing: FeatureSmoothingConfig = field(default_factory=FeatureSmoothingConfig)
+    """Smoothing of the rendered distilled feature on ray patches (``--pipeline.datamanager.patch-size`` > 1); tv
+    or bilateral (mask-guided: N3F only so far). Added to the distillation loss at its scale: distill_weight x the
+    term / D (the distillation MSE averages over the D channels, the term sums them)."""
     field: FieldConfig = field(default_factory=FieldConfig)
     near: float = NEAR
     far: float = FAR
@@ -78,6 +83,16 @@ class FeatureNeRFModel(ViewerRouting, Model):
         # (the base class would build a collider from collider_params; ours keeps the near plane at inference)
         c = self.config
         self.collider = NearFarCollider(c.near, c.far, reset_near_plane=False) if c.enable_collider else None
+        self.patch_size = int(self.kwargs.get("patch_size", 1))  # from the pipeline: the data manager's patches
+        self.patch_rays = int(self.kwargs.get("patch_rays", 0))  # at the start of each object's block of rays
+        self.rays_per_object = int(self.kwargs.get("rays_per_object", 0))
+        if c.smoothing.kind == "mask":
+            raise ValueError("featurenerf: mask-guided smoothing is implemented for n3f only; use tv or bilateral")
+        if c.smoothing.kind != "none" and (self.patch_size < 2 or self.patch_rays == 0):
+            raise ValueError(
+                f"featurenerf: feature smoothing {c.smoothing.kind!r} needs ray patches; pass "
+                "--pipeline.datamanager.patch-size 8 (and enough rays per object for one patch)"
+            )
         self.encoder = c.encoder.setup()
         teacher_dim = self.kwargs.get("teacher_feature_dim")  # from the pipeline (the data manager's cache)
         self.feature_dim = int(teacher_dim if teacher_dim is not None else c.feature_dim) if c.distill else 0
@@ -350,6 +365,17 @@ class FeatureNeRFModel(ViewerRouting, Model):
             m["coord_rmse"] = outputs["coord_residual"].detach().pow(2).sum(-1).mean().sqrt()
         return m
 
+    def _smoothing_loss(self, outputs) -> torch.Tensor:
+        """The smoothing term over the patch rays of every object's block (R rays each, the first patch_rays)."""
+        f = outputs["feature"]
+        R, n = self.rays_per_object, self.patch_rays
+        idx = (torch.arange(f.shape[0] // R, device=f.device)[:, None] * R + torch.arange(n, device=f.device)).reshape(
+            -1
+        )
+        rgb = outputs["rgb"][idx]
+        term = smoothing_loss(f[idx].float(), self.config.smoothing, self.patch_size, None, rgb)
+        return self.config.distill_weight * term / f.shape[-1]
+
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:
         c = self.config
         gt = batch["image"].to(self.device)
@@ -362,6 +388,8 @@ class FeatureNeRFModel(ViewerRouting, Model):
             losses["distill_loss"] = c.distill_weight * (
                 F.mse_loss(outputs["feature_coarse"], tf) + F.mse_loss(outputs["feature"], tf)
             )
+        if c.distill and c.smoothing.kind != "none" and self.training and "feature" in outputs:
+            losses["feature_smooth_loss"] = self._smoothing_loss(outputs)
         if c.predict_coords and "coord_residual" in outputs and c.coord_weight > 0:
             losses["coord_loss"] = c.coord_weight * (
                 self._coord_loss(outputs["coord_residual_coarse"]) + self._coord_loss(outputs["coord_residual"])
