@@ -25,12 +25,15 @@ class Variant:
     label: str
     args: Tuple[str, ...]
     oracle: bool = False
+    patches: bool = True
+    """Trained with the study's ray patches (False: the preset's uniform rays, a reference row)."""
 
 
 def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
     mask = ("--pipeline.model.smoothing.kind", "mask", "--pipeline.datamanager.masks.kind")
     sam = ("--pipeline.datamanager.masks.sam-checkpoint", str(sam_checkpoint)) if sam_checkpoint else ()
     out = [
+        Variant("naive-rays", "naive, uniform rays (the preset; reference)", (), patches=False),
         Variant("naive", "naive distillation", ()),
         Variant("tv", "TV", ("--pipeline.model.smoothing.kind", "tv")),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),

@@ -27,7 +27,7 @@ from featurenerf_ns.eval.scene_tasks import SceneTaskConfig
 from featurenerf_ns.utils.cli import make_console
 
 CONSOLE = make_console()
-DEFAULT_VARIANTS = ("naive", "tv", "bilateral", "mask-superpixel", "mask-gt")
+DEFAULT_VARIANTS = ("naive-rays", "naive", "tv", "bilateral", "mask-superpixel", "mask-gt")
 
 
 @dataclass
@@ -37,7 +37,8 @@ class SmoothStudy:
     scene: Path = Path("data/scene")
     out: Path = Path("studies/smooth")
     variants: Tuple[str, ...] = DEFAULT_VARIANTS
-    """Any of naive, tv, bilateral, mask-superpixel, mask-sam (needs --sam-checkpoint), mask-gt (oracle)."""
+    """Any of naive-rays (uniform rays: the preset), naive, tv, bilateral, mask-superpixel, mask-sam (needs
+    --sam-checkpoint), mask-gt (oracle)."""
     patch_size: int = 8
     train_args: str = ""
     """Extra ns-train arguments for every variant, one string (give it with '=')."""
@@ -64,7 +65,7 @@ class SmoothStudy:
                 if (self.out / "eval" / f"{name}.json").is_file():
                     CONSOLE.print(f"{name}: evaluated already ({self.out}/eval/{name}.json)")
                     continue
-                run_dir = self.train(name, table[name].args)
+                run_dir = self.train(name, table[name].args, table[name].patches)
                 self.evaluate(name, run_dir)
         self.report()
 
@@ -72,7 +73,7 @@ class SmoothStudy:
     def run_dir(self, name: str) -> Path:
         return self.out / "runs" / name / "n3f-tiny" / "run"
 
-    def train(self, name: str, args: Tuple[str, ...]) -> Path:
+    def train(self, name: str, args: Tuple[str, ...], patches: bool = True) -> Path:
         run_dir = self.run_dir(name)
         done = run_dir / "train_done.json"
         if done.is_file():
@@ -81,7 +82,8 @@ class SmoothStudy:
         cmd: List[str] = [
             str(bindir / "ns-train"), "n3f-tiny", "--data", str(self.scene), "--output-dir", str(self.out / "runs"),
             "--experiment-name", name, "--timestamp", "run", "--vis", "tensorboard",
-            "--pipeline.datamanager.patch-size", str(self.patch_size), "--pipeline.max-train-minutes", "None",
+            "--pipeline.max-train-minutes", "None",
+            *(("--pipeline.datamanager.patch-size", str(self.patch_size)) if patches else ()),
             *args, *shlex.split(self.train_args),
         ]  # fmt: skip
         ckpts = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
