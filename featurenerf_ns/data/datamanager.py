@@ -74,6 +74,12 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     """Novel views rendered per eval instance (indices modulo the number of views)."""
     seed: int = 0
 
+    @property
+    def patch_rays(self) -> int:
+        """Rays at the start of each object's block that form whole patches (0 without patches): the one count the
+        ray draw and the model's smoothing term share."""
+        return patch_ray_count(self.rays_per_object, self.patch_size, self.patch_fraction)
+
 
 class _Instance:
     """Decoded views of one instance at the training resolution."""
@@ -104,6 +110,16 @@ class _Instance:
 
     def rgb(self, views) -> torch.Tensor:
         return self.rgba[views, :3].float() / 255.0
+
+    def foreground_pixels(self, views: torch.Tensor, rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One uniform foreground pixel of each of ``views`` (N,): flat indices y * W + x (N,) and whether the view
+        has a foreground pixel at all (N,) bool (where it has none, the index is meaningless). One ``rng.random(N)``
+        call."""
+        cnt = self.fg_count[views]
+        k = (torch.from_numpy(rng.random(len(views))).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
+        if not len(self.fg_flat):
+            return k, cnt > 0
+        return self.fg_flat[(self.fg_start[views] + k).clamp(max=len(self.fg_flat) - 1)], cnt > 0
 
 
 class FeatureNeRFDataManager(DataManager):
@@ -217,13 +233,7 @@ class FeatureNeRFDataManager(DataManager):
                 v = torch.from_numpy(rng.integers(0, H, size=R))
             n_fg = int(round(c.foreground_ray_fraction * R))
             if n_fg:  # the first n_fg rays: a uniform foreground pixel of their view (views without one keep theirs)
-                vf = view[:n_fg]
-                cnt = it.fg_count[vf]
-                k = (torch.from_numpy(rng.random(n_fg)).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
-                flat = (
-                    it.fg_flat[(it.fg_start[vf] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
-                )
-                has = cnt > 0
+                flat, has = it.foreground_pixels(view[:n_fg], rng)
                 u[:n_fg] = torch.where(has, flat % W, u[:n_fg])
                 v[:n_fg] = torch.where(has, flat // W, v[:n_fg])
             if c.patch_size > 1:
@@ -254,9 +264,8 @@ class FeatureNeRFDataManager(DataManager):
 
     @property
     def patch_rays(self) -> int:
-        """Rays at the start of each object's block that form whole patches (0 without patches)."""
-        c = self.config
-        return patch_ray_count(c.rays_per_object, c.patch_size, c.patch_fraction)
+        """See :attr:`FeatureNeRFDataManagerConfig.patch_rays`."""
+        return self.config.patch_rays
 
     def _patches(self, it: "_Instance", rng: np.random.Generator, view, u, v) -> None:
         """Overwrite the first ``patch_rays`` rays (in place) with p x p patches, row-major, one view each."""
@@ -266,11 +275,9 @@ class FeatureNeRFDataManager(DataManager):
         H, W = it.hw
         V = it.rgba.shape[0]
         pv = torch.from_numpy(rng.integers(0, V, size=n))
-        cnt = it.fg_count[pv]
-        k = (torch.from_numpy(rng.random(n)).float() * cnt).long().clamp(max=(cnt - 1).clamp(min=0))
-        flat = it.fg_flat[(it.fg_start[pv] + k).clamp(max=max(len(it.fg_flat) - 1, 0))] if len(it.fg_flat) else k
-        cu = torch.where(cnt > 0, flat % W, torch.from_numpy(rng.integers(0, W, size=n)))
-        cv = torch.where(cnt > 0, flat // W, torch.from_numpy(rng.integers(0, H, size=n)))
+        flat, has = it.foreground_pixels(pv, rng)
+        cu = torch.where(has, flat % W, torch.from_numpy(rng.integers(0, W, size=n)))
+        cv = torch.where(has, flat // W, torch.from_numpy(rng.integers(0, H, size=n)))
         u0 = (cu - p // 2).clamp(0, W - p)
         v0 = (cv - p // 2).clamp(0, H - p)
         dy, dx = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")

@@ -58,6 +58,12 @@ class N3FDataManagerConfig(VanillaDataManagerConfig):
     masks: MaskSourceConfig = field(default_factory=MaskSourceConfig)
     """Image segments of the train frames for mask-guided feature smoothing (kind none: no ``segment`` in batches)."""
 
+    @property
+    def train_patch_rays(self) -> int:
+        """Rays at the start of each train batch that form whole patch_size^2 patches (0 without patches): the one
+        count the pixel sampler, the pipeline's checks and the model's smoothing term share."""
+        return patch_ray_count(self.train_num_rays_per_batch, self.patch_size, self.patch_fraction)
+
 
 class N3FDataManager(VanillaDataManager):
     config: N3FDataManagerConfig
@@ -118,9 +124,8 @@ class N3FDataManager(VanillaDataManager):
 
     @property
     def train_patch_rays(self) -> int:
-        """Rays at the start of each train batch that form whole patch_size^2 patches (0 without patches)."""
-        c = self.config
-        return patch_ray_count(c.train_num_rays_per_batch, c.patch_size, c.patch_fraction)
+        """See :attr:`N3FDataManagerConfig.train_patch_rays`."""
+        return self.config.train_patch_rays
 
     def _get_pixel_sampler(self, dataset, num_rays_per_batch: int) -> PixelSampler:
         # patches + uniform rays (data.patch_sampling). The config's patch size is given up front: nerfstudio 1.1.5's

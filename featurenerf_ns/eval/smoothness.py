@@ -50,11 +50,8 @@ class SmoothnessTally:
     edge_n: float = 0.0
 
     def add(self, feature: torch.Tensor, instance: torch.Tensor) -> None:
-        s = pair_stats(feature, instance)
-        self.inside_sum += s["inside_sum"]
-        self.inside_n += s["inside_n"]
-        self.edge_sum += s["edge_sum"]
-        self.edge_n += s["edge_n"]
+        for key, value in pair_stats(feature, instance).items():  # inside_/edge_ sum and n: the fields' names
+            setattr(self, key, getattr(self, key) + value)
 
     @property
     def roughness(self) -> float:

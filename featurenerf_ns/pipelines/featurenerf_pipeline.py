@@ -22,7 +22,6 @@ from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig, FixedEvalImages
-from featurenerf_ns.data.patch_sampling import patch_ray_count
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig, evaluate, num_steps
 from featurenerf_ns.eval.protocols import resolve_protocol
 from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
@@ -61,9 +60,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
             datamanager_kwargs={"distill": config.model.distill},
             model_kwargs={
                 "patch_size": config.datamanager.patch_size,
-                "patch_rays": patch_ray_count(
-                    config.datamanager.rays_per_object, config.datamanager.patch_size, config.datamanager.patch_fraction
-                ),
+                "patch_rays": config.datamanager.patch_rays,
                 "rays_per_object": config.datamanager.rays_per_object,
             },
         )  # fmt: skip

@@ -59,9 +59,7 @@ class N3FPipeline(VanillaPipeline):
             )
         # hand-overs (pipelines.builder): the teacher cache's feature size and the data manager's ray patches
         dm = config.datamanager
-        from featurenerf_ns.data.patch_sampling import patch_ray_count
-
-        patch_rays = patch_ray_count(dm.train_num_rays_per_batch, dm.patch_size, dm.patch_fraction)
+        patch_rays = dm.train_patch_rays
         if config.model.smoothing.kind != "none" and dm.patch_size > 1 and patch_rays == 0:
             raise ValueError(
                 f"n3f: {dm.train_num_rays_per_batch} rays x patch fraction {dm.patch_fraction} hold no "
