@@ -13,7 +13,8 @@ import torch
 from _runs import BIN, _env
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
-from featurenerf_ns.data.procedural.scene import SceneData, SceneSettings, generate_scene, heldout_frames
+from featurenerf_ns.data.procedural.scene import SceneSettings, generate_scene, heldout_frames
+from featurenerf_ns.data.procedural.scene_data import SceneData
 from featurenerf_ns.eval.scene_tasks import average_precision, retrieval_map
 from featurenerf_ns.model_components.segment_edit import SegmentEdit, best_threshold, feature_distance
 from featurenerf_ns.teachers import TeacherSpec

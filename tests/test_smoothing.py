@@ -14,7 +14,8 @@ from _runs import BIN, _env
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.data.mask_sources import MaskSourceConfig, frame_labels, paint_masks, sam_segmenter
-from featurenerf_ns.data.procedural.scene import SceneData, SceneSettings, generate_scene
+from featurenerf_ns.data.procedural.scene import SceneSettings, generate_scene
+from featurenerf_ns.data.procedural.scene_data import SceneData
 from featurenerf_ns.eval.smoothness import SmoothnessTally, pair_stats
 from featurenerf_ns.model_components.feature_smoothing import (
     FeatureSmoothingConfig,

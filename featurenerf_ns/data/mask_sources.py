@@ -119,7 +119,8 @@ def sam_segmenter(cfg: MaskSourceConfig, sam_model=None) -> Segmenter:
 
 def gt_segmenter_labels(data_root: Path, frame_names: Sequence[str]) -> np.ndarray:
     """(N, H, W) ground-truth instance ids of a generated scene's frames ``frame_XXXXX`` (oracle)."""
-    from featurenerf_ns.data.procedural.scene import SCENE_FILE, SceneData
+    from featurenerf_ns.data.procedural.scene import SCENE_FILE
+    from featurenerf_ns.data.procedural.scene_data import SceneData
 
     if not (Path(data_root) / SCENE_FILE).is_file():
         raise FeatureNeRFDataError(

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from featurenerf_ns.cameras import data_to_model
-from featurenerf_ns.data.procedural.scene import SceneData
+from featurenerf_ns.data.procedural.scene_data import SceneData
 from featurenerf_ns.eval.smoothness import SmoothnessTally
 from featurenerf_ns.model_components.segment_edit import SegmentEdit, best_threshold, feature_distance, region_query
 

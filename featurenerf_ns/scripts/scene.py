@@ -184,7 +184,7 @@ class Export:
     def _object_region(self, pipeline: N3FPipeline, H: int, W: int):
         import torch
 
-        from featurenerf_ns.data.procedural.scene import SceneData
+        from featurenerf_ns.data.procedural.scene_data import SceneData
 
         root = pipeline.scene_root
         if root is None:

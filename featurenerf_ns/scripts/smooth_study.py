@@ -135,7 +135,7 @@ class SmoothStudy:
 
     # ------------------------------------------------------------------ report
     def report(self) -> None:
-        from featurenerf_ns.data.procedural.scene import SceneData
+        from featurenerf_ns.data.procedural.scene_data import SceneData
         from featurenerf_ns.eval.smooth_study import load_evaluations, study_grid, study_table, variants
 
         table = variants(self.sam_checkpoint)
