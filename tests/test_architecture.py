@@ -20,7 +20,7 @@ ALLOWED = {  # room -> rooms it may import (docs/architecture.md, "may import")
     "fields": {"utils", "cameras", "model_components"},
     "models": {"utils", "data", "model_components", "encoders", "fields", "teachers"},
     "eval": {"utils", "cameras", "model_components", "data", "teachers"},
-    "exporters": {"utils", "cameras", "model_components", "data"},
+    "exporters": {"utils", "cameras", "model_components", "data", "teachers", "eval"},
     "viewer": {"utils", "cameras", "model_components", "data", "teachers", "fields", "eval", "exporters"},
     "pipelines": {
         "utils",

@@ -1,0 +1,133 @@
+"""Export what a FeatureNeRF model sees of one object: its surface as a point cloud with the 3D features there.
+
+Surface points (the dataset's object frame): the model, conditioned on one or more source images, renders each of
+``cameras`` (target views of the object); every pixel with accumulation a >= ``min_accumulation`` gives
+
+    x = o + (t / a) d      o, d (unit) the pixel's ray, t the expected depth sum_i w_i t_i, a = sum_i w_i   (N, 3)
+
+(t / a: the depth of the visible surface; the weights of a pixel that is partly background sum to a < 1), with its
+rendered colour (N, 3). The field is then queried *at* x (``eval.providers.field_point_features``, viewed from the
+first source camera as in the evaluation): ``nerf_feature`` (N, 512 | 128) and, for distilled models, ``feature``
+(N, D), so the exported features are the 3D features themselves, not blends along rays.
+
+Optional labels: each point takes the part label of its nearest (cosine) labelled source point (``transfer``:
+features (P, D) and labels (P,) of an annotated instance, e.g. its ShapeNet-part points under its own
+conditioning), the paper's zero-shot 3D part transfer. PCA colours: a PCA-3 of the exported feature fitted on the
+cloud itself (``teachers.pca.PcaColors``).
+
+Files: ``cloud.ply`` (binary PLY: x, y, z, red, green, blue = rendered colour, then pca_r/g/b (uint8) and ``part``
+(int32, -1 without labels)), ``features.npz`` (points, rgb, view, pca, part and every feature, float32),
+``export.json`` (what was exported and from what). All written atomically. Own code: nerfstudio's point-cloud
+exporter keeps colour and depth only, and needs nerfstudio's datamanager cameras, not a conditioning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from nerfstudio.models.base_model import Model
+
+from featurenerf_ns.cameras import camera_rays, pinhole_camera
+from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json, npz_bytes
+from featurenerf_ns.eval.metrics import nn_match
+from featurenerf_ns.eval.providers import field_point_features
+from featurenerf_ns.exporters.segment import ExportError, write_point_ply
+from featurenerf_ns.teachers.pca import PcaColors
+
+CLOUD_PLY, FEATURES_NPZ, EXPORT_JSON = "cloud.ply", "features.npz", "export.json"
+
+
+@dataclass
+class FeatureCloud:
+    points: torch.Tensor
+    """(N, 3) surface points, world (= the dataset's object) frame."""
+    rgb: torch.Tensor
+    """(N, 3) rendered colour in [0, 1]."""
+    view: torch.Tensor
+    """(N,) index into the exported cameras of the render each point came from."""
+    features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    """name -> (N, D) the field's feature at the point."""
+    part: Optional[torch.Tensor] = None
+    """(N,) transferred part label (int64), or None."""
+
+
+@torch.no_grad()
+def feature_cloud(
+    model,
+    sources,
+    maps,
+    cameras: Sequence[Tuple[torch.Tensor, float]],
+    resolution: int,
+    names: Sequence[str] = ("nerf_feature", "feature"),
+    min_accumulation: float = 0.5,
+) -> FeatureCloud:
+    """The surface seen in ``cameras`` ((c2w (4, 4), focal in px at ``resolution``) each) by ``model`` conditioned
+    on ``sources`` (one object's ``SourceViews``) and their encoder ``maps``; features ``names`` at the points."""
+    have = ["nerf_feature"] + (["feature"] if model.config.distill else [])
+    names = [n for n in names if n in have]
+    if not names:
+        raise ExportError(f"export: the model has none of the features asked for (it has {', '.join(have)})")
+    hw = (resolution, resolution)
+    pts, rgbs, views = [], [], []
+    with model.conditioned(sources, maps):
+        for k, (c2w, focal) in enumerate(cameras):
+            out = Model.get_outputs_for_camera(model, pinhole_camera(c2w, focal, hw).to(model.device))
+            acc = out["accumulation"][..., 0].float().cpu()
+            fg = acc >= min_accumulation
+            if not fg.any():
+                continue
+            v, u = torch.nonzero(fg, as_tuple=True)
+            o, d = camera_rays(c2w[None].expand(len(u), 4, 4).float(), focal, hw, u.float(), v.float())
+            t = out["depth"][..., 0].float().cpu()[v, u] / acc[v, u]
+            pts.append(o + t[:, None] * d)
+            rgbs.append(out["rgb"].float().cpu()[v, u])
+            views.append(torch.full((len(u),), k, dtype=torch.long))
+        if not pts:
+            raise ExportError(
+                f"export: no pixel of the {len(cameras)} renders reaches accumulation {min_accumulation}; the model "
+                "renders no object here (an untrained run?) — lower --min-accumulation or train longer"
+            )
+        points = torch.cat(pts)
+        feats = {k: v.cpu() for k, v in field_point_features(model, points, names).items()}
+    return FeatureCloud(points, torch.cat(rgbs).clamp(0, 1), torch.cat(views), feats)
+
+
+def transfer_parts(feature: torch.Tensor, source_feature: torch.Tensor, source_labels: torch.Tensor) -> torch.Tensor:
+    """(N,) label of each row of ``feature`` (N, D): the label of its nearest (cosine) row of ``source_feature``
+    (P, D) with labels ``source_labels`` (P,)."""
+    idx, _ = nn_match(feature, source_feature)
+    return source_labels.to(idx.device)[idx].cpu()
+
+
+def write_cloud(out: Path, cloud: FeatureCloud, pca_of: str, info: Dict[str, Any]) -> Dict[str, Any]:
+    """``cloud.ply``, ``features.npz`` and ``export.json`` under ``out`` (see the module docstring); returns the
+    summary written to export.json."""
+    if pca_of not in cloud.features:
+        raise ExportError(f"export: no feature {pca_of!r} to colour by (have {', '.join(cloud.features)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pca = PcaColors.fit(cloud.features[pca_of].float())(cloud.features[pca_of].float()).clamp(0, 1).numpy()
+    n = len(cloud.points)
+    part = (cloud.part if cloud.part is not None else torch.full((n,), -1)).numpy().astype(np.int32)
+    pca_u8 = (pca * 255).round().astype(np.uint8)
+    extra: Dict[str, np.ndarray] = {"pca_r": pca_u8[:, 0], "pca_g": pca_u8[:, 1], "pca_b": pca_u8[:, 2], "part": part}
+    pts, rgb = cloud.points.numpy().astype(np.float32), cloud.rgb.numpy().astype(np.float32)
+    write_point_ply(out / CLOUD_PLY, pts, rgb, extra)
+    arrays = {"points": pts, "rgb": rgb, "view": cloud.view.numpy(), "pca": pca.astype(np.float32), "part": part}
+    arrays.update({k: v.float().numpy() for k, v in cloud.features.items()})
+    atomic_write_bytes(out / FEATURES_NPZ, npz_bytes(arrays))
+    labels, counts = np.unique(part[part >= 0], return_counts=True)
+    summary = dict(
+        info,
+        points=n,
+        features={k: list(v.shape[1:]) for k, v in cloud.features.items()},
+        pca_of=pca_of,
+        part_counts={int(k): int(c) for k, c in zip(labels, counts)},
+        files=[CLOUD_PLY, FEATURES_NPZ, EXPORT_JSON],
+    )
+    atomic_write_json(out / EXPORT_JSON, summary)
+    return summary
