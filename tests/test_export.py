@@ -14,6 +14,13 @@ import torch
 from test_viewer import OBJECT_RADIUS, _sphere_density
 
 
+def _hazy_ball(module, args, out):
+    """Like test_viewer's ball but semi-transparent (density 4: a central ray gathers 1 - e^-2 = 0.86), so pixels
+    reach accumulation 0.5 with weights that sum to less than 1: the depth convention matters."""
+    inside = (args[0].norm(dim=-1, keepdim=True) < OBJECT_RADIUS).to(out["density"].dtype)
+    return {**out, "density": 4.0 * inside}
+
+
 @pytest.fixture(scope="module")
 def pipeline(tiny_run):
     from nerfstudio.utils.eval_utils import eval_setup
@@ -23,6 +30,23 @@ def pipeline(tiny_run):
     hook = pipe.model.field.register_forward_hook(_sphere_density)  # a known surface: the ball's
     yield pipe
     hook.remove()
+
+
+def test_cloud_points_of_a_hazy_ball_lie_inside_it(pipeline):
+    from featurenerf_ns.eval.providers import view_camera
+    from featurenerf_ns.exporters.feature_cloud import feature_cloud
+
+    dm, model = pipeline.datamanager, pipeline.model
+    inst = dm.eval_ids[0]
+    hook = model.field.register_forward_hook(_hazy_ball)  # runs after the opaque one: replaces its density
+    try:
+        sources = dm.sources([dm.instance(inst)], torch.tensor([[0]]))
+        cams = [view_camera(dm.cat, inst, v, 24) for v in (0, 9)]
+        cloud = feature_cloud(model, sources, None, cams, 24, ("nerf_feature",))
+    finally:
+        hook.remove()
+    r = cloud.points.norm(dim=1)
+    assert len(r) > 20 and float(r.max()) < OBJECT_RADIUS + 0.03, float(r.max())  # the expected depth: in the ball
 
 
 def _export(pipeline, tiny_run, out: Path, monkeypatch, **kw):

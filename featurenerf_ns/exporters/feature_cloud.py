@@ -3,12 +3,12 @@
 Surface points (the dataset's object frame): the model, conditioned on one or more source images, renders each of
 ``cameras`` (target views of the object); every pixel with accumulation a >= ``min_accumulation`` gives
 
-    x = o + (t / a) d      o, d (unit) the pixel's ray, t the expected depth sum_i w_i t_i, a = sum_i w_i   (N, 3)
+    x = o + t d      o, d (unit) the pixel's ray, t = sum_i w_i t_i / sum_i w_i (nerfstudio's expected depth,
+                     already normalised by the accumulation a = sum_i w_i)                                  (N, 3)
 
-(t / a: the depth of the visible surface; the weights of a pixel that is partly background sum to a < 1), with its
-rendered colour (N, 3). The field is then queried *at* x (``eval.providers.field_point_features``, viewed from the
-first source camera as in the evaluation): ``nerf_feature`` (N, 512 | 128) and, for distilled models, ``feature``
-(N, D), so the exported features are the 3D features themselves, not blends along rays.
+with its rendered colour (N, 3). The field is then queried *at* x (``eval.providers.field_point_features``, viewed
+from the first source camera as in the evaluation): ``nerf_feature`` (N, 512 | 128) and, for distilled models,
+``feature`` (N, D), so the exported features are the 3D features themselves, not blends along rays.
 
 Optional labels: each point takes the part label of its nearest (cosine) labelled source point (``transfer``:
 features (P, D) and labels (P,) of an annotated instance, e.g. its ShapeNet-part points under its own
@@ -82,7 +82,7 @@ def feature_cloud(
                 continue
             v, u = torch.nonzero(fg, as_tuple=True)
             o, d = camera_rays(c2w[None].expand(len(u), 4, 4).float(), focal, hw, u.float(), v.float())
-            t = out["depth"][..., 0].float().cpu()[v, u] / acc[v, u]
+            t = out["depth"][..., 0].float().cpu()[v, u]  # normalised by the accumulation already
             pts.append(o + t[:, None] * d)
             rgbs.append(out["rgb"].float().cpu()[v, u])
             views.append(torch.full((len(u),), k, dtype=torch.long))
@@ -131,3 +131,34 @@ def write_cloud(out: Path, cloud: FeatureCloud, pca_of: str, info: Dict[str, Any
     )
     atomic_write_json(out / EXPORT_JSON, summary)
     return summary
+
+
+def cloud_figure(cloud_npz: Path, path: Path, title: str = "") -> None:
+    """``cloud.png``: the exported points seen from the front-left and from above, coloured by rendered colour,
+    feature PCA and transferred part (when there are labels); matplotlib scatter, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from featurenerf_ns.eval.figures import save_fig
+    from featurenerf_ns.utils.palette import part_colors
+
+    d = np.load(cloud_npz)
+    pts = d["points"]
+    panels = [("rendered colour", d["rgb"]), ("feature PCA", d["pca"])]
+    if (d["part"] >= 0).any():
+        panels.append(("transferred part", part_colors(np.maximum(d["part"], 0))))
+    fig = plt.figure(figsize=(3.2 * len(panels), 6.0))
+    for row, (elev, azim) in enumerate(((15, -60), (80, -90))):
+        for col, (name, colours) in enumerate(panels):
+            ax = fig.add_subplot(2, len(panels), row * len(panels) + col + 1, projection="3d")
+            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=np.clip(colours, 0, 1), s=4, depthshade=False)
+            ax.view_init(elev=elev, azim=azim)
+            ax.set_box_aspect(np.ptp(pts, axis=0) + 1e-6)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_fig(fig, path)

@@ -26,7 +26,7 @@ import torch
 from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.eval.metrics import nn_match
 from featurenerf_ns.eval.providers import field_point_features, view_camera
-from featurenerf_ns.exporters.feature_cloud import feature_cloud, transfer_parts, write_cloud
+from featurenerf_ns.exporters.feature_cloud import cloud_figure, feature_cloud, transfer_parts, write_cloud
 from featurenerf_ns.utils.cli import make_console, run_command
 from featurenerf_ns.viewer.inputs import ViewerInputError
 
@@ -73,6 +73,8 @@ class Export:
     """An annotated instance whose 3D part labels are transferred to the exported points (nearest feature)."""
     feature: str = "nerf_feature"
     """Feature used for the part transfer and the PCA colours: nerf_feature (internal) | feature (distilled)."""
+    figure: bool = True
+    """Also write cloud.png (the points from two sides: colour, feature PCA, parts)."""
     out: Path = Path("outputs/export")
 
     def main(self) -> None:
@@ -121,6 +123,8 @@ class Export:
                 if agree is not None:
                     info["part_agreement_with_nearest_gt_point"] = agree
         summary = write_cloud(self.out, cloud, self.feature, info)
+        if self.figure:
+            cloud_figure(self.out / "features.npz", self.out / "cloud.png", f"{cat.category} {inst}, step {step}")
         msg = f"{summary['points']} points, features {summary['features']} -> {self.out}/"
         if "part_agreement_with_nearest_gt_point" in summary:
             agree = summary["part_agreement_with_nearest_gt_point"]
