@@ -4,12 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
-# The viewer's browser test drives Debian's Chromium through Playwright (no browser download).
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "test.sh: installing Debian's chromium for the viewer browser test"
-  apt-get install -y -qq chromium >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
-    || echo "test.sh: could not install chromium (apt-get install chromium); the browser test will fail"
+# The viewer's browser test drives Debian's Chromium through Playwright (no browser download); the export tests read
+# PLYs back with Open3D, whose wheel needs the system's libusb-1.0 (Chromium pulls it in; named here so it is not
+# left to chance).
+need=""
+[ -x /usr/bin/chromium ] || need="chromium"
+ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0" || need="$need libusb-1.0-0"
+if [ -n "$need" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "test.sh: installing Debian's$need for the viewer browser and Open3D read-back tests"
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $need >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $need >/dev/null 2>&1; } \
+    || echo "test.sh: could not install$need (apt-get install$need); the browser / Open3D tests will fail"
 fi
 # Lint, import order and types (pyproject [tool.ruff], [tool.mypy]); a finding fails the run before the tests start.
 "${VENV:-.venv}/bin/ruff" check featurenerf_ns tests

@@ -116,35 +116,44 @@ class ModelProvider(FeatureProvider):
 
     @torch.no_grad()
     def pixels(self, inst, input_view, view, xy, resolution):
-        from nerfstudio.cameras.rays import RayBundle
-
         self._condition(inst, input_view)
         c2w, focal = view_camera(self.cat, inst, view, resolution)
-        xy = xy.float()
-        o, d = camera_rays(
-            c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5
-        )
-        out: Dict[str, list] = {n: [] for n in self._base}
-        dev = self.model.device
-        rc = self.model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
-        for i in range(0, len(xy), rc):
-            n = min(rc, len(xy) - i)
-            bundle = RayBundle(
-                origins=o[i : i + n],
-                directions=d[i : i + n],
-                pixel_area=torch.full((n, 1), 1e-4),
-                camera_indices=torch.zeros(n, 1, dtype=torch.long),
-            ).to(dev)
-            res = self.model(bundle)
-            for k in self._base:
-                out[k].append(res[k].float())
-        feats = {k: torch.cat(v) if v else torch.zeros(0, 1, device=dev) for k, v in out.items()}
-        return centre_features(feats, self.names)
+        return centre_features(render_pixel_features(self.model, c2w, focal, xy, resolution, self._base), self.names)
 
     @torch.no_grad()
     def points(self, inst, input_view, xyz):
         self._condition(inst, input_view)
         return centre_features(field_point_features(self.model, xyz, self._base, self.chunk), self.names)
+
+
+@torch.no_grad()
+def render_pixel_features(
+    model, c2w: torch.Tensor, focal: float, xy: torch.Tensor, resolution: int, names: Sequence[str]
+) -> Dict[str, torch.Tensor]:
+    """Rendered features (P, D) at pixel centres xy (P, 2) (x right, y down, +0.5) of a square ``resolution``
+    camera c2w (4, 4) with ``focal`` in pixels, under the model's current conditioning: the model's own
+    deterministic eval sampling, ``eval_num_rays_per_chunk`` rays per forward."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    xy = xy.float()
+    o, d = camera_rays(
+        c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5
+    )
+    out: Dict[str, list] = {n: [] for n in names}
+    dev = model.device
+    rc = model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
+    for i in range(0, len(xy), rc):
+        n = min(rc, len(xy) - i)
+        bundle = RayBundle(
+            origins=o[i : i + n],
+            directions=d[i : i + n],
+            pixel_area=torch.full((n, 1), 1e-4),
+            camera_indices=torch.zeros(n, 1, dtype=torch.long),
+        ).to(dev)
+        res = model(bundle)
+        for k in names:
+            out[k].append(res[k].float())
+    return {k: torch.cat(v) if v else torch.zeros(0, 1, device=dev) for k, v in out.items()}
 
 
 @torch.no_grad()
