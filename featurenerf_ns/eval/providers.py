@@ -136,9 +136,7 @@ def render_pixel_features(
     from nerfstudio.cameras.rays import RayBundle
 
     xy = xy.float()
-    o, d = camera_rays(
-        c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5
-    )
+    o, d = camera_rays(c2w[None].expand(len(xy), 4, 4), focal, (resolution, resolution), xy[:, 0] - 0.5, xy[:, 1] - 0.5)
     out: Dict[str, list] = {n: [] for n in names}
     dev = model.device
     rc = model.config.eval_num_rays_per_chunk  # rays (each with its samples) per forward
