@@ -149,13 +149,37 @@ def _sample_surface(caster: Raycaster, vertices, faces, face_normals, face_label
     return pts.astype(np.float32), lab.astype(np.uint8), nrm.astype(np.float32)
 
 
-def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[str, Any]:
-    """Builds and renders one instance entirely in memory."""
+@dataclass
+class InstanceScene:
+    """One instance's geometry and appearance, before any rendering (what :func:`build_instance` renders)."""
+
+    vertices: np.ndarray
+    """(V, 3) float, normalised into the bounding sphere."""
+    faces: np.ndarray
+    """(F, 3) int."""
+    face_labels: np.ndarray
+    """(F,) part label 1..L."""
+    face_normals: np.ndarray
+    """(F, 3) unit."""
+    keypoints: np.ndarray
+    """(K, 3), NaN rows = absent."""
+    materials: List[Any]
+    """The instance's palette (:class:`~featurenerf_ns.data.procedural.appearance.Material`)."""
+    part_to_mat: Dict[str, int]
+    """Part name -> index into ``materials``."""
+    face_materials: np.ndarray
+    """(F,) index into ``materials``."""
+    style: Dict[str, Any]
+
+
+def build_scene(settings: GeneratorSettings, index: int, rng: Optional[np.random.Generator] = None) -> InstanceScene:
+    """Instance ``index``'s geometry and materials, drawn from its own seed (``rng``: that generator, to go on
+    drawing from it, as :func:`build_instance` does for cameras and surface points)."""
     module = get_category(settings.category)
     part_names = list(module.PARTS)
     kp_names = [k for k, _ in module.KEYPOINTS]
-    cat_idx = CATEGORY_NAMES.index(settings.category)
-    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, cat_idx, index]))
+    if rng is None:
+        rng = instance_rng(settings, index)
     for attempt in range(50):
         spec = module.build(rng)
         vertices, faces, face_labels, kp_dict = _merge_and_normalise(spec, part_names)
@@ -176,6 +200,29 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
     tri = vertices[faces]
     face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     face_normals /= np.maximum(np.linalg.norm(face_normals, axis=1, keepdims=True), 1e-12)
+    return InstanceScene(
+        vertices, faces, face_labels, face_normals, keypoints, materials, part_to_mat, face_materials, spec.style
+    )
+
+
+def instance_rng(settings: GeneratorSettings, index: int) -> np.random.Generator:
+    """The random generator of instance ``index`` (everything about the instance is drawn from it, in order)."""
+    cat_idx = CATEGORY_NAMES.index(settings.category)
+    return np.random.default_rng(np.random.SeedSequence([settings.seed, cat_idx, index]))
+
+
+def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[str, Any]:
+    """Builds and renders one instance entirely in memory."""
+    rng = instance_rng(settings, index)
+    sc = build_scene(settings, index, rng)
+    vertices, faces, face_labels, face_normals, keypoints = (
+        sc.vertices,
+        sc.faces,
+        sc.face_labels,
+        sc.face_normals,
+        sc.keypoints,
+    )
+    materials, part_to_mat, face_materials = sc.materials, sc.part_to_mat, sc.face_materials
 
     if split == "train":
         poses = random_hemisphere_poses(rng, settings.train_views)
@@ -221,7 +268,7 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
             "category": settings.category,
             "split": split,
             "index": index,
-            "style": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in spec.style.items()},
+            "style": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in sc.style.items()},
             "materials": [m.to_json() for m in materials],
             "part_materials": part_to_mat,
             "fingerprint": settings.fingerprint(),
