@@ -295,3 +295,22 @@ def test_centring_per_object_removes_a_shared_component(cat, proto):
     for t in ("part3d_cross", "part2d_cross"):
         raw, cen = m[f"oracle_parts/{t}/miou"], m[f"oracle_parts{CENTRED}/{t}/miou"]
         assert cen > 90 and raw < cen - 20, (t, raw, cen)
+
+
+def test_whitening_per_object_equalises_directions():
+    from featurenerf_ns.eval.providers import WHITENED
+
+    g = torch.Generator().manual_seed(0)
+    # one strong direction (scale 10, e.g. position) over a weak one that separates two clusters (the labels)
+    labels = torch.arange(400) % 2
+    f = torch.stack(
+        [10.0 * torch.randn(400, generator=g), 0.5 * (labels * 2.0 - 1) + 0.05 * torch.randn(400, generator=g)], 1
+    )
+    out = centre_features({"f": f}, ("f", "f" + WHITENED))
+    w = out["f" + WHITENED]
+    cov = w.T @ w / (len(w) - 1)
+    assert torch.allclose(cov, torch.eye(2), atol=2e-2), cov
+
+    # the weak, label-carrying direction now weighs as much as the strong one; a global scale changes nothing
+    assert abs(float(w[:, 1].std()) - 1.0) < 0.02
+    assert torch.allclose(centre_features({"f": 7.0 * f}, ("f" + WHITENED,))["f" + WHITENED], w, atol=1e-4)

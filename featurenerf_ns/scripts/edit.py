@@ -270,6 +270,11 @@ class Evaluate:
         names = list(self.names) or [c.parent.parent.name for c in self.load_config]
         if len(names) != len(setups):
             raise FeatureNeRFDataError(f"--names: {len(names)} names for {len(setups)} models")
+        if len({s.resolution for s in setups}) > 1:
+            raise FeatureNeRFDataError(
+                f"--load-config: the models render at {sorted({s.resolution for s in setups})} px; compare models "
+                "trained at one image size"
+            )
         rows: Dict[str, List[Dict[str, float]]] = {n: [] for n in names}
         examples: Dict[str, SwapViews] = {}
         gts = {}
