@@ -21,7 +21,7 @@ ALLOWED = {  # room -> rooms it may import (docs/architecture.md, "may import")
     "models": {"utils", "data", "model_components", "encoders", "fields", "teachers"},
     "eval": {"utils", "cameras", "model_components", "data", "teachers"},
     "exporters": {"utils", "cameras", "model_components", "data", "teachers", "eval"},
-    "editing": {"utils", "cameras", "model_components", "data", "eval"},
+    "editing": {"utils", "cameras", "model_components", "data", "eval", "exporters"},
     "viewer": {"utils", "cameras", "model_components", "data", "teachers", "fields", "eval", "exporters"},
     "pipelines": {
         "utils",

@@ -15,7 +15,8 @@ of that part whose feature is nearest. The edit is applied at the expected surfa
 every ray sample as a volumetric edit would be: one nearest-neighbour search per pixel instead of per sample (64 x
 fewer), which is the same on opaque surfaces (the renders' accumulation is ~0 or ~1 almost everywhere).
 
-Own code: nerfstudio has no conditioned-field editing.
+Own code: nerfstudio has no conditioned-field editing. The surface points are the exporter's
+(:func:`~featurenerf_ns.exporters.feature_cloud.render_surface`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from typing import Sequence, Tuple
 
 import numpy as np
 import torch
-from nerfstudio.models.base_model import Model
 
-from featurenerf_ns.cameras import camera_rays, pinhole_camera
 from featurenerf_ns.eval.metrics import nn_match
 from featurenerf_ns.eval.providers import field_point_features
+from featurenerf_ns.exporters.feature_cloud import render_surface
 
 
 class TextureSwapError(ValueError):
@@ -93,16 +93,12 @@ def texture_swap(
     rgbs, edits, labs, accs = [], [], [], []
     with model.conditioned(sources, maps):
         for c2w, focal in cameras:
-            out = Model.get_outputs_for_camera(model, pinhole_camera(c2w, focal, hw).to(model.device))
+            out, v, u, x = render_surface(model, c2w, focal, resolution, min_accumulation)
             acc = out["accumulation"][..., 0].float().cpu()
             rgb = out["rgb"].float().cpu().clamp(0, 1)
             edited = rgb.clone()
             lab = torch.zeros(hw, dtype=torch.long)
-            fg = acc >= min_accumulation
-            if fg.any():
-                v, u = torch.nonzero(fg, as_tuple=True)
-                o, d = camera_rays(c2w[None].expand(len(u), 4, 4).float(), focal, hw, u.float(), v.float())
-                x = o + out["depth"][..., 0].float().cpu()[v, u][:, None] * d
+            if len(u):
                 f = field_point_features(model, x, [feature])[feature].cpu()
                 idx, _ = nn_match(f, source.features)
                 lab[v, u] = source.labels[idx]

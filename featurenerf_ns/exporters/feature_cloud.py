@@ -56,6 +56,20 @@ class FeatureCloud:
 
 
 @torch.no_grad()
+def render_surface(model, c2w: torch.Tensor, focal: float, resolution: int, min_accumulation: float):
+    """One render of the model's current conditioning from camera (c2w (4, 4), focal in px) at ``resolution``:
+    (outputs, rows v (N,), columns u (N,), surface points x (N, 3)) of the N pixels with accumulation >=
+    ``min_accumulation``, x = o + t d with nerfstudio's expected depth t (module docstring)."""
+    hw = (resolution, resolution)
+    out = Model.get_outputs_for_camera(model, pinhole_camera(c2w, focal, hw).to(model.device))
+    acc = out["accumulation"][..., 0].float().cpu()
+    v, u = torch.nonzero(acc >= min_accumulation, as_tuple=True)
+    o, d = camera_rays(c2w[None].expand(len(u), 4, 4).float(), focal, hw, u.float(), v.float())
+    t = out["depth"][..., 0].float().cpu()[v, u]  # normalised by the accumulation already
+    return out, v, u, o + t[:, None] * d
+
+
+@torch.no_grad()
 def feature_cloud(
     model,
     sources,
@@ -71,19 +85,13 @@ def feature_cloud(
     names = [n for n in names if n in have]
     if not names:
         raise ExportError(f"export: the model has none of the features asked for (it has {', '.join(have)})")
-    hw = (resolution, resolution)
     pts, rgbs, views = [], [], []
     with model.conditioned(sources, maps):
         for k, (c2w, focal) in enumerate(cameras):
-            out = Model.get_outputs_for_camera(model, pinhole_camera(c2w, focal, hw).to(model.device))
-            acc = out["accumulation"][..., 0].float().cpu()
-            fg = acc >= min_accumulation
-            if not fg.any():
+            out, v, u, x = render_surface(model, c2w, focal, resolution, min_accumulation)
+            if not len(u):
                 continue
-            v, u = torch.nonzero(fg, as_tuple=True)
-            o, d = camera_rays(c2w[None].expand(len(u), 4, 4).float(), focal, hw, u.float(), v.float())
-            t = out["depth"][..., 0].float().cpu()[v, u]  # normalised by the accumulation already
-            pts.append(o + t[:, None] * d)
+            pts.append(x)
             rgbs.append(out["rgb"].float().cpu()[v, u])
             views.append(torch.full((len(u),), k, dtype=torch.long))
         if not pts:
