@@ -113,7 +113,7 @@ def test_export_with_an_image_and_bad_inputs(pipeline, tiny_run, tmp_path, monke
         bad = tmp_path / "bad.png"
         bad.write_bytes(b"not an image")
         _export(pipeline, tiny_run, tmp_path / "x", monkeypatch, instance=inst, image=bad)
-    with pytest.raises(FeatureNeRFDataError, match="no instance"):
+    with pytest.raises(FeatureNeRFDataError, match="no such instance"):
         _export(pipeline, tiny_run, tmp_path / "x", monkeypatch, instance="nope")
     with pytest.raises(FeatureNeRFDataError, match="--feature"):
         _export(pipeline, tiny_run, tmp_path / "x", monkeypatch, instance=inst, feature="rgb")

@@ -181,6 +181,16 @@ class CategoryData:
             self._records[inst] = self._load_instance(inst)
         return self._records[inst]
 
+    def named_instance(self, inst: str, what: str) -> InstanceRecord:
+        """:meth:`instance` for an id a user typed (``what``: the option, e.g. ``--source``): one line naming the
+        data root and a few valid ids when there is no such instance."""
+        try:
+            return self.instance(inst)
+        except (KeyError, FeatureNeRFDataError):
+            raise FeatureNeRFDataError(
+                f"{what} {inst!r}: no such instance in {self.root}; e.g. {', '.join(self.ids('test')[:3])}"
+            ) from None
+
     def instances(self, split: str) -> List[InstanceRecord]:
         return [self.instance(i) for i in self.ids(split)]
 

@@ -129,7 +129,7 @@ class ModelProvider(FeatureProvider):
     :data:`WHITENED`)."""
 
     def __init__(self, model, datamanager, names: Sequence[str] = ("nerf_feature", "feature"), chunk: int = 4096):
-        have = ["nerf_feature"] + (["feature"] if model.config.distill else [])
+        have = model.feature_names()
         have += [n + suffix for suffix in VARIANTS for n in have]
         self.names = tuple(n for n in names if n in have)
         if not self.names:

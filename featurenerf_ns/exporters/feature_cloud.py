@@ -81,7 +81,7 @@ def feature_cloud(
 ) -> FeatureCloud:
     """The surface seen in ``cameras`` ((c2w (4, 4), focal in px at ``resolution``) each) by ``model`` conditioned
     on ``sources`` (one object's ``SourceViews``) and their encoder ``maps``; features ``names`` at the points."""
-    have = ["nerf_feature"] + (["feature"] if model.config.distill else [])
+    have = model.feature_names()
     names = [n for n in names if n in have]
     if not names:
         raise ExportError(f"export: the model has none of the features asked for (it has {', '.join(have)})")

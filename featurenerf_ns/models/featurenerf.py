@@ -24,7 +24,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch.nn import Parameter
 
-from featurenerf_ns.data.layout import FAR, NEAR
+from featurenerf_ns.data.layout import FAR, NEAR, FeatureNeRFDataError
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfig, SourceViews
 from featurenerf_ns.model_components.feature_smoothing import FeatureSmoothingConfig, smoothing_loss
@@ -141,6 +141,22 @@ class FeatureNeRFModel(ViewerRouting, Model):
                 yield self
         finally:
             self.train(was_training)
+
+    def feature_names(self) -> List[str]:
+        """The per-point features this model has: ``nerf_feature`` (the internal MLP feature) and, when it distils,
+        ``feature`` (the distilled head)."""
+        return ["nerf_feature"] + (["feature"] if self.config.distill else [])
+
+    def resolve_feature(self, name: str, where: str = "") -> str:
+        """``name``, or for ``auto`` the descriptor our tools use by default (the distilled head where there is one,
+        the better cross-view descriptor in studies/cpu30); one-line error naming ``where`` for an unknown one."""
+        have = self.feature_names()
+        feat = have[-1] if name == "auto" else name
+        if feat not in have:
+            raise FeatureNeRFDataError(
+                f"{where or 'model'}: --feature {name} unknown for this model; choose {' or '.join(have)}"
+            )
+        return feat
 
     def get_sources(self) -> SourceViews:
         """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""

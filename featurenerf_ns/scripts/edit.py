@@ -58,21 +58,9 @@ class _Setup:
 def _setup(config: Path, feature: str) -> _Setup:
     pipeline, step = load_featurenerf(config)
     model = pipeline.model
-    have = ["nerf_feature"] + (["feature"] if model.config.distill else [])
-    feat = ("feature" if model.config.distill else "nerf_feature") if feature == "auto" else feature
-    if feat not in have:
-        raise FeatureNeRFDataError(f"{config}: --feature {feature} unknown for this model; choose {' or '.join(have)}")
+    feat = model.resolve_feature(feature, str(config))
     dm = pipeline.datamanager
     return _Setup(pipeline, step, feat, dm.instance(dm.cat.ids("test")[0]).hw[0])
-
-
-def _check_instance(cat, inst: str, what: str) -> None:
-    try:
-        cat.instance(inst)
-    except (KeyError, FeatureNeRFDataError):
-        raise FeatureNeRFDataError(
-            f"{what} {inst!r}: no such instance in {cat.root}; e.g. {', '.join(cat.ids('test')[:3])}"
-        ) from None
 
 
 def _part_label(cat, part: str) -> int:
@@ -101,8 +89,8 @@ def run_swap(
 
     dm, model = s.pipeline.datamanager, s.pipeline.model  # type: ignore[attr-defined]
     cat = dm.cat
-    _check_instance(cat, source, "--source")
-    _check_instance(cat, target, "--target")
+    cat.named_instance(source, "--source")
+    cat.named_instance(target, "--target")
     label = _part_label(cat, part)
     ann = cat.shape_annotations(source)
     conds = ConditioningCache(dm, model)

@@ -84,15 +84,9 @@ class Export:
         dm, model = pipeline.datamanager, pipeline.model
         cat = dm.cat
         inst = self.instance or dm.eval_ids[0]
-        try:
-            rec = cat.instance(inst)
-        except (KeyError, FeatureNeRFDataError):
-            raise FeatureNeRFDataError(
-                f"export: no instance {inst!r} in {cat.root}; e.g. {', '.join(cat.ids('test')[:3])}"
-            ) from None
-        names = ["nerf_feature"] + (["feature"] if model.config.distill else [])
-        if self.feature not in names:
-            raise FeatureNeRFDataError(f"export: --feature {self.feature} unknown here; choose {' or '.join(names)}")
+        rec = cat.named_instance(inst, "export: --instance")
+        names = model.feature_names()
+        model.resolve_feature(self.feature, "export")
         nv = len(rec.poses)
         views = tuple(v % nv for v in self.views)
         res = self.resolution or dm.instance(inst).hw[0]

@@ -77,10 +77,7 @@ class Infer:
         pipeline, step = load_featurenerf(self.load_config)
         dm, model = pipeline.datamanager, pipeline.model
         cat = dm.cat
-        names = ["nerf_feature"] + (["feature"] if model.config.distill else [])
-        feature = ("feature" if model.config.distill else "nerf_feature") if self.feature == "auto" else self.feature
-        if feature not in names:
-            raise FeatureNeRFDataError(f"infer: --feature {self.feature} unknown here; choose {' or '.join(names)}")
+        feature = model.resolve_feature(self.feature, "infer")
         if not cat.has_annotations:
             raise FeatureNeRFDataError(f"infer: {cat.root} has no annotations to transfer; use an annotated dataset")
         fixed = cat.ids("val") + cat.ids("test")  # the instances rendered from the fixed camera set

@@ -214,7 +214,7 @@ class FeatureViewerPanel(nn.Module):
             return self.conditioning(views=self._views_or_default(self.a1_instance.value), image="")
 
     def feature_names(self) -> List[str]:
-        return ["nerf_feature"] + (["feature"] if self._model.config.distill else [])
+        return self._model.feature_names()
 
     # ------------------------------------------------------------------ rendering
     def _render_camera(self, cond: Conditioning, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
