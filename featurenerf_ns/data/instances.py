@@ -25,6 +25,7 @@ from featurenerf_ns.data.layout import (
     load_json,
     load_npz,
 )
+from featurenerf_ns.data.official_annotations import OfficialAnnotations, has_official_annotations
 
 GENERATE_HINT = "generate it with `featurenerf-data procedural --category chair --out data/shapenet`"
 
@@ -158,17 +159,41 @@ class CategoryData:
         f = self.layout.category_file
         return load_json(f, "category manifest") if f.is_file() else None
 
+    @cached_property
+    def official(self) -> Optional[OfficialAnnotations]:
+        """The official annotation files (``<root>/{kp,part}_{2d,3d}_anno/<synset>/``), read when there is no
+        category.json of ours (:mod:`featurenerf_ns.data.official_annotations`)."""
+        if self.manifest is None and has_official_annotations(self.root, self.dirname):
+            return OfficialAnnotations(self.root, self.dirname)
+        return None
+
+    @property
+    def annotation_format(self) -> Optional[str]:
+        """``featurenerf_ns`` (our annotations/), ``official`` (the official *_anno folders) or None."""
+        return "featurenerf_ns" if self.manifest is not None else ("official" if self.official else None)
+
+    @property
+    def fingerprint(self) -> Optional[str]:
+        """Identifies the annotated data (protocols are tied to it)."""
+        if self.manifest is not None:
+            return self.manifest.get("fingerprint")
+        return self.official.fingerprint if self.official else None
+
     @property
     def part_names(self) -> List[str]:
+        if self.official:
+            return self.official.part_names
         return list(self.manifest["parts"]) if self.manifest else []
 
     @property
     def keypoint_names(self) -> List[str]:
+        if self.official:
+            return self.official.keypoint_names
         return [k["name"] for k in self.manifest["keypoints"]] if self.manifest else []
 
     @property
     def has_annotations(self) -> bool:
-        return self.manifest is not None
+        return self.annotation_format is not None
 
     def ids(self, split: str) -> List[str]:
         if split not in self.splits:
@@ -264,20 +289,26 @@ class CategoryData:
     def _require_annotations(self) -> None:
         if not self.has_annotations:
             raise FeatureNeRFDataError(
-                f"{self.layout.category_file}: no annotations for {self.category} (official renders carry none); use "
-                "the "
-                f"procedural benchmark or add annotation files in its format (see README)"
+                f"{self.layout.category_file}: no annotations for {self.category} (neither this file nor the official "
+                f"{{kp,part}}_{{2d,3d}}_anno/{self.dirname}/ folders); use the procedural benchmark or add annotation "
+                "files in either format (see README)"
             )
 
     def shape_annotations(self, inst: str) -> Dict[str, np.ndarray]:
         """points (N,3), point_labels (N,), point_normals, keypoints (K,3; NaN = absent), keypoint_present (K,),
-        mesh_vertices, mesh_faces, face_labels."""
+        mesh_vertices, mesh_faces, face_labels; official annotations: points, point_labels, keypoints,
+        keypoint_present and keypoint_candidates (M,3), the targets of 3D keypoint transfer."""
         self._require_annotations()
+        if self.official:
+            return self.official.shape(inst)
         return load_npz(self.layout.annotation_dir(inst) / "shape.npz")
 
     def view_annotations(self, inst: str) -> Dict[str, np.ndarray]:
-        """depth (V,H,W) optical-axis depth (0 = background), parts (V,H,W) labels, kp2d (V,K,2), kp_visible (V,K)."""
+        """depth (V,H,W) optical-axis depth (0 = background), parts (V,H,W) labels, kp2d (V,K,2), kp_visible (V,K);
+        official annotations have no depth."""
         self._require_annotations()
+        if self.official:
+            return self.official.view(inst, len(self.instance(inst).poses))
         return load_npz(self.layout.annotation_dir(inst) / "views.npz")
 
     def instance_meta(self, inst: str) -> dict:

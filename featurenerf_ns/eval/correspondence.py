@@ -7,8 +7,9 @@ Tasks (``TASKS``), all by cosine nearest neighbour (:func:`featurenerf_ns.eval.m
   foreground pixel; PCK at 2.5/5/7.5/10 px measured at 128 x 128 (errors at other resolutions are rescaled);
 * ``part2d_cross`` / ``part2d_novel``: each target foreground pixel takes the label of its most similar source
   foreground pixel; IoU over the part labels present in both, averaged per pair, then over pairs;
-* ``kp3d_cross``: each source 3D keypoint (present in both shapes) goes to the most similar target surface point;
-  PCK at 0.025/0.05/0.075/0.1 in the data's object units;
+* ``kp3d_cross``: each source 3D keypoint (present in both shapes) goes to the most similar target surface point
+  (official annotations: the most similar of the target's ``kp_3d_anno`` candidate points, as official); PCK at
+  0.025/0.05/0.075/0.1 in the data's object units;
 * ``part3d_cross``: each target surface point takes the label of its most similar source surface point; mIoU.
 
 ``*_cross`` pairs are two instances seen from the same view, each conditioned on that view; ``*_novel`` pairs are
@@ -62,7 +63,11 @@ class CorrespondenceConfig:
     enabled: bool = True
     """Add correspondence metrics to ns-eval (needs annotated data; skipped with a warning otherwise)."""
     protocol: Optional[Path] = None
-    """Protocol file; None = configs/protocols/<category>_<split>_v1.json when it matches the data, else drawn now."""
+    """Protocol file; None = configs/protocols/<category>_<split>_v2.json when it matches the data, else drawn now."""
+    pairs: Literal["protocol", "official"] = "protocol"
+    """protocol: our versioned pairs (``protocol`` above); official: the official split file's fixed
+    ``cross_inst_pairs`` / ``cross_view_pairs`` (the paper's exact pairs, scored as cross-instance and novel-view;
+    they hold no cross-view cross-instance pairs)."""
     split: Literal["val", "test", "train"] = "test"
     """Instances evaluated (train only for smoke tests on tiny data)."""
     num_pairs: Optional[int] = 1000
@@ -191,6 +196,8 @@ def evaluate(
     do = set(tasks)
 
     def pair_2d(inst_s, in_s, view_s, inst_t, in_t, view_t, kind: str, example: Optional[dict]):
+        if not provider.has_pixels:
+            return
         gs, gt = view_gt(ann.view(inst_s), view_s, resolution), view_gt(ann.view(inst_t), view_t, resolution)
         shared = gs.kp_visible & gt.kp_visible
         kp_task, part_task = f"kp2d_{kind}", f"part2d_{kind}"
@@ -234,19 +241,22 @@ def evaluate(
             return
         pa, pb = torch.from_numpy(a["points"]).float(), torch.from_numpy(b["points"]).float()
         q = torch.from_numpy(a["keypoints"][shared]).float() if want_kp else torch.zeros(0, 3)
+        cand = torch.from_numpy(b["keypoint_candidates"]).float() if "keypoint_candidates" in b else pb
         fa = provider.points(inst_s, in_s, torch.cat([pa, q]))
-        fb = provider.points(inst_t, in_t, pb)
+        fb = provider.points(inst_t, in_t, pb if cand is pb or not want_kp else torch.cat([pb, cand]))
+        C = len(pb)
         la, lb = a["point_labels"].astype(np.int64), b["point_labels"].astype(np.int64)
         labels = _shared_labels(la, lb)
         P = len(pa)
         for name in provider.names:
             ex: Dict[str, object] = {}
             if want_kp:
-                pred, err = _transfer_kp(fa[name][P:], fb[name], pb, b["keypoints"][shared], provider.metric)
+                fc = fb[name] if cand is pb else fb[name][C:]
+                pred, err = _transfer_kp(fa[name][P:], fc, cand, b["keypoints"][shared], provider.metric)
                 tally[name].add_kp(kp_task, err)
                 ex.update(kp3d_source=a["keypoints"][shared], kp3d_target=b["keypoints"][shared], kp3d_pred=pred)
             if want_part:
-                pred_labels = _transfer_labels(fb[name], fa[name][:P], la, provider.metric)
+                pred_labels = _transfer_labels(fb[name][:C], fa[name][:P], la, provider.metric)
                 tally[name].add_iou(part_task, part_iou(pred_labels, lb, labels))
                 ex.update(
                     points_source=a["points"],

@@ -55,6 +55,8 @@ class Protocol:
     """Degrees between the cross-view pairs' optical axes (at least); None in v1 files."""
     version: int = PROTOCOL_VERSION
     path: Optional[Path] = None
+    source: str = "drawn"
+    """``drawn`` (our seeded draw, a protocol file) or ``official`` (the official split file's fixed pairs)."""
 
     def subset(self, n: Optional[int]) -> "Protocol":
         """A copy with the first ``n`` pairs of each kind (a uniform random subset, as the order is random);
@@ -71,6 +73,7 @@ class Protocol:
             self.min_view_angle,
             self.version,
             self.path,
+            self.source,
         )
 
     def to_json(self) -> dict:
@@ -205,7 +208,7 @@ def make_protocol(
             ),
             num_pairs,
         )
-    fingerprint = (cat.manifest or {}).get("fingerprint")
+    fingerprint = cat.fingerprint
     return Protocol(
         cat.category,
         split,
@@ -261,7 +264,7 @@ def check_protocol(proto: Protocol, cat) -> None:
         raise FeatureNeRFDataError(
             f"{where}: protocol is for category {proto.category!r}, the data is {cat.category!r}; {fix}"
         )
-    have = (cat.manifest or {}).get("fingerprint")
+    have = cat.fingerprint
     if proto.data_fingerprint != have:
         raise FeatureNeRFDataError(
             f"{where}: made for data fingerprint {proto.data_fingerprint} "
@@ -283,9 +286,59 @@ def check_protocol(proto: Protocol, cat) -> None:
         )
 
 
-def resolve_protocol(cat, split: str = "test", path: Optional[Path] = None, seed: int = 0) -> Protocol:
-    """The protocol to evaluate ``cat`` on: ``path`` if given, else the committed one for the category if it
-    matches the data, else one drawn now with the default settings (deterministic, so identical on every call)."""
+PAIR_SOURCES = ("protocol", "official")
+
+
+def official_protocol(cat, split: str = "test") -> Protocol:
+    """The official split file's fixed pairs (``<root>/splits/<synset>.json``): ``cross_inst_pairs`` entries
+    ``{"src", "trg", "view"}`` (two instances, the same view index) become ``cross_instance``, ``cross_view_pairs``
+    entries ``{"model_id", "src_view", "trg_view"}`` (one instance, two views: the official "cross-view" is our
+    novel-view task) become ``novel_view``. The official files have no pairs of two instances seen from two views,
+    so ``cross_view`` is empty. The pairs are used in their stored order, all of them (the paper's 1000 + 1000)."""
+    path = cat.layout.split_file
+    d = load_json(path, "split file")
+    fix = "use the official split file, or --pipeline.correspondence.pairs protocol for our drawn pairs"
+    if not isinstance(d, dict) or ("cross_inst_pairs" not in d and "cross_view_pairs" not in d):
+        raise FeatureNeRFDataError(
+            f"{path}: no cross_inst_pairs / cross_view_pairs lists (not an official split file); {fix}"
+        )
+
+    def parse(key: str, fields: Tuple[str, ...], kinds) -> list:
+        out = []
+        for k, e in enumerate(d.get(key, [])):
+            try:
+                out.append(tuple(kind(e[f]) for f, kind in zip(fields, kinds)))
+            except (KeyError, TypeError, ValueError):
+                raise FeatureNeRFDataError(
+                    f"{path}: {key}[{k}] is {e!r}, expected an object with {', '.join(fields)}; {fix}"
+                ) from None
+        return out
+
+    cross = parse("cross_inst_pairs", ("src", "trg", "view"), (str, str, int))
+    novel = parse("cross_view_pairs", ("model_id", "src_view", "trg_view"), (str, int, int))
+    proto = Protocol(cat.category, split, 0, cat.fingerprint, 0, cross, novel, [], None, path=path, source="official")
+    check_protocol(proto, cat)
+    used = {p[0] for p in cross} | {p[1] for p in cross} | {p[0] for p in novel}
+    views = {i: len(cat.instance(i).poses) for i in used}
+    proto.num_views = min(views.values()) if views else 0
+    for inst, *vs in [(s, v) for s, _, v in cross] + [(t, v) for _, t, v in cross] + [(i, a, b) for i, a, b in novel]:
+        if any(not 0 <= v < views[inst] for v in vs):
+            raise FeatureNeRFDataError(
+                f"{path}: a pair asks for view {vs} of {inst}, which has {views[inst]} views; {fix}"
+            )
+    return proto
+
+
+def resolve_protocol(
+    cat, split: str = "test", path: Optional[Path] = None, seed: int = 0, pairs: str = "protocol"
+) -> Protocol:
+    """The protocol to evaluate ``cat`` on: with ``pairs="official"`` the official split file's pairs
+    (:func:`official_protocol`); else ``path`` if given, else the committed one for the category if it matches the
+    data, else one drawn now with the default settings (deterministic, so identical on every call)."""
+    if pairs not in PAIR_SOURCES:
+        raise ValueError(f"pairs {pairs!r} unknown; choose {' or '.join(PAIR_SOURCES)}")
+    if pairs == "official":
+        return official_protocol(cat, split)
     if path is not None:
         return load_protocol(path, cat)
     default = default_protocol_path(cat.category, split)

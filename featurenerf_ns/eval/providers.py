@@ -54,6 +54,8 @@ class FeatureProvider:
     names: Tuple[str, ...] = ()
     metric: Literal["cosine", "euclidean"] = "cosine"
     """How its features are matched (features: cosine, as the paper; positions of the priors: euclidean)."""
+    has_pixels: bool = True
+    """False: the provider has no features at pixels (2D tasks are skipped for it)."""
 
     def pixels(
         self, inst: str, input_view: int, view: int, xy: torch.Tensor, resolution: int
@@ -286,6 +288,7 @@ class PositionPrior(FeatureProvider):
         self.cat, self.frame = cat, frame
         self.names = ("view_frame_prior",) if frame == "view" else ("alignment_oracle",)
         self.ann = Annotations(cat)
+        self.has_pixels = cat.annotation_format != "official"  # lifting pixels needs depth maps, official data has none
 
     def _depth(self, inst: str, view: int, resolution: int) -> torch.Tensor:
         d = torch.from_numpy(self.ann.view(inst)["depth"][view].astype(np.float32))

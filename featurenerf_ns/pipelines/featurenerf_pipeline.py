@@ -171,7 +171,7 @@ class FeatureNeRFPipeline(VanillaPipeline):
                 f"[yellow]correspondence metrics skipped: {cat.layout.category_file} missing (no annotations)[/yellow]"
             )
             return {}, []
-        proto = resolve_protocol(cat, c.split, c.protocol).subset(num_pairs)
+        proto = resolve_protocol(cat, c.split, c.protocol, pairs=getattr(c, "pairs", "protocol")).subset(num_pairs)
         if not proto.cross_instance and progress:
             CONSOLE.print(
                 f"[yellow]no cross-instance pairs: split {c.split!r} of {cat.layout.split_file} has "
