@@ -12,7 +12,6 @@ BIN = Path(sys.executable).parent
 TINY_RUN_STEPS = 4
 """The shared tiny run (conftest ``tiny_run``): 4 steps, learning-curve callback at steps 0 and 2."""
 SMALL_MODEL_ARGS = (
-    "--pipeline.datamanager.dataparser.max-instances", "3",
     "--pipeline.datamanager.eval-num-instances", "1",
     "--pipeline.datamanager.eval-target-views", "5",
     "--pipeline.model.num-coarse-samples", "8",
@@ -20,7 +19,9 @@ SMALL_MODEL_ARGS = (
     "--pipeline.model.num-depth-samples", "4",
     "--pipeline.correspondence.split", "train",
 )  # fmt: skip
-"""ns-train arguments of every end-to-end test: 3 instances, few samples, correspondence on the train split."""
+"""ns-train arguments of every end-to-end test: few samples, correspondence on the train split."""
+SMALL_DATA_ARGS = ("featurenerf-data", "--max-instances", "3")
+"""The dataparser subcommand and its options (3 instances); last on an ns-train command line."""
 RANDOM_TEACHER_ARGS = (
     "--pipeline.datamanager.teacher.weights",
     "random",
@@ -37,7 +38,9 @@ def _env():
     return env
 
 
-def train_run(data: Path, out: Path, stamp: str, iters: int, method: str = "featurenerf-tiny", extra=()):
+def train_run(
+    data: Path, out: Path, stamp: str, iters: int, method: str = "featurenerf-tiny", extra=(), data_args=SMALL_DATA_ARGS
+):
     cmd = [
         str(BIN / "ns-train"),
         method,
@@ -68,6 +71,7 @@ def train_run(data: Path, out: Path, stamp: str, iters: int, method: str = "feat
     ]
     if method != "featurenerf-nodistill-tiny":
         cmd += list(RANDOM_TEACHER_ARGS)
+    cmd += list(data_args)
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out / "e2e" / method / stamp, r.stdout + r.stderr

@@ -7,12 +7,12 @@ import json
 import subprocess
 
 import pytest
-from _runs import RANDOM_TEACHER_ARGS, SMALL_MODEL_ARGS
+from _runs import RANDOM_TEACHER_ARGS, SMALL_DATA_ARGS, SMALL_MODEL_ARGS
 
 from featurenerf_ns.scripts.study import Run, StudyError, latest_checkpoint, train_command
 from featurenerf_ns.scripts.study_report import Report
 
-TRAIN_ARGS = " ".join((*SMALL_MODEL_ARGS, *RANDOM_TEACHER_ARGS, "--steps-per-save", "1"))
+TRAIN_ARGS = " ".join((*SMALL_MODEL_ARGS, *RANDOM_TEACHER_ARGS, "--steps-per-save", "1", *SMALL_DATA_ARGS))
 
 
 def _study(root, out, **kw):

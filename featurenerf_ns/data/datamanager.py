@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Dict, List, Literal, Optional, Tuple, Type, Un
 import numpy as np
 import torch
 import torch.nn.functional as F
+import tyro
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
@@ -28,6 +29,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch.nn import Parameter
 
 from featurenerf_ns.cameras import camera_rays, pinhole_camera
+from featurenerf_ns.data.co3d_dataparser import Co3DDataParserConfig
 from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
 from featurenerf_ns.data.instances import CategoryData, InstanceRecord, load_rgba
 from featurenerf_ns.data.patch_sampling import patch_ray_count
@@ -40,10 +42,22 @@ if TYPE_CHECKING:
     from featurenerf_ns.teachers.cache import TeacherCache
 
 
+if TYPE_CHECKING:
+    FeatureNeRFDataParsers = FeatureNeRFDataParserConfig
+else:  # ns-train <method> [options] {featurenerf-data,co3d-data} [dataparser options], as nerfstudio's own methods
+    FeatureNeRFDataParsers = tyro.conf.OmitSubcommandPrefixes[
+        tyro.extras.subcommand_type_from_defaults(
+            {"featurenerf-data": FeatureNeRFDataParserConfig(), "co3d-data": Co3DDataParserConfig()},
+            prefix_names=False,
+        )
+    ]
+"""The dataparsers a FeatureNeRF data manager reads (both yield a CategoryData): tyro subcommands of ns-train."""
+
+
 @dataclass
 class FeatureNeRFDataManagerConfig(DataManagerConfig):
     _target: Type = field(default_factory=lambda: FeatureNeRFDataManager)
-    dataparser: FeatureNeRFDataParserConfig = field(default_factory=FeatureNeRFDataParserConfig)
+    dataparser: FeatureNeRFDataParsers = field(default_factory=FeatureNeRFDataParserConfig)
     objects_per_batch: int = 4
     """B: objects per step (official 4)."""
     rays_per_object: int = 128

@@ -385,8 +385,8 @@ class MainJob:
         ]
         if self.teacher_weights:
             cmd += ["--pipeline.datamanager.teacher.weights", self.teacher_weights]
-        if self.train_max_instances:
-            cmd += ["--pipeline.datamanager.dataparser.max-instances", str(self.train_max_instances)]
+        if self.train_max_instances:  # the dataparser subcommand and its options come last
+            cmd += ["featurenerf-data", "--max-instances", str(self.train_max_instances)]
         run_dir = runs / self.train_category / method / "main"
         shown, env = _fresh_run(cmd, run_dir)
         timings[f"train {method}"] = time.perf_counter() - t
