@@ -187,7 +187,7 @@ def test_registered_dataparser(co3d_root, tmp_path):
 
     assert isinstance(discover_dataparsers()[0]["co3d-data"], Co3DDataParserConfig)
     root, _ = co3d_root
-    cfg = Co3DDataParserConfig(data=root / "chair", image_size=48, min_frames=4, cache_dir=tmp_path)
+    cfg = Co3DDataParserConfig(data=root / "chair", conversion=QUICK, cache_dir=tmp_path)
     outputs = cfg.setup().get_dataparser_outputs("train")
     assert outputs.metadata["instance_ids"] == ["seq_a", "seq_b"]
     assert len(outputs.image_filenames) == 22 and outputs.cameras.width[0, 0] == 48

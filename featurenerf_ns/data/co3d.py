@@ -72,7 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from nerfstudio.utils.rich_utils import CONSOLE
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from featurenerf_ns.data.layout import (
     FeatureNeRFDataError,
@@ -82,6 +82,7 @@ from featurenerf_ns.data.layout import (
     atomic_write_json,
     focal_from_angle,
     load_json,
+    read_image,
     read_jsonl,
 )
 from featurenerf_ns.data.procedural.render import CAMERA_ANGLE_X, CAMERA_RADIUS, look_at
@@ -94,17 +95,27 @@ Centre = Literal["auto", "pointcloud", "cameras"]
 
 @dataclass(frozen=True)
 class Co3DSettings:
-    """Everything that changes the converted data (part of the cache key)."""
+    """Everything that changes the converted data (part of the cache key). The one home of these knobs: the
+    ``co3d-data`` dataparser nests it (its flags keep these names: ``co3d-data --image-size 128``)."""
 
     image_size: int = 128
+    """Side of the square crops (the benchmark's 128)."""
     num_views: int = 50
+    """Frames per sequence, evenly spaced among those passing the filters (the benchmark has 50 views)."""
     subset_name: str = "fewview_dev"
+    """Set list ``set_lists/set_lists_<subset>.json`` that assigns sequences to train/val/test."""
     centre: Centre = "auto"
+    """Sequence centre: auto (point cloud when present, else cameras) | pointcloud | cameras (optical axes)."""
     mask_threshold: float = 0.5
+    """CO3D's soft masks are foreground where >= this."""
     min_foreground: float = 0.02
+    """Drop a frame whose object covers less of the crop."""
     max_border_foreground: float = 0.05
+    """Drop a frame whose object covers more of the crop's border ring (cut off)."""
     min_frames: int = 10
+    """Drop a sequence with fewer usable frames."""
     min_viewpoint_quality: Optional[float] = None
+    """Drop sequences whose viewpoint_quality_score is below this (None: keep all)."""
     max_sequences: Optional[int] = None
     """Convert only the first N sequences (by name) of each split (quick experiments)."""
 
@@ -344,15 +355,8 @@ def normalisation(frames: List[Co3DFrame], point_cloud: Optional[Path], how: Cen
 
 
 def _read_image(path: Path, mode: str) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert(mode), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise FeatureNeRFDataError(f"{path}: CO3D image not found; re-extract the sequence") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise FeatureNeRFDataError(
-            f"{path}: corrupt CO3D image ({e.__class__.__name__}); re-extract the sequence"
-        ) from e
+    """(H, W[, C]) float32 in [0, 1] of a CO3D frame or mask."""
+    return read_image(path, mode, "re-extract the sequence", "CO3D image").astype(np.float32) / 255.0
 
 
 def crop_frame(frame: Co3DFrame, norm: Normalisation, settings: Co3DSettings) -> Tuple[np.ndarray, np.ndarray]:

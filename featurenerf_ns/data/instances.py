@@ -24,6 +24,7 @@ from featurenerf_ns.data.layout import (
     focal_from_angle,
     load_json,
     load_npz,
+    read_image,
 )
 from featurenerf_ns.data.official_annotations import OfficialAnnotations, has_official_annotations
 
@@ -101,6 +102,9 @@ def _frame_image_path(img_dir: Path, file_path: str) -> Path:
     return img_dir / name
 
 
+RENDERS_FIX = "delete that instance's files and re-run featurenerf-data procedural (or re-copy the renders)"
+
+
 def check_image(path: Path) -> Tuple[int, int]:
     """Verifies a PNG decodes; returns (width, height)."""
     try:
@@ -109,23 +113,13 @@ def check_image(path: Path) -> Tuple[int, int]:
             return im.size
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise FeatureNeRFDataError(
-            f"{path}: corrupt or unreadable image ({e.__class__.__name__}); delete that instance's files and re-run "
-            f"featurenerf-data procedural (or re-copy the renders)"
+            f"{path}: corrupt or unreadable image ({e.__class__.__name__}); {RENDERS_FIX}"
         ) from e
 
 
 def load_rgba(path: Path) -> np.ndarray:
     """(H, W, 4) float32 in [0, 1]: RGB composited on black (the official background) and alpha (1 if none)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise FeatureNeRFDataError(f"{path}: image not found; regenerate or re-copy the instance's renders") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise FeatureNeRFDataError(
-            f"{path}: corrupt or unreadable image ({e.__class__.__name__}); delete that instance's files and re-run "
-            f"featurenerf-data procedural (or re-copy the renders)"
-        ) from e
+    arr = read_image(path, "RGBA", RENDERS_FIX).astype(np.float32) / 255.0
     arr[..., :3] *= arr[..., 3:4]
     return arr
 

@@ -164,6 +164,21 @@ def load_json(path: Path, what: str = "file") -> Any:
         ) from e
 
 
+def read_image(path: Path, mode: str, fix: str, what: str = "image") -> np.ndarray:
+    """(H, W[, C]) uint8 pixels of an image file converted to PIL ``mode`` (``RGB``, ``RGBA``, ``L``); a missing or
+    undecodable file raises a one-line :class:`FeatureNeRFDataError` "<path>: <what> not found; <fix>" or
+    "<path>: corrupt or unreadable <what> (<error>); <fix>"."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert(mode))
+    except FileNotFoundError:
+        raise FeatureNeRFDataError(f"{path}: {what} not found; {fix}") from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise FeatureNeRFDataError(f"{path}: corrupt or unreadable {what} ({e.__class__.__name__}); {fix}") from e
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Moves directory ``src`` to ``dst`` (same filesystem), replacing an existing ``dst``."""
     dst = Path(dst)

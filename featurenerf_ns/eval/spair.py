@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.data.layout import read_image as read_image_file
 
 SPAIR_CATEGORIES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "dog", "horse",
@@ -257,17 +258,7 @@ class SPairDataset:
 
 def read_image(path: Path, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """(h, w, 3) uint8 RGB of an SPair photo; ``size`` (w, h) from the JSON is checked when given."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise FeatureNeRFDataError(f"{path}: image not found; copy SPair-71k's JPEGImages/ unchanged") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise FeatureNeRFDataError(
-            f"{path}: unreadable image ({type(e).__name__}); re-extract it from the SPair-71k archive"
-        ) from None
+    arr = read_image_file(path, "RGB", "re-extract it from the SPair-71k archive (its JPEGImages/ unchanged)")
     if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
         raise FeatureNeRFDataError(
             f"{path}: image is {arr.shape[1]} x {arr.shape[0]} px but its pair annotation says {size[0]} x {size[1]}; "

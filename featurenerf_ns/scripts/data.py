@@ -4,6 +4,7 @@ featurenerf-data procedural --category chair --num-instances 60 --out data/shape
 featurenerf-data procedural --category all --num-instances 20 --out data/shapenet
 featurenerf-data contact-sheet --data data/shapenet --out docs/contact_sheet.png
 featurenerf-data scene --out data/scene     # the multi-object scene of n3f (nerfstudio transforms.json)
+featurenerf-data meshes --input my_meshes/ --category mug --out data/meshes   # your own OBJ / GLB / PLY meshes
 """
 
 from __future__ import annotations
@@ -12,22 +13,45 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from featurenerf_ns.data.layout import FeatureNeRFDataError
+from featurenerf_ns.data.meshes import mesh_settings, render_meshes
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES
 from featurenerf_ns.data.procedural.contact_sheet import make_contact_sheet
-from featurenerf_ns.data.procedural.generate import GeneratorSettings, check_settings, generate_category
+from featurenerf_ns.data.procedural.generate import (
+    GeneratorSettings,
+    ViewSettings,
+    check_settings,
+    generate_category,
+)
 from featurenerf_ns.data.procedural.scene import SceneSettings, generate_scene, render_count, scene_complete
-from featurenerf_ns.utils.cli import make_console, progress_bar, run_subcommands
+from featurenerf_ns.utils.cli import make_console, progress_bar, rate_progress, run_subcommands
 
 CONSOLE = make_console()
 
 
-@dataclass
-class Procedural:
+def _rate_updater(progress: Progress, name: str, total: int) -> Tuple[Callable[[int, int], None], Dict[str, int]]:
+    """(``progress(n_done, n_total)`` callback of one category's task, dict whose ``done`` is the count already
+    complete when the run started (resumed instances are not counted in the rate))."""
+    task = progress.add_task(name, total=total, rate="")
+    t0 = time.perf_counter()
+    first: Dict[str, int] = {}
+
+    def update(done: int, total: int) -> None:
+        first.setdefault("done", done)
+        new = done - first["done"]
+        dt = time.perf_counter() - t0
+        rate = f"{new / dt:.2f} inst/s" if new and dt > 0 else ""
+        progress.update(task, completed=done, rate=rate)
+
+    return update, first
+
+
+@dataclass(frozen=True)
+class Procedural(ViewSettings):
     """Generate procedural part-annotated instances in the official FeatureNeRF layout (deterministic, resumable)."""
 
     category: str = "chair"
@@ -36,17 +60,6 @@ class Procedural:
     """Instances per category (split 70/10/20 train/val/test by the seed)."""
     out: Path = Path("data/shapenet")
     """Data root; the category lands in <out>/img/<category>, <out>/camera/<category>, ..."""
-    seed: int = 0
-    resolution: int = 128
-    """Render width = height in pixels."""
-    train_views: int = 50
-    """Random upper-hemisphere views per train instance."""
-    eval_views: int = 50
-    """Fixed views per val/test instance (the same for every instance)."""
-    supersample: int = 2
-    """Anti-aliasing: supersample^2 rays per pixel for RGBA (labels/depth use the pixel-centre ray)."""
-    num_points: int = 2048
-    """Part-labelled surface points per instance."""
     workers: int = max(1, min(2, os.cpu_count() or 1))
     """Worker processes."""
     overwrite: bool = False
@@ -62,40 +75,13 @@ class Procedural:
                 )
         total_views = 0
         start = time.perf_counter()
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=CONSOLE) as progress:
+        with rate_progress(CONSOLE) as progress:
             for cat in cats:
-                settings = GeneratorSettings(
-                    category=cat,
-                    num_instances=self.num_instances,
-                    seed=self.seed,
-                    resolution=self.resolution,
-                    train_views=self.train_views,
-                    eval_views=self.eval_views,
-                    supersample=self.supersample,
-                    num_points=self.num_points,
-                )
+                settings = GeneratorSettings(category=cat, num_instances=self.num_instances, **self.view_settings())
                 problem = check_settings(settings)
                 if problem:
                     raise FeatureNeRFDataError(problem)
-                task = progress.add_task(cat, total=self.num_instances, rate="")
-                t0 = time.perf_counter()
-                first: Dict[str, int] = {}
-
-                def update(done: int, total: int, task=task, t0=t0, first=first) -> None:
-                    first.setdefault("done", done)
-                    new = done - first["done"]
-                    dt = time.perf_counter() - t0
-                    rate = f"{new / dt:.2f} inst/s" if new and dt > 0 else ""
-                    progress.update(task, completed=done, rate=rate)
-
+                update, first = _rate_updater(progress, cat, self.num_instances)
                 split = generate_category(
                     self.out, settings, workers=self.workers, overwrite=self.overwrite, progress=update
                 )
@@ -108,6 +94,49 @@ class Procedural:
             f"x {self.num_instances} instances "
             f"at {self.resolution}x{self.resolution} in {self.out} — rendered {total_views} views in {elapsed:.1f} s "
             f"({total_views / max(elapsed, 1e-9):.0f} views/s, {self.workers} worker(s))",
+            soft_wrap=True,
+        )
+
+
+@dataclass(frozen=True)
+class Meshes(ViewSettings):
+    """Render your own meshes (OBJ / GLB / glTF / PLY / STL / OFF, one instance each) into the FeatureNeRF layout with
+    the benchmark's cameras and annotations: parts from OBJ groups, glTF meshes or <stem>.labels.txt/.npy,
+    keypoints from <stem>.keypoints.json (formats: featurenerf_ns/data/meshes.py). Resumable."""
+
+    input: Path
+    """Directory of mesh files (not searched recursively)."""
+    category: str
+    """Category name; the data lands in <out>/img/<category>, <out>/camera/<category>, ..."""
+    out: Path = Path("data/meshes")
+    rotate: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Degrees about x, then y, then z (R = Rz Ry Rx) into the canonical frame (+z up, front towards -y); e.g.
+    90 0 0 for a y-up mesh."""
+    parts: Tuple[str, ...] = ()
+    """Part names in label order (label id = index + 1; names of integer ids in label files); default: the sorted
+    union of the meshes' part names."""
+    workers: int = max(1, min(2, os.cpu_count() or 1))
+    overwrite: bool = False
+    """Delete existing data of the category first (needed when meshes or settings change)."""
+
+    def main(self) -> None:
+        start = time.perf_counter()
+        settings = mesh_settings(
+            self.input, self.category, self.parts, rotate=tuple(self.rotate), **self.view_settings()
+        )
+        problem = check_settings(settings)
+        if problem:
+            raise FeatureNeRFDataError(problem)
+        n = len(settings.sources)
+        with rate_progress(CONSOLE) as progress:
+            update, first = _rate_updater(progress, self.category, n)
+            split = render_meshes(self.out, settings, self.workers, self.overwrite, update)
+        elapsed = time.perf_counter() - start
+        CONSOLE.print(
+            f"[green]done[/green]: {n - first.get('done', 0)} of {n} meshes rendered in {elapsed:.1f} s "
+            f"(train/val/test {len(split['train'])}/{len(split['val'])}/{len(split['test'])}, parts "
+            f"{', '.join(settings.parts)}; {len(settings.keypoints)} keypoints); use it as --data "
+            f"{self.out / self.category}",
             soft_wrap=True,
         )
 
@@ -161,7 +190,9 @@ class Scene:
 
 def entrypoint() -> None:
     run_subcommands(
-        {"procedural": Procedural, "contact-sheet": ContactSheet, "scene": Scene}, __doc__, (FeatureNeRFDataError,)
+        {"procedural": Procedural, "meshes": Meshes, "contact-sheet": ContactSheet, "scene": Scene},
+        __doc__,
+        (FeatureNeRFDataError,),
     )
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from featurenerf_ns.data.layout import (
     atomic_write,
@@ -47,6 +47,7 @@ from featurenerf_ns.teachers.image_sets import (  # noqa: F401  (re-exported: th
     load_views,
 )
 from featurenerf_ns.teachers.pca import FeaturePCA, fit_pca
+from featurenerf_ns.utils.cli import rate_progress
 
 CONSOLE = Console(soft_wrap=True)
 FORMAT_VERSION = 1
@@ -196,16 +197,7 @@ def _clear(cache_dir: Path) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=CONSOLE,
-        transient=False,
-    )
+    return rate_progress(CONSOLE)
 
 
 def build_cache(

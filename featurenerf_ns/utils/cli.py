@@ -45,6 +45,21 @@ def run_command(command: type, errors: Tuple[Type[BaseException], ...]) -> None:
         sys.exit(2)
 
 
+def rate_progress(console: Console) -> Progress:
+    """A rich progress display with a bar, n/total, a ``rate`` field (``add_task(..., rate="")``), elapsed and
+    remaining time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 class progress_bar:
     """``with progress_bar(enabled, description, total) as advance:`` a rich progress bar on nerfstudio's console
     (or nothing when not enabled); ``advance()`` moves it one step."""

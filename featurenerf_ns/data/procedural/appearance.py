@@ -115,17 +115,9 @@ def texture_value(mat: Material, p: np.ndarray) -> np.ndarray:
     return 2.0 * n - 1.0
 
 
-def shade(
-    points: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray, material_ids: np.ndarray, materials: List[Material]
-) -> np.ndarray:
-    """Lambertian colour (N, 3) of surface points with unit normals, seen along ``view_dirs``."""
-    n = normals.copy()
-    flip = np.einsum("ij,ij->i", n, view_dirs) > 0  # make normals face the viewer
-    n[flip] *= -1
-    light = np.full(len(points), AMBIENT)
-    for direction, intensity in LIGHTS:
-        ld = direction / np.linalg.norm(direction)
-        light += intensity * np.clip(n @ ld, 0.0, None)
+def material_albedo(points: np.ndarray, material_ids: np.ndarray, materials: List[Material]) -> np.ndarray:
+    """Albedo (N, 3) in [0, 1] of object-space ``points`` (N, 3) under their materials (``material_ids`` (N,)):
+    base colour x (1 + amplitude x pattern value)."""
     albedo = np.zeros((len(points), 3))
     for m_id, mat in enumerate(materials):
         sel = material_ids == m_id
@@ -133,4 +125,18 @@ def shade(
             continue
         t = texture_value(mat, points[sel])
         albedo[sel] = np.clip(mat.color[None] * (1.0 + mat.amplitude * t[:, None]), 0.0, 1.0)
+    return albedo
+
+
+def lambert(albedo: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
+    """Lambertian colour (N, 3) = albedo x (ambient + sum_l intensity_l max(0, n . l)) with the normals (N, 3) turned
+    to face the viewer (rays along ``view_dirs``), so the winding of a face does not matter."""
+    n = normals.copy()
+    flip = np.einsum("ij,ij->i", n, view_dirs) > 0  # make normals face the viewer
+    n[flip] *= -1
+    light = np.full(len(albedo), AMBIENT)
+    for direction, intensity in LIGHTS:
+        ld = direction / np.linalg.norm(direction)
+        light += intensity * np.clip(n @ ld, 0.0, None)
     return np.clip(albedo * light[:, None], 0.0, 1.0)
+

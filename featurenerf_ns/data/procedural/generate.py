@@ -19,9 +19,9 @@ import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, cast
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, cast
 
 import numpy as np
 import trimesh
@@ -42,12 +42,14 @@ from featurenerf_ns.data.procedural.appearance import sample_materials
 from featurenerf_ns.data.procedural.categories import CATEGORY_NAMES, get_category
 from featurenerf_ns.data.procedural.render import (
     CAMERA_ANGLE_X,
+    AlbedoFn,
     Intrinsics,
     Raycaster,
     fixed_poses,
     keypoint_visibility,
+    material_albedo_fn,
     random_hemisphere_poses,
-    render_view,
+    render_albedo_view,
 )
 
 GENERATOR_VERSION = 1
@@ -58,16 +60,32 @@ MAX_RADIUS = 0.49
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 
 
-@dataclass(frozen=True)
-class GeneratorSettings:
-    category: str
-    num_instances: int = 60
+@dataclass(frozen=True, kw_only=True)
+class ViewSettings:
+    """How every instance is rendered and sampled (the procedural generator's and the mesh renderer's settings and
+    command lines extend it; keyword-only, so subclasses keep their own positional fields)."""
+
     seed: int = 0
     resolution: int = 128
+    """Render width = height in pixels."""
     train_views: int = 50
+    """Random upper-hemisphere views per train instance."""
     eval_views: int = 50
+    """Fixed views per val/test instance (the same for every instance)."""
     supersample: int = 2
+    """Anti-aliasing: supersample^2 rays per pixel for RGBA (labels/depth use the pixel-centre ray)."""
     num_points: int = 2048
+    """Part-labelled surface points per instance."""
+
+    def view_settings(self) -> Dict[str, Any]:
+        """These fields as keyword arguments (to build one settings class from another)."""
+        return {f.name: getattr(self, f.name) for f in fields(ViewSettings)}
+
+
+@dataclass(frozen=True)
+class GeneratorSettings(ViewSettings):
+    category: str
+    num_instances: int = 60
 
     def fingerprint(self) -> str:
         payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
@@ -78,22 +96,28 @@ def instance_id(index: int) -> str:
     return f"inst_{index:04d}"
 
 
-def split_assignment(settings: GeneratorSettings) -> Dict[str, List[str]]:
-    """70/10/20 train/val/test split of the instance ids by a fixed permutation of the seed."""
-    n = settings.num_instances
-    cat_idx = CATEGORY_NAMES.index(settings.category)
-    perm = np.random.default_rng(np.random.SeedSequence([settings.seed, cat_idx, 7919])).permutation(n)
+def split_ids(ids: List[str], entropy: Sequence[int]) -> Dict[str, List[str]]:
+    """70/10/20 train/val/test split of ``ids`` by a fixed permutation drawn from ``entropy`` (at least one val and
+    one test id once there are 3 ids)."""
+    n = len(ids)
+    perm = np.random.default_rng(np.random.SeedSequence(list(entropy))).permutation(n)
     n_train = int(round(SPLIT_FRACTIONS[0] * n))
     n_val = int(round(SPLIT_FRACTIONS[1] * n))
     if n >= 3:  # keep at least one val and one test instance
         n_val = max(n_val, 1)
         n_train = min(n_train, n - n_val - 1)
-    ids = [instance_id(i) for i in perm]
+    shuffled = [ids[i] for i in perm]
     return {
-        "train": sorted(ids[:n_train]),
-        "val": sorted(ids[n_train : n_train + n_val]),
-        "test": sorted(ids[n_train + n_val :]),
+        "train": sorted(shuffled[:n_train]),
+        "val": sorted(shuffled[n_train : n_train + n_val]),
+        "test": sorted(shuffled[n_train + n_val :]),
     }
+
+
+def split_assignment(settings: GeneratorSettings) -> Dict[str, List[str]]:
+    """70/10/20 train/val/test split of the instance ids by a fixed permutation of the seed."""
+    cat_idx = CATEGORY_NAMES.index(settings.category)
+    return split_ids([instance_id(i) for i in range(settings.num_instances)], [settings.seed, cat_idx, 7919])
 
 
 def _merge_and_normalise(spec, part_names: List[str]):
@@ -215,24 +239,85 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
     """Builds and renders one instance entirely in memory."""
     rng = instance_rng(settings, index)
     sc = build_scene(settings, index, rng)
-    vertices, faces, face_labels, face_normals, keypoints = (
+    poses = camera_poses(settings, split, rng)
+    data = render_instance(
+        settings,
         sc.vertices,
         sc.faces,
         sc.face_labels,
         sc.face_normals,
         sc.keypoints,
+        material_albedo_fn(sc.face_materials, sc.materials),
+        poses,
+        rng,
     )
-    materials, part_to_mat, face_materials = sc.materials, sc.part_to_mat, sc.face_materials
+    meta = {
+        "id": instance_id(index),
+        "category": settings.category,
+        "split": split,
+        "index": index,
+        "style": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in sc.style.items()},
+        "materials": [m.to_json() for m in sc.materials],
+        "part_materials": sc.part_to_mat,
+        "fingerprint": settings.fingerprint(),
+    }
+    return {"id": instance_id(index), "split": split, "meta": meta, **data}
 
+
+class RenderSettings(Protocol):
+    """What rendering and writing an instance read from its settings (:class:`GeneratorSettings` and the mesh
+    renderer's settings both have it)."""
+
+    @property
+    def category(self) -> str: ...
+
+    @property
+    def resolution(self) -> int: ...
+
+    @property
+    def train_views(self) -> int: ...
+
+    @property
+    def eval_views(self) -> int: ...
+
+    @property
+    def supersample(self) -> int: ...
+
+    @property
+    def num_points(self) -> int: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def camera_poses(settings: RenderSettings, split: str, rng: np.random.Generator) -> np.ndarray:
+    """(V, 4, 4) c2w: ``train_views`` random upper-hemisphere views (drawn from ``rng``) for a train instance,
+    else the ``eval_views`` fixed views every val/test instance shares."""
     if split == "train":
-        poses = random_hemisphere_poses(rng, settings.train_views)
-    else:
-        poses = fixed_poses(settings.eval_views)
+        return random_hemisphere_poses(rng, settings.train_views)
+    return fixed_poses(settings.eval_views)
+
+
+def render_instance(
+    settings: RenderSettings,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    face_labels: np.ndarray,
+    face_normals: np.ndarray,
+    keypoints: np.ndarray,
+    albedo: AlbedoFn,
+    poses: np.ndarray,
+    rng: np.random.Generator,
+) -> Dict[str, Any]:
+    """Renders a normalised, part-labelled mesh (``vertices`` (V, 3), ``faces`` (F, 3), ``face_labels`` (F,) in 1..L,
+    unit ``face_normals`` (F, 3), ``keypoints`` (K, 3) with NaN rows = absent) from every pose (V_c, 4, 4) at
+    ``settings.resolution``: RGBA, optical-axis depth, part maps, projected keypoints + visibility, and
+    ``settings.num_points`` part-labelled outer-surface samples (drawn from ``rng``). Returns the ``poses``, ``rgba``,
+    ``views`` and ``shape`` entries of an instance (:func:`write_instance` writes them)."""
     K = Intrinsics.from_angle(CAMERA_ANGLE_X, settings.resolution, settings.resolution)
     caster = Raycaster(vertices, faces)
     rgba, depth, parts, kp2d, kp_vis = [], [], [], [], []
     for c2w in poses:
-        view = render_view(caster, face_normals, face_labels, face_materials, materials, c2w, K, settings.supersample)
+        view = render_albedo_view(caster, face_normals, face_labels, albedo, c2w, K, settings.supersample)
         uv, vis = keypoint_visibility(caster, keypoints, c2w, K)
         rgba.append(view.rgba)
         depth.append(view.depth)
@@ -243,8 +328,6 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
         caster, vertices, faces, face_normals, face_labels, settings.num_points, rng
     )
     return {
-        "id": instance_id(index),
-        "split": split,
         "poses": poses,
         "rgba": np.stack(rgba),
         "views": {
@@ -263,16 +346,6 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
             "mesh_faces": faces.astype(np.int32),
             "face_labels": face_labels,
         },
-        "meta": {
-            "id": instance_id(index),
-            "category": settings.category,
-            "split": split,
-            "index": index,
-            "style": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in sc.style.items()},
-            "materials": [m.to_json() for m in materials],
-            "part_materials": part_to_mat,
-            "fingerprint": settings.fingerprint(),
-        },
     }
 
 
@@ -282,7 +355,7 @@ def _png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_instance(root: Path, settings: GeneratorSettings, data: Dict[str, Any]) -> None:
+def write_instance(root: Path, settings: RenderSettings, data: Dict[str, Any]) -> None:
     """Stages the instance, then moves images and annotations into place and writes the camera JSON last."""
     layout = Layout(root, settings.category)
     inst = data["id"]
@@ -314,7 +387,7 @@ def write_instance(root: Path, settings: GeneratorSettings, data: Dict[str, Any]
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def instance_complete(root: Path, settings: GeneratorSettings, inst: str) -> bool:
+def instance_complete(root: Path, settings: RenderSettings, inst: str) -> bool:
     layout = Layout(root, settings.category)
     cam = layout.camera_file(inst)
     if not cam.is_file():
@@ -332,22 +405,20 @@ def instance_complete(root: Path, settings: GeneratorSettings, inst: str) -> boo
     return len(pngs) == n_views > 0 and all((ann / f).is_file() for f in ("views.npz", "shape.npz", "meta.json"))
 
 
-def _generate_one(args) -> str:
-    root, settings, index, split = args
-    data = build_instance(settings, index, split)
+def _build_procedural(settings: GeneratorSettings, inst: str, split: str) -> Dict[str, Any]:
+    return build_instance(settings, int(inst.split("_")[-1]), split)
+
+
+def _build_and_write(args) -> str:
+    root, settings, build, inst, split = args
+    data = build(settings, inst, split)
     write_instance(root, settings, data)
     return data["id"]
 
 
-def category_manifest(settings: GeneratorSettings) -> Dict[str, Any]:
-    module = get_category(settings.category)
+def category_conventions() -> Dict[str, Any]:
+    """The ``camera`` and ``conventions`` entries of every category.json (procedural or rendered meshes)."""
     return {
-        "category": settings.category,
-        "synset": SYNSETS[settings.category],
-        "parts": list(module.PARTS),
-        "keypoints": [{"name": k, "part": p} for k, p in module.KEYPOINTS],
-        "generator": {**asdict(settings), "version": GENERATOR_VERSION},
-        "fingerprint": settings.fingerprint(),
         "camera": {
             "radius": 1.3,
             "camera_angle_x": CAMERA_ANGLE_X,
@@ -364,15 +435,45 @@ def category_manifest(settings: GeneratorSettings) -> Dict[str, Any]:
     }
 
 
+def category_manifest(settings: GeneratorSettings) -> Dict[str, Any]:
+    module = get_category(settings.category)
+    return {
+        "category": settings.category,
+        "synset": SYNSETS[settings.category],
+        "parts": list(module.PARTS),
+        "keypoints": [{"name": k, "part": p} for k, p in module.KEYPOINTS],
+        "generator": {**asdict(settings), "version": GENERATOR_VERSION},
+        "fingerprint": settings.fingerprint(),
+        **category_conventions(),
+    }
+
+
 def generate_category(
     root: Path, settings: GeneratorSettings, workers: int = 1, overwrite: bool = False, progress=None
 ) -> Dict[str, List[str]]:
     """Generates (or resumes) one category; returns its split. ``progress(n_done, n_total)`` is called."""
-    root = Path(root)
     if settings.category not in CATEGORY_NAMES:
         raise FeatureNeRFDataError(f"unknown category {settings.category!r}; choose one of {', '.join(CATEGORY_NAMES)}")
+    manifest, split = category_manifest(settings), split_assignment(settings)
+    return write_category(root, settings, manifest, split, _build_procedural, workers, overwrite, progress)
+
+
+def write_category(
+    root: Path,
+    settings: RenderSettings,
+    manifest: Dict[str, Any],
+    split: Dict[str, List[str]],
+    build: Callable[[Any, str, str], Dict[str, Any]],
+    workers: int = 1,
+    overwrite: bool = False,
+    progress=None,
+) -> Dict[str, List[str]]:
+    """Writes (or resumes) one category: ``manifest`` (its ``generator`` entry: the settings, compared with the
+    existing data's), every instance of ``split`` not yet complete, built by ``build(settings, id, split)`` (a
+    module-level function: it may run in worker processes) and written by :func:`write_instance`, then the split
+    file, last. ``progress(n_done, n_total)`` is called. Returns ``split``."""
+    root = Path(root)
     layout = Layout(root, settings.category)
-    manifest = category_manifest(settings)
     if layout.category_file.exists() and not overwrite:
         old = load_json(layout.category_file, "category manifest")
         if old.get("fingerprint") != settings.fingerprint():
@@ -397,28 +498,24 @@ def generate_category(
     shutil.rmtree(root / ".staging" / settings.category, ignore_errors=True)  # leftovers of killed runs
     atomic_write_json(layout.category_file, manifest)
 
-    split = split_assignment(settings)
+    ids = sorted(inst for ids in split.values() for inst in ids)
     split_of = {inst: name for name, ids in split.items() for inst in ids}
-    todo = [
-        (root, settings, i, split_of[instance_id(i)])
-        for i in range(settings.num_instances)
-        if not instance_complete(root, settings, instance_id(i))
-    ]
-    done = settings.num_instances - len(todo)
+    todo = [(root, settings, build, i, split_of[i]) for i in ids if not instance_complete(root, settings, i)]
+    done = len(ids) - len(todo)
     if progress:
-        progress(done, settings.num_instances)
+        progress(done, len(ids))
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            _generate_one(job)
+            _build_and_write(job)
             done += 1
             if progress:
-                progress(done, settings.num_instances)
+                progress(done, len(ids))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_generate_one, todo):
+            for _ in pool.map(_build_and_write, todo):
                 done += 1
                 if progress:
-                    progress(done, settings.num_instances)
+                    progress(done, len(ids))
     atomic_write_json(layout.split_file, split)
     for d in (root / ".staging" / settings.category, root / ".staging"):
         try:
@@ -428,8 +525,9 @@ def generate_category(
     return split
 
 
-def check_settings(settings: GeneratorSettings) -> Optional[str]:
-    if settings.num_instances < 1:
+def check_settings(settings: RenderSettings) -> Optional[str]:
+    """A one-line problem with the settings (None when they are fine)."""
+    if getattr(settings, "num_instances", 1) < 1:
         return "--num-instances must be >= 1"
     if settings.resolution < 8:
         return "--resolution must be >= 8"

@@ -7,14 +7,14 @@ image +y up), principal point at the image centre, pixel (row i, col j) centred 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List
 
 import numpy as np
 from embreex import rtcore_scene as rtcs
 from embreex.mesh_construction import TriangleMesh
 
 from featurenerf_ns.data.layout import focal_from_angle
-from featurenerf_ns.data.procedural.appearance import Material, shade
+from featurenerf_ns.data.procedural.appearance import Material, lambert, material_albedo
 
 CAMERA_RADIUS = 1.3
 """Camera distance from the object centre; with near/far 0.8/1.8 any point within 0.5 of the centre is covered."""
@@ -115,6 +115,12 @@ class Raycaster:
 
     def first_hit(self, origins: np.ndarray, dirs: np.ndarray):
         """(triangle id or -1, ray parameter t or inf) for each ray."""
+        prim, t, _ = self.first_hit_barycentric(origins, dirs)
+        return prim, t
+
+    def first_hit_barycentric(self, origins: np.ndarray, dirs: np.ndarray):
+        """(triangle id or -1, ray parameter t or inf, barycentrics (N, 2)) for each ray: the hit point is
+        (1 - b0 - b1) v0 + b0 v1 + b1 v2 of the triangle's corners (Embree's u, v)."""
         res = self.scene.run(
             np.ascontiguousarray(origins, dtype=np.float32), np.ascontiguousarray(dirs, dtype=np.float32), output=1
         )
@@ -123,7 +129,17 @@ class Raycaster:
         hit = prim >= 0
         t[~hit] = np.inf
         prim[~hit] = -1
-        return prim, t
+        return prim, t, np.stack([res["u"], res["v"]], axis=1).astype(np.float64)
+
+
+AlbedoFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``albedo(points (N, 3), triangle ids (N,), barycentrics (N, 2)) -> (N, 3)`` colours in [0, 1] of surface hits."""
+
+
+def material_albedo_fn(face_materials: np.ndarray, materials: List[Material]) -> AlbedoFn:
+    """The procedural appearance as an :data:`AlbedoFn`: each face's solid-textured material (``face_materials`` (F,)
+    indexes ``materials``)."""
+    return lambda pts, prim, bary: material_albedo(pts, face_materials[prim], materials)
 
 
 @dataclass
@@ -143,8 +159,23 @@ def render_view(
     K: Intrinsics,
     supersample: int = 2,
 ) -> RenderedView:
-    """Renders RGBA (anti-aliased with ``supersample``^2 rays per pixel), and depth and part labels from
-    the ray through each pixel centre."""
+    """:func:`render_albedo_view` of a procedural object: each face in its material (``face_materials`` (F,))."""
+    albedo = material_albedo_fn(face_materials, materials)
+    return render_albedo_view(caster, face_normals, face_labels, albedo, c2w, K, supersample)
+
+
+def render_albedo_view(
+    caster: Raycaster,
+    face_normals: np.ndarray,
+    face_labels: np.ndarray,
+    albedo: AlbedoFn,
+    c2w: np.ndarray,
+    K: Intrinsics,
+    supersample: int = 2,
+) -> RenderedView:
+    """Renders RGBA (anti-aliased with ``supersample``^2 rays per pixel; colour = :func:`lambert` of ``albedo`` at
+    the hit with the hit face's normal), and depth and part labels (``face_labels`` (F,)) from the ray through each
+    pixel centre."""
     H, W = K.height, K.width
     s = max(1, int(supersample))
     grid = (np.arange(s) + 0.5) / s
@@ -152,13 +183,13 @@ def render_view(
     if s == 1:
         offsets = offsets[:1]
     origins, dirs = pixel_rays(c2w, K, offsets)
-    prim, t = caster.first_hit(origins, dirs)
+    prim, t, bary = caster.first_hit_barycentric(origins, dirs)
     hit = prim >= 0
     colors = np.zeros((len(prim), 3))
     if hit.any():
         pts = origins[hit] + dirs[hit] * t[hit, None]
         unit_dirs = dirs[hit] / np.linalg.norm(dirs[hit], axis=1, keepdims=True)
-        colors[hit] = shade(pts, face_normals[prim[hit]], unit_dirs, face_materials[prim[hit]], materials)
+        colors[hit] = lambert(albedo(pts, prim[hit], bary[hit]), face_normals[prim[hit]], unit_dirs)
     n_pix = H * W
     center_prim, center_t = prim[:n_pix], t[:n_pix]
     if s == 1:
