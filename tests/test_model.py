@@ -206,6 +206,8 @@ def test_rendered_feature_is_the_weighted_sum_of_sample_features(pipeline_parts)
     w = (alpha * trans)[..., None]
     assert torch.allclose(out["feature"], (w * f["feature"]).sum(1), atol=1e-4)
     assert torch.allclose(out["nerf_feature"], (w * f["nerf_feature"]).sum(1), atol=1e-4)
+    assert torch.equal(f["nerf_feature_relu"], torch.relu(f["nerf_feature"]))  # the heads' input, per sample
+    assert torch.allclose(out["nerf_feature_relu"], (w * f["nerf_feature_relu"]).sum(1), atol=1e-4)
     assert torch.allclose(out["rgb"], (w * f["rgb"]).sum(1), atol=1e-4)  # black background
     assert out["feature"].shape == (32, 384) and out["depth"].shape == (32, 1)
 

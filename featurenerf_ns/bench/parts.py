@@ -136,7 +136,7 @@ def part_field(device: str, peak: Dict[str, float]) -> dict:
                 (
                     o["density"].float().sum()
                     + o["rgb"].float().sum()
-                    + o["feature_basis"].float().sum()
+                    + o["nerf_feature_relu"].float().sum()
                     + o["coords"].float().sum()
                 ).backward()
 

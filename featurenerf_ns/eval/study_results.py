@@ -22,8 +22,16 @@ METHOD_LABELS = {
     "featurenerf:nerf_feature_centred": "FeatureNeRF (DINOv2), internal feature centred per object",
     "featurenerf-nodistill:nerf_feature_centred": "NeRF feature (no distill), centred per object",
     "featurenerf-nocoord:nerf_feature_centred": "FeatureNeRF w/o L_coord, internal feature centred per object",
+    "featurenerf:nerf_feature_relu": "FeatureNeRF (DINOv2), internal feature after ReLU",
+    "featurenerf-nodistill:nerf_feature_relu": "NeRF feature (no distill), after ReLU",
+    "featurenerf-nocoord:nerf_feature_relu": "FeatureNeRF w/o L_coord, internal feature after ReLU",
 }
-FEATURE_KEYS = {"nerf_feature": "", "feature": ":feature", "nerf_feature_centred": ":nerf_feature_centred"}
+FEATURE_KEYS = {
+    "nerf_feature": "",
+    "feature": ":feature",
+    "nerf_feature_centred": ":nerf_feature_centred",
+    "nerf_feature_relu": ":nerf_feature_relu",
+}
 """Evaluated feature name -> suffix of its entry key after the method family (the internal feature has none)."""
 BASELINE_LABELS = {"teacher2d": "Teacher 2D (DINOv2 ViT-S/14)", "untrained": "Untrained network (init)", **PRIOR_LABELS}
 
@@ -65,6 +73,9 @@ ORDER = [
     "featurenerf:nerf_feature_centred",
     "featurenerf-nodistill:nerf_feature_centred",
     "featurenerf-nocoord:nerf_feature_centred",
+    "featurenerf:nerf_feature_relu",
+    "featurenerf-nodistill:nerf_feature_relu",
+    "featurenerf-nocoord:nerf_feature_relu",
     "teacher2d",
     "untrained",
     "view_frame_prior",
@@ -112,6 +123,7 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
         fn, nd, te = get("featurenerf", task), get("featurenerf-nodistill", task), get("teacher2d", task)
         un, vf, head = get("untrained", task), get("view_frame_prior", task), get("featurenerf:feature", task)
         cen = get("featurenerf:nerf_feature_centred", task)
+        relu, relu_nd = get("featurenerf:nerf_feature_relu", task), get("featurenerf-nodistill:nerf_feature_relu", task)
         below = max(un, vf) < min(fn, nd)
         lines.append(
             f"- cross-view {name}: FeatureNeRF internal {fn:.1f} vs no-distill {nd:.1f}: {fn - nd:+.1f} "
@@ -120,6 +132,12 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
             f"models: {verdict(below, un, vf, fn, nd)}; distilled head {head:.1f} "
             f"({'internal feature' if fn >= head else 'distilled head'} is better, by {abs(fn - head):.1f})"
             + (f"; internal feature centred per object {cen:.1f} ({cen - fn:+.1f})" if not math.isnan(cen) else "")
+            + (
+                f"; internal feature after ReLU (the heads' input) {relu:.1f} vs no-distill's {relu_nd:.1f}: "
+                f"{relu - relu_nd:+.1f} ({verdict(relu - relu_nd >= 5, relu, relu_nd)} at +5)"
+                if not (math.isnan(relu) or math.isnan(relu_nd))
+                else ""
+            )
         )
     black = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan"))
     p_fn, p_nd = get("featurenerf", "psnr"), get("featurenerf-nodistill", "psnr")

@@ -125,9 +125,10 @@ class FeatureNeRFField(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """points, directions (B, P, 3) world; maps (B * N, C, h, w) encoder features of the sources' images.
 
-        Returns density (B, P, 1), rgb (B, P, 3), feature (B, P, D), coords (B, P, 3), nerf_feature (B, P, hidden).
-        With ``features=False`` the distilled feature is not evaluated per point; ``feature_basis`` (B, P, hidden),
-        the input of its linear head, is returned instead, for :meth:`composite_feature` after volume rendering."""
+        Returns density (B, P, 1), rgb (B, P, 3), feature (B, P, D), coords (B, P, 3), nerf_feature (B, P, hidden)
+        and nerf_feature_relu = relu(nerf_feature) (B, P, hidden), the input of every head. With ``features=False``
+        the distilled feature is not evaluated per point (:meth:`composite_feature` applies its head to the
+        composited nerf_feature_relu after volume rendering)."""
         B, P, _ = points.shape
         N = sources.num_views
         c = self.config
@@ -170,11 +171,10 @@ class FeatureNeRFField(nn.Module):
             "rgb": torch.sigmoid(heads["rgb"]),
             "coords": heads["coords"],
             "nerf_feature": h,
+            "nerf_feature_relu": basis,
         }
         if features:
             out["feature"] = heads["feature"]
-        else:
-            out["feature_basis"] = basis
         return out
 
     def _zmaps(self, maps: torch.Tensor) -> torch.Tensor:

@@ -143,15 +143,16 @@ class FeatureNeRFModel(ViewerRouting, Model):
             self.train(was_training)
 
     def feature_names(self) -> List[str]:
-        """The per-point features this model has: ``nerf_feature`` (the internal MLP feature) and, when it distils,
-        ``feature`` (the distilled head)."""
-        return ["nerf_feature"] + (["feature"] if self.config.distill else [])
+        """The per-point features this model has: ``nerf_feature`` (the internal MLP feature, before activation:
+        the official choice), ``nerf_feature_relu`` (the same after the ReLU: the input of every head; across views
+        the better descriptor in studies/diag13_anatomy) and, when it distils, ``feature`` (the distilled head)."""
+        return ["nerf_feature", "nerf_feature_relu"] + (["feature"] if self.config.distill else [])
 
     def resolve_feature(self, name: str, where: str = "") -> str:
         """``name``, or for ``auto`` the descriptor our tools use by default (the distilled head where there is one,
         the better cross-view descriptor in studies/cpu30); one-line error naming ``where`` for an unknown one."""
         have = self.feature_names()
-        feat = have[-1] if name == "auto" else name
+        feat = ("feature" if self.config.distill else "nerf_feature") if name == "auto" else name
         if feat not in have:
             raise FeatureNeRFDataError(
                 f"{where or 'model'}: --feature {name} unknown for this model; choose {' or '.join(have)}"
@@ -215,7 +216,7 @@ class FeatureNeRFModel(ViewerRouting, Model):
         per_sample_features: bool = False,
     ) -> Dict[str, torch.Tensor]:
         """Field outputs per sample (R, S, .) for rays grouped into B objects conditioned on ``src`` (encoded as
-        ``maps``); the distilled feature only as its head input ``feature_basis`` unless ``per_sample_features``
+        ``maps``); the distilled feature only as its head input ``nerf_feature_relu`` unless ``per_sample_features``
         (rendering composites the basis, then applies the linear head)."""
         pos = ray_samples.frustums.get_positions()  # (R, S, 3)
         R, S = pos.shape[:2]
@@ -260,11 +261,13 @@ class FeatureNeRFModel(ViewerRouting, Model):
             "nerf_feature": composite("nerf_feature"),
             "weights": weights,
         }
+        if self.config.distill or not self.training:  # (training without distillation has no use for it)
+            out["nerf_feature_relu"] = composite("nerf_feature_relu")
         if self.config.distill:
             if "feature" in f_parts[0]:
                 out["feature"] = composite("feature")
             else:
-                out["feature"] = self.field.composite_feature(composite("feature_basis"), out["accumulation"])
+                out["feature"] = self.field.composite_feature(out["nerf_feature_relu"], out["accumulation"])
         if self.config.predict_coords:
             out["coords"] = composite("coords")
         return out

@@ -247,9 +247,10 @@ def _novel_view(pipeline, ids: List[str]) -> Dict[str, float]:
     return m
 
 
-EVAL_FEATURES = ("nerf_feature", "feature", "nerf_feature_centred")
-"""Features of a run's final evaluation: internal, distilled head (distilled models) and the internal feature
-centred per object (:data:`featurenerf_ns.eval.providers.CENTRED`; evaluations before 2026-12-02 session 6 lack it)."""
+EVAL_FEATURES = ("nerf_feature", "feature", "nerf_feature_centred", "nerf_feature_relu")
+"""Features of a run's final evaluation: internal, distilled head (distilled models), the internal feature
+centred per object (:data:`featurenerf_ns.eval.providers.CENTRED`; evaluations before 2026-12-02 session 6 lack it)
+and the internal feature after its ReLU (the heads' input; evaluations before 2026-12-06 lack it)."""
 
 
 def evaluate_run(st: _Study, cat: str, method: str, seed: int, rec: dict) -> dict:
