@@ -217,6 +217,7 @@ def test_bad_meshes_are_one_line_errors(tmp_path):
     err(tmp_path / "nowhere", "nowhere", "mesh directory not found")
     (tmp_path / "empty").mkdir()
     err(tmp_path / "empty", "no mesh files")
+
     def copy(d: Path, *names: str) -> None:
         for n in names:
             shutil.copy(SAMPLES / n, d / n)

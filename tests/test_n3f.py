@@ -282,3 +282,59 @@ def test_n3f_viewer_in_chromium(trained_config, tmp_path):
     names = {p.name for p in res.screenshots}
     assert {"n3f_feature_pca.png", "n3f_similarity.png", "n3f_segment.png", "n3f_remove.png"} <= names
     assert all(p.stat().st_size > 5_000 for p in res.screenshots)
+
+
+def test_segment_volume_grows_through_the_object_and_drops_lookalikes():
+    """Hysteresis joins a part whose features are only near the query to the selected matter; a look-alike object
+    elsewhere (not connected, holding no seed) is dropped; free space never joins; contains() reads the grid."""
+    from featurenerf_ns.model_components.segment_edit import SegmentCleanup, SegmentVolume, segment_volume
+
+    lo, hi = torch.zeros(3), torch.ones(3)
+    q = torch.tensor([1.0, 0.0])
+
+    def query_fn(x):
+        a = (x[:, 0] < 0.3) & (x[:, 1] < 0.5)  # object A: left block, the query's features ...
+        a_part = (x[:, 0] >= 0.3) & (x[:, 0] < 0.5) & (x[:, 1] < 0.5)  # ... and a part of A further from q
+        b = (x[:, 0] > 0.8) & (x[:, 1] > 0.8)  # a look-alike object B far away
+        feats = torch.zeros(len(x), 2)
+        feats[:, 1] = 1.0  # free space: orthogonal to q
+        feats[a | b] = q
+        feats[a_part] = torch.tensor([0.95, 0.3])  # distance 0.31 from q
+        sigma = (a | a_part | b).float() * 10.0
+        return feats, sigma
+
+    seeds = torch.tensor([[0.1, 0.1, 0.5]])
+    tight = segment_volume(query_fn, lo, hi, q, 0.2, 1.0, seeds, SegmentCleanup(20, grow=1.0, dilate=0))
+    grown = segment_volume(query_fn, lo, hi, q, 0.2, 1.0, seeds, SegmentCleanup(20, grow=2.5, dilate=0))
+    noseed = segment_volume(query_fn, lo, hi, q, 0.2, 1.0, None, SegmentCleanup(20, grow=1.0, dilate=0))
+    probe = torch.tensor([[0.1, 0.2, 0.5], [0.4, 0.2, 0.5], [0.9, 0.9, 0.5], [0.6, 0.7, 0.5], [1.5, 0.1, 0.5]])
+    assert tight.contains(probe).tolist() == [True, False, False, False, False]
+    assert grown.contains(probe).tolist() == [True, True, False, False, False]
+    assert noseed.contains(probe)[0] and not noseed.contains(probe)[2]  # A has more strong voxels than B
+    full = SegmentVolume(lo, hi, torch.ones(4, 4, 4, dtype=torch.bool))
+    edit = SegmentEdit(q, 0.2, "remove", full)
+    assert edit.density_scale(torch.zeros(2, 2), probe[:2]).sum() == 0
+    with pytest.raises(ValueError, match="sample positions"):
+        edit.density_scale(torch.zeros(2, 2))
+
+
+def test_edits_reach_the_proposal_densities(pipeline):
+    """An edit also masks the proposal networks' densities (otherwise the removed surface keeps the samples)."""
+    from featurenerf_ns.model_components.segment_edit import SegmentVolume
+
+    model = pipeline.model
+    lo, hi = model.scene_box.aabb[0].float(), model.scene_box.aabb[1].float()
+    x = lo + torch.rand(3, 7, 3, generator=torch.Generator().manual_seed(0)) * (hi - lo)
+    with torch.no_grad():
+        q = model.feature_field(x)[0, 0]
+        raw = [fn(x) for fn in model.density_fns]
+        everything = SegmentVolume(lo, hi, torch.ones(2, 2, 2, dtype=torch.bool))
+        for edit, expect_zero in (
+            (SegmentEdit(q, 2.0, "remove"), True),
+            (SegmentEdit(q, 2.0, "extract"), False),
+            (SegmentEdit(q, 0.0, "remove", everything), True),
+        ):
+            with model.editing(edit):
+                edited = [model._edited(fn)(x) for fn in model.density_fns]
+            for r, e in zip(raw, edited):
+                assert torch.equal(e, torch.zeros_like(r)) if expect_zero else torch.allclose(e, r)

@@ -57,7 +57,7 @@ from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.data.procedural.generate import (
     LONGEST_EDGE,
     MAX_RADIUS,
-    ViewSettings,
+    CategorySettings,
     camera_poses,
     category_conventions,
     render_instance,
@@ -74,11 +74,10 @@ KEYPOINT_SURFACE_TOL = 0.01
 
 
 @dataclass(frozen=True)
-class MeshSettings(ViewSettings):
+class MeshSettings(CategorySettings):
     """Everything that changes the rendered category (its fingerprint); built by :func:`mesh_settings`; the
-    rendering fields (views, resolution, seed, ...) are :class:`ViewSettings`'."""
+    category and rendering fields (views, resolution, seed, ...) are :class:`CategorySettings`'."""
 
-    category: str
     input: str
     """The mesh directory (not part of the fingerprint: moving it changes nothing)."""
     sources: Tuple[Tuple[str, str, str], ...] = ()

@@ -12,7 +12,7 @@ the selected region (IoU); used by the scene tasks, the export and the viewer's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,23 +43,126 @@ def best_threshold(dist: torch.Tensor, mask: torch.Tensor, grid: Optional[Sequen
 
 
 @dataclass
+class SegmentVolume:
+    """A cleaned-up 3D segment on a voxel grid over the box [lo, hi] (model frame): ``occupied`` (G, G, G) bool.
+
+    Built by :func:`segment_volume` from the per-sample rule above; an edit with a volume removes / keeps whatever
+    lies in an occupied voxel, whatever its feature."""
+
+    lo: torch.Tensor
+    """(3,) box corner."""
+    hi: torch.Tensor
+    """(3,) opposite corner."""
+    occupied: torch.Tensor
+    """(G, G, G) bool, indexed [x, y, z]."""
+
+    def contains(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions (..., 3) -> (...,) bool: inside an occupied voxel (outside the box: False)."""
+        g = torch.tensor(self.occupied.shape, device=positions.device)
+        lo, hi = self.lo.to(positions.device), self.hi.to(positions.device)
+        idx = torch.floor((positions.float() - lo) / (hi - lo) * g).long()
+        valid = ((idx >= 0) & (idx < g)).all(dim=-1)
+        idx = torch.minimum(idx.clamp(min=0), g - 1)
+        occ = self.occupied.to(positions.device)[idx[..., 0], idx[..., 1], idx[..., 2]]
+        return occ & valid
+
+
+@dataclass
+class SegmentCleanup:
+    """How :func:`segment_volume` cleans a segment on a grid (one home for the scene tasks' and tools' knobs).
+
+    Measured on the embedded scene (n3f-tiny, 1400 steps, 6 objects x 4 held-out frames;
+    ``docs/n3f/experiments/edit_variants.py``), against the raw per-sample rule: grow 1.0 (components + dilation
+    only): 3D segmentation IoU 39.5 -> 68.1, removal 22.88 -> 23.15 dB (unedited 22.64), extraction 27.18 -> 28.39,
+    amodal IoU 51.6 -> 62.4; grow 1.5: IoU 81.3 but removal 23.05, extraction 26.35; grow 2.0 reaches the platform
+    (removal 19.97). One scene: a default, not a law."""
+
+    resolution: int = 64
+    """Grid cells per axis over the scene box."""
+    grow: float = 1.0
+    """Hysteresis: voxels with d <= grow * tau join when connected to d <= tau ones (1.0: no growth)."""
+    dilate: int = 1
+    """Voxels of binary dilation after the component selection."""
+
+
+def segment_volume(
+    query_fn: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    query: torch.Tensor,
+    tau: float,
+    tau_sigma: float,
+    seeds: Optional[torch.Tensor] = None,
+    cleanup: Optional[SegmentCleanup] = None,
+) -> SegmentVolume:
+    """Clean the per-sample segment {d(f(x), q) <= tau, sigma(x) >= tau_sigma} on a grid (``cleanup``):
+
+    1. hysteresis: occupied voxels with d <= ``grow`` * tau are kept when 26-connected to a voxel with d <= tau
+       (parts of the object whose own features are further from the query than the selection's, e.g. a chair's
+       seat when the back was selected, join the segment through the object's own matter);
+    2. connected components: only those holding a ``seeds`` point (M, 3) (the selection's surface points), or,
+       without seeds, the one with the most d <= tau voxels (drops a similar-looking object elsewhere);
+    3. ``dilate`` voxels of binary dilation (the grid samples the surface coarsely).
+
+    ``query_fn(points (N, 3)) -> (features (N, D), density (N,))`` is the model's 3D query. scikit-image's
+    hysteresis and labelling and scipy's dilation do the grid work."""
+    from scipy.ndimage import binary_dilation
+    from skimage.filters import apply_hysteresis_threshold
+    from skimage.measure import label
+
+    c = cleanup or SegmentCleanup()
+    G, grow, dilate = int(c.resolution), float(c.grow), int(c.dilate)
+    lo, hi = lo.float().cpu(), hi.float().cpu()
+    axes = [lo[i] + (torch.arange(G, dtype=torch.float32) + 0.5) * (hi[i] - lo[i]) / G for i in range(3)]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+    feats, sigma = query_fn(centres)
+    dist = feature_distance(feats.cpu(), query).reshape(G, G, G).numpy()
+    occ = (sigma.cpu().float() >= tau_sigma).reshape(G, G, G).numpy()
+    score = np.where(occ, 2.0 - dist, 0.0)  # higher = closer to the query; free space 0
+    keep = apply_hysteresis_threshold(score, 2.0 - min(grow * tau, 2.0) - 1e-6, 2.0 - tau - 1e-6)
+    labels = label(keep, connectivity=3)
+    if labels.max() > 0:
+        if seeds is not None and len(seeds):
+            idx = torch.floor((seeds.float().cpu() - lo) / (hi - lo) * G).long().clamp(0, G - 1).numpy()
+            near = np.zeros_like(keep)
+            near[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+            near = binary_dilation(near, iterations=1)
+            chosen = np.unique(labels[near & keep])
+        else:
+            strong = keep & (score >= 2.0 - tau - 1e-6)
+            counts = np.bincount(labels[strong], minlength=labels.max() + 1)
+            counts[0] = 0
+            chosen = np.array([int(counts.argmax())])
+        keep = np.isin(labels, chosen[chosen > 0])
+    if dilate > 0 and keep.any():
+        keep = binary_dilation(keep, iterations=int(dilate))
+    return SegmentVolume(lo, hi, torch.from_numpy(np.ascontiguousarray(keep)))
+
+
+@dataclass
 class SegmentEdit:
     query: torch.Tensor
     """(D,) query feature (normalised here)."""
     tau: float
     """Distance threshold between unit-normalised features, in [0, 2]."""
     mode: Literal["remove", "extract"] = "remove"
+    volume: Optional[SegmentVolume] = None
+    """A cleaned segment (:func:`segment_volume`): when given, membership is the voxel's, not the sample's feature."""
 
     def __post_init__(self):
         if self.mode not in ("remove", "extract"):
             raise ValueError(f"segment edit: mode {self.mode!r} unknown; use remove or extract")
 
-    def inside(self, feats: torch.Tensor) -> torch.Tensor:
-        """feats (..., D) -> (...,) bool."""
+    def inside(self, feats: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """feats (..., D), positions (..., 3) (needed with a volume) -> (...,) bool."""
+        if self.volume is not None:
+            if positions is None:
+                raise ValueError("segment edit: a volume segment needs the sample positions")
+            return self.volume.contains(positions)
         return feature_distance(feats, self.query) <= self.tau
 
-    def density_scale(self, feats: torch.Tensor) -> torch.Tensor:
+    def density_scale(self, feats: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """feats (..., D) -> (..., 1) float: 1 where the density is kept, 0 where it is removed."""
-        inside = self.inside(feats)
+        inside = self.inside(feats, positions)
         keep = ~inside if self.mode == "remove" else inside
         return keep.float()[..., None]

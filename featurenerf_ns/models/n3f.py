@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
@@ -145,6 +145,19 @@ class N3FModel(ViewerRouting, NerfactoModel):
         finally:
             self.edit = previous
 
+    def _edited(self, density_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        """A proposal network's density function with the current edit applied: removed matter must also vanish
+        from the proposal densities, otherwise the final samples stay packed on the removed surface and the
+        space behind it is never sampled (the removed object leaves a dark ghost)."""
+        edit = self.edit
+        assert edit is not None
+
+        def edited(positions: Tensor, times: Optional[Tensor] = None) -> Tensor:
+            sigma = density_fn(positions) if times is None else density_fn(positions, times)
+            return sigma * edit.density_scale(self.feature_field(positions), positions).to(sigma)
+
+        return edited
+
     @property
     def distilling(self) -> bool:
         return not self.training or self.step >= self.config.feature_start_step
@@ -153,14 +166,16 @@ class N3FModel(ViewerRouting, NerfactoModel):
     def get_outputs(self, ray_bundle: RayBundle):  # type: ignore[override]
         if self.training:
             self.camera_optimizer.apply_to_raybundle(ray_bundle)
-        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
+        density_fns = self.density_fns if self.edit is None else [self._edited(fn) for fn in self.density_fns]
+        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=density_fns)
         field_outputs = self.field.forward(ray_samples)
         if self.config.use_gradient_scaling:
             field_outputs = scale_gradients_by_distance_squared(field_outputs, ray_samples)
-        feats = self.feature_field(ray_samples.frustums.get_positions()) if self.distilling else None  # (R, S, D)
+        positions = ray_samples.frustums.get_positions()
+        feats = self.feature_field(positions) if self.distilling else None  # (R, S, D)
         density = field_outputs[FieldHeadNames.DENSITY]
         if self.edit is not None and feats is not None:
-            density = density * self.edit.density_scale(feats)
+            density = density * self.edit.density_scale(feats, positions)
         weights = ray_samples.get_weights(density)
         weights_list.append(weights)
         ray_samples_list.append(ray_samples)

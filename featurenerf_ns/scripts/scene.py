@@ -42,7 +42,8 @@ ROWS = [
      "scene/retrieval/n3f_train_map", "{:.1f} / {:.1f}"),
     ("retrieval mAP, held-out galleries: teacher-2D / N3F", "scene/retrieval/teacher2d_heldout_map",
      "scene/retrieval/n3f_heldout_map", "{:.1f} / {:.1f}"),
-    ("3D segmentation IoU (surface samples)", "scene/segmentation3d/iou", None, "{:.1f}"),
+    ("3D segmentation IoU (surface samples): cleaned on a grid / raw per-sample rule", "scene/segmentation3d/iou",
+     "scene/segmentation3d/iou_samples", "{:.1f} / {:.1f}"),
     ("remove: PSNR / unedited render's PSNR (floor)", "scene/editing/remove_psnr",
      "scene/editing/remove_unedited_psnr", "{:.2f} / {:.2f}"),
     ("extract: PSNR / unedited render's PSNR (floor)", "scene/editing/extract_psnr",
@@ -61,8 +62,10 @@ ROWS = [
 def results_table(metrics: dict) -> str:
     lines = ["| task | value |", "|---|---|"]
     for label, a, b, fmt in ROWS:
-        if a not in metrics or (b is not None and b not in metrics):
+        if a not in metrics:
             continue
+        if b is not None and b not in metrics:  # an older metrics file: the first figure only
+            b, fmt, label = None, fmt.split(" / ")[0], label.split(":")[0]
         vals = [metrics[a]] + ([metrics[b]] if b else [])
         lines.append(f"| {label} | {fmt.format(*vals)} |")
     return "\n".join(lines) + "\n"

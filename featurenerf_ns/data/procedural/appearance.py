@@ -139,4 +139,3 @@ def lambert(albedo: np.ndarray, normals: np.ndarray, view_dirs: np.ndarray) -> n
         ld = direction / np.linalg.norm(direction)
         light += intensity * np.clip(n @ ld, 0.0, None)
     return np.clip(albedo * light[:, None], 0.0, 1.0)
-

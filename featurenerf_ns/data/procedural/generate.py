@@ -21,7 +21,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 
 import numpy as np
 import trimesh
@@ -83,8 +83,19 @@ class ViewSettings:
 
 
 @dataclass(frozen=True)
-class GeneratorSettings(ViewSettings):
+class CategorySettings(ViewSettings):
+    """One category's rendering settings: what rendering and writing an instance read (the procedural generator's
+    :class:`GeneratorSettings` and the mesh renderer's settings extend it with their own fingerprint)."""
+
     category: str
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes the rendered data."""
+        raise NotImplementedError(f"{type(self).__name__} must define fingerprint()")
+
+
+@dataclass(frozen=True)
+class GeneratorSettings(CategorySettings):
     num_instances: int = 60
 
     def fingerprint(self) -> str:
@@ -264,32 +275,7 @@ def build_instance(settings: GeneratorSettings, index: int, split: str) -> Dict[
     return {"id": instance_id(index), "split": split, "meta": meta, **data}
 
 
-class RenderSettings(Protocol):
-    """What rendering and writing an instance read from its settings (:class:`GeneratorSettings` and the mesh
-    renderer's settings both have it)."""
-
-    @property
-    def category(self) -> str: ...
-
-    @property
-    def resolution(self) -> int: ...
-
-    @property
-    def train_views(self) -> int: ...
-
-    @property
-    def eval_views(self) -> int: ...
-
-    @property
-    def supersample(self) -> int: ...
-
-    @property
-    def num_points(self) -> int: ...
-
-    def fingerprint(self) -> str: ...
-
-
-def camera_poses(settings: RenderSettings, split: str, rng: np.random.Generator) -> np.ndarray:
+def camera_poses(settings: CategorySettings, split: str, rng: np.random.Generator) -> np.ndarray:
     """(V, 4, 4) c2w: ``train_views`` random upper-hemisphere views (drawn from ``rng``) for a train instance,
     else the ``eval_views`` fixed views every val/test instance shares."""
     if split == "train":
@@ -298,7 +284,7 @@ def camera_poses(settings: RenderSettings, split: str, rng: np.random.Generator)
 
 
 def render_instance(
-    settings: RenderSettings,
+    settings: CategorySettings,
     vertices: np.ndarray,
     faces: np.ndarray,
     face_labels: np.ndarray,
@@ -355,7 +341,7 @@ def _png_bytes(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_instance(root: Path, settings: RenderSettings, data: Dict[str, Any]) -> None:
+def write_instance(root: Path, settings: CategorySettings, data: Dict[str, Any]) -> None:
     """Stages the instance, then moves images and annotations into place and writes the camera JSON last."""
     layout = Layout(root, settings.category)
     inst = data["id"]
@@ -387,7 +373,7 @@ def write_instance(root: Path, settings: RenderSettings, data: Dict[str, Any]) -
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def instance_complete(root: Path, settings: RenderSettings, inst: str) -> bool:
+def instance_complete(root: Path, settings: CategorySettings, inst: str) -> bool:
     layout = Layout(root, settings.category)
     cam = layout.camera_file(inst)
     if not cam.is_file():
@@ -460,7 +446,7 @@ def generate_category(
 
 def write_category(
     root: Path,
-    settings: RenderSettings,
+    settings: CategorySettings,
     manifest: Dict[str, Any],
     split: Dict[str, List[str]],
     build: Callable[[Any, str, str], Dict[str, Any]],
@@ -525,7 +511,7 @@ def write_category(
     return split
 
 
-def check_settings(settings: RenderSettings) -> Optional[str]:
+def check_settings(settings: CategorySettings) -> Optional[str]:
     """A one-line problem with the settings (None when they are fine)."""
     if getattr(settings, "num_instances", 1) < 1:
         return "--num-instances must be >= 1"
