@@ -244,12 +244,16 @@ def test_viewer_panel_queries_segments_edits_and_exports(pipeline, tmp_path):
     panel.b1_tau.value = 2.0  # everything inside: the whole frame is tinted
     tinted = panel.render(cam)["segment"]
     assert not torch.allclose(tinted, after["rgb"])
+    panel.b4_clean.value = False  # the raw per-sample segment
     panel.b3_edit.value = "extract"  # extract everything: same density as unedited
     full = panel.render(cam)
     panel.b3_edit.value = "remove"  # remove everything: nothing left
     empty = panel.render(cam)
     assert float(empty["accumulation"].max()) == 0.0
     assert torch.allclose(full["accumulation"], after["accumulation"], atol=1e-5)
+    panel.b4_clean.value = True  # cleaned on a grid: computed once per (query, tau), applied by position
+    edit = panel.edit()
+    assert edit is not None and edit.volume is not None and panel.edit().volume is edit.volume
     panel.b3_edit.value = "none"
     out = panel.export(tmp_path / "viewer_export")
     assert out is not None and json.loads((out / "export.json").read_text())["selection"] == "centre pixel"

@@ -13,7 +13,10 @@ The pipeline owns an :class:`N3FViewerPanel` (attribute ``n3f``); nerfstudio's v
   (the 2D trace of the 3D segment {x : d(f(x), q) <= tau}).
 
 The query is the rendered feature of a clicked pixel, or the mean normalised feature of a box selection (then tau
-is chosen from that render alone, as in the scene tasks). "Show 3D segment" draws the segment's surface points
+is chosen from that render alone, as in the scene tasks). "Clean segment (3D grid)" (on by default) edits with the
+segment cleaned on a grid as the scene tasks do (``segment_edit.segment_volume`` with the pipeline's
+``scene_tasks`` settings; the component holding the clicked surface point, or for a box the one with most matching
+voxels; computed once per query and tau). "Show 3D segment" draws the segment's surface points
 (``exporters.segment.surface_cloud`` of a few train cameras, computed once) as a point cloud in the scene;
 "Export segment" writes the files of ``featurenerf-scene export`` (points, segment, mesh) to the "Export to" directory.
 """
@@ -22,14 +25,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Dict, Literal, Optional, cast
+from typing import Dict, Literal, Optional, Tuple, cast
 
 import torch
+import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import (
     ViewerButton,
+    ViewerCheckbox,
     ViewerClick,
     ViewerControl,
     ViewerDropdown,
@@ -41,7 +46,7 @@ from torch import nn
 
 from featurenerf_ns.cameras import cap_resolution, single_ray_bundle
 from featurenerf_ns.exporters.segment import ExportError, SurfaceCloud, export_segment, query_from_render, surface_cloud
-from featurenerf_ns.model_components.segment_edit import SegmentEdit, feature_distance
+from featurenerf_ns.model_components.segment_edit import SegmentEdit, SegmentVolume, feature_distance, segment_volume
 from featurenerf_ns.viewer.panel import in_viewer_render_thread
 
 EDITS = ("none", "remove", "extract")
@@ -76,6 +81,8 @@ class N3FViewerPanel(nn.Module):
         self._query: Optional[torch.Tensor] = None
         self._last: Optional[Dict[str, torch.Tensor]] = None  # feature / accumulation of the last viewer render
         self._cloud: Optional[SurfaceCloud] = None
+        self._seeds: Optional[torch.Tensor] = None  # surface points of the query selection (model frame)
+        self._volume: Optional[Tuple[float, SegmentVolume]] = None  # (tau, cleaned segment) of the current query
         self.a1_click = ViewerButton("Click object to set query", cb_hook=self._arm_click)
         self.a2_box = ViewerButton("Box-select region to set query", cb_hook=self._arm_box)
         self.a3_query = ViewerText("Query", "none yet", disabled=True)
@@ -85,6 +92,9 @@ class N3FViewerPanel(nn.Module):
         self.b2_floor = ViewerSlider("Similarity floor", 0.5, 0.0, 0.95, 0.05, hint="1 - d/2 shown as 0")
         self.b3_edit = ViewerDropdown(
             "Edit", "none", list(EDITS), hint="remove: density 0 inside the segment; extract: 0 outside it"
+        )
+        self.b4_clean = ViewerCheckbox(
+            "Clean segment (3D grid)", True, hint="edit with the segment's connected component on a grid, dilated"
         )
         self.c1_show = ViewerButton("Show 3D segment", cb_hook=lambda _: self.show_segment())
         self.c2_export_dir = ViewerText("Export to", "exports/n3f_segment", hint="directory (relative to the cwd)")
@@ -110,7 +120,24 @@ class N3FViewerPanel(nn.Module):
         mode = self.b3_edit.value
         if mode == "none" or self._query is None:
             return None
-        return SegmentEdit(self._query.to(self._model.device), float(self.b1_tau.value), cast(EditMode, mode))
+        tau = float(self.b1_tau.value)
+        volume = self.volume(tau) if self.b4_clean.value else None
+        return SegmentEdit(self._query.to(self._model.device), tau, cast(EditMode, mode), volume)
+
+    @torch.no_grad()
+    def volume(self, tau: float) -> SegmentVolume:
+        """The current query's segment cleaned on a grid (cached per query and tau)."""
+        assert self._query is not None
+        if self._volume is None or self._volume[0] != tau:
+            tasks = self._pipeline.config.scene_tasks
+            aabb = self._model.scene_box.aabb.float().cpu()
+            with self._lock:
+                vol = segment_volume(
+                    self._model.query, aabb[0], aabb[1], self._query, tau, tasks.tau_sigma, self._seeds,
+                    tasks.cleanup_settings,
+                )  # fmt: skip
+            self._volume = (tau, vol)
+        return self._volume[1]
 
     @torch.no_grad()
     def render(self, camera: Cameras, obb_box=None) -> Dict[str, torch.Tensor]:
@@ -138,8 +165,9 @@ class N3FViewerPanel(nn.Module):
         return shown
 
     # ------------------------------------------------------------------ queries
-    def _set_query(self, query: torch.Tensor, label: str) -> None:
+    def _set_query(self, query: torch.Tensor, label: str, seeds: Optional[torch.Tensor] = None) -> None:
         self._query = query.reshape(-1).float().cpu()
+        self._seeds, self._volume = (None if seeds is None else seeds.reshape(-1, 3).float().cpu()), None
         self.a3_query.value = label
         self._message(f"query set: {label}", style="green")
 
@@ -159,7 +187,8 @@ class N3FViewerPanel(nn.Module):
         if acc < 0.5:
             self._message(f"clicked background (accumulation {acc:.2f}); click on an object")
             return False
-        self._set_query(out["feature"][0], label)
+        hit = bundle.origins[0] + F.normalize(bundle.directions[0], dim=-1) * out["depth"][0]
+        self._set_query(out["feature"][0], label, hit)
         return True
 
     def query_box(self, min_bounds, max_bounds) -> bool:
