@@ -199,7 +199,12 @@ def field_point_features(model, xyz: torch.Tensor, names: Sequence[str], chunk: 
     with model.autocast():
         for i in range(0, len(xyz), chunk):
             res = model.field(
-                xyz[None, i : i + chunk], dirs[None, i : i + chunk], maps, src, tuple(src.images.shape[-2:])
+                xyz[None, i : i + chunk],
+                dirs[None, i : i + chunk],
+                maps,
+                src,
+                tuple(src.images.shape[-2:]),
+                features="feature" in names,  # the D-wide distilled head only when asked for
             )
             for k in names:
                 out[k].append(res[k][0].float())
