@@ -97,8 +97,30 @@ def test_smoothness_metric_inside_objects_and_across_edges():
     t = SmoothnessTally()
     t.add(feat, inst)
     assert t.roughness == 0.0 and t.edge_contrast == pytest.approx(np.sqrt(2), rel=1e-5)
+    assert t.edge_contrast_band == pytest.approx(np.sqrt(2), rel=1e-5)  # a clean step: the same
     with pytest.raises(ValueError, match="instance mask"):
         pair_stats(feat, inst[:5])
+
+
+def test_edge_contrast_of_window_means_ignores_noise_and_sees_blur():
+    """Noise inflates the pixel-pair edge contrast but not the window-mean one; a blur across the boundary lowers
+    the window-mean contrast."""
+    g = torch.Generator().manual_seed(0)
+    inst = torch.zeros(32, 32, dtype=torch.long)
+    inst[:, 16:] = 1
+    clean = torch.zeros(32, 32, 8)
+    clean[:, :16, 0], clean[:, 16:, 1] = 1.0, 1.0  # a sqrt(2) step at the boundary
+    noisy = clean + 0.3 * torch.randn(32, 32, 8, generator=g)
+    blurred = clean.clone()
+    ramp = torch.linspace(0, 1, 8)  # 8 columns of linear blend across the boundary
+    blurred[:, 12:20, 0], blurred[:, 12:20, 1] = 1 - ramp, ramp
+    tally = {}
+    for name, f in (("clean", clean), ("noisy", noisy), ("blurred", blurred)):
+        tally[name] = SmoothnessTally()
+        tally[name].add(f, inst)
+    assert tally["noisy"].roughness > 0.3 and tally["clean"].roughness == 0.0
+    assert tally["noisy"].edge_contrast_band == pytest.approx(np.sqrt(2), abs=0.1)
+    assert tally["blurred"].edge_contrast_band < 1.0 < tally["clean"].edge_contrast_band
 
 
 @pytest.fixture(scope="module")

@@ -252,6 +252,7 @@ def scene_metrics(
             tally.add(feature_of(g), torch.from_numpy(instance[g]))
         metrics[f"scene/smoothness/{name}_roughness"] = tally.roughness
         metrics[f"scene/smoothness/{name}_edge_contrast"] = tally.edge_contrast
+        metrics[f"scene/smoothness/{name}_edge_contrast_band"] = tally.edge_contrast_band
 
     # 3D segmentation, editing and amodal masks: one query per object (its largest region among the query frames)
     surf = scene.surface()

@@ -99,6 +99,7 @@ COLUMNS: List[Tuple[str, Optional[str], str]] = [
     ("feat. cos", "scene/heldout/feature_cosine", "{:.3f}"),
     ("roughness in objects (lower: smoother)", "scene/smoothness/n3f_roughness", "{:.3f}"),
     ("edge contrast (higher: sharper)", "scene/smoothness/n3f_edge_contrast", "{:.3f}"),
+    ("edge contrast of window means", "scene/smoothness/n3f_edge_contrast_band", "{:.3f}"),
     ("retrieval mAP held-out", "scene/retrieval/n3f_heldout_map", "{:.1f}"),
     ("3D seg IoU", "scene/segmentation3d/iou", "{:.1f}"),
     ("remove PSNR", "scene/editing/remove_psnr", "{:.2f}"),
@@ -137,6 +138,7 @@ def study_table(evals: Dict[str, dict], labels: Dict[str, str]) -> str:
         ref = {
             "scene/smoothness/n3f_roughness": m.get("scene/smoothness/teacher2d_roughness"),
             "scene/smoothness/n3f_edge_contrast": m.get("scene/smoothness/teacher2d_edge_contrast"),
+            "scene/smoothness/n3f_edge_contrast_band": m.get("scene/smoothness/teacher2d_edge_contrast_band"),
             "scene/retrieval/n3f_heldout_map": m.get("scene/retrieval/teacher2d_heldout_map"),
         }
         cells = [fmt.format(ref[key]) if key in ref and ref[key] is not None else "-" for _, key, fmt in COLUMNS]

@@ -7,7 +7,12 @@ horizontally and vertically adjacent pixel pairs (u, v), with d(u, v) = ||eta(F_
 * **roughness** = mean d over pairs inside one object (L_u = L_v >= 1): the feature's gradient magnitude where
   it should be constant; lower is smoother.
 * **edge contrast** = mean d over pairs across an object boundary (L_u != L_v, at least one >= 1): what smoothing
-  must keep; higher is sharper.
+  must keep; higher is sharper. Pixel noise raises it too (a noisy map differs between any two neighbours), so a
+  smoother that only removes noise lowers it.
+* **edge contrast of window means** (``edge_contrast_band``) = mean over the same boundary pairs of
+  ||eta(m_u) - eta(m_v)||, where m_u is the mean normalised feature of the pixels of u's own region within the
+  (2r+1)^2 window around u (r = ``BAND_RADIUS``): the step between the two sides with the noise averaged out;
+  a blur across the boundary lowers it, denoising does not.
 
 Both are accumulated as sums and counts over frames (:class:`SmoothnessTally`), so the mean is over pairs.
 """
@@ -20,6 +25,9 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+BAND_RADIUS = 2
+"""Half-width of the window of :func:`pair_stats`' edge contrast of window means (5 x 5 pixels)."""
+
 
 def pair_stats(feature: torch.Tensor, instance: torch.Tensor) -> Dict[str, float]:
     """feature (H, W, D), instance (H, W) int -> sums and counts of d inside objects and across boundaries."""
@@ -27,10 +35,11 @@ def pair_stats(feature: torch.Tensor, instance: torch.Tensor) -> Dict[str, float
         raise ValueError(f"smoothness: feature map {tuple(feature.shape[:2])} vs instance mask {tuple(instance.shape)}")
     f = F.normalize(feature.float(), dim=-1)
     lab = instance.long()
-    out = {"inside_sum": 0.0, "inside_n": 0.0, "edge_sum": 0.0, "edge_n": 0.0}
-    for a, b, la, lb in (
-        (f[:, 1:], f[:, :-1], lab[:, 1:], lab[:, :-1]),
-        (f[1:], f[:-1], lab[1:], lab[:-1]),
+    m = region_window_means(f, lab, BAND_RADIUS)
+    out = {"inside_sum": 0.0, "inside_n": 0.0, "edge_sum": 0.0, "edge_n": 0.0, "band_sum": 0.0}
+    for a, b, ma, mb, la, lb in (
+        (f[:, 1:], f[:, :-1], m[:, 1:], m[:, :-1], lab[:, 1:], lab[:, :-1]),
+        (f[1:], f[:-1], m[1:], m[:-1], lab[1:], lab[:-1]),
     ):
         d = (a - b).norm(dim=-1)
         inside = (la == lb) & (la >= 1)
@@ -39,6 +48,21 @@ def pair_stats(feature: torch.Tensor, instance: torch.Tensor) -> Dict[str, float
         out["inside_n"] += float(inside.sum())
         out["edge_sum"] += float(d[edge].sum())
         out["edge_n"] += float(edge.sum())
+        out["band_sum"] += float((F.normalize(ma, dim=-1) - F.normalize(mb, dim=-1)).norm(dim=-1)[edge].sum())
+    return out
+
+
+def region_window_means(f: torch.Tensor, lab: torch.Tensor, r: int) -> torch.Tensor:
+    """f (H, W, D), lab (H, W) -> (H, W, D): at each pixel the mean of f over the pixels of the *same label* in the
+    (2r+1)^2 window around it (masked box filters, one per label present)."""
+    out = torch.zeros_like(f)
+    k = 2 * r + 1
+    for value in lab.unique().tolist():
+        mask = (lab == value).float()[None, None]  # (1, 1, H, W)
+        num = F.avg_pool2d(f.permute(2, 0, 1)[None] * mask, k, stride=1, padding=r, count_include_pad=True)
+        den = F.avg_pool2d(mask, k, stride=1, padding=r, count_include_pad=True).clamp(min=1e-12)
+        sel = lab == value
+        out[sel] = (num / den)[0].permute(1, 2, 0)[sel]
     return out
 
 
@@ -48,6 +72,7 @@ class SmoothnessTally:
     inside_n: float = 0.0
     edge_sum: float = 0.0
     edge_n: float = 0.0
+    band_sum: float = 0.0
 
     def add(self, feature: torch.Tensor, instance: torch.Tensor) -> None:
         for key, value in pair_stats(feature, instance).items():  # inside_/edge_ sum and n: the fields' names
@@ -60,3 +85,7 @@ class SmoothnessTally:
     @property
     def edge_contrast(self) -> float:
         return self.edge_sum / self.edge_n if self.edge_n else float("nan")
+
+    @property
+    def edge_contrast_band(self) -> float:
+        return self.band_sum / self.edge_n if self.edge_n else float("nan")

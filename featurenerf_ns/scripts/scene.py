@@ -54,6 +54,8 @@ ROWS = [
      "scene/smoothness/n3f_roughness", "{:.3f} / {:.3f}"),
     ("feature edge contrast across object boundaries: teacher-2D / N3F",
      "scene/smoothness/teacher2d_edge_contrast", "scene/smoothness/n3f_edge_contrast", "{:.3f} / {:.3f}"),
+    ("feature edge contrast of window means (noise averaged out): teacher-2D / N3F",
+     "scene/smoothness/teacher2d_edge_contrast_band", "scene/smoothness/n3f_edge_contrast_band", "{:.3f} / {:.3f}"),
     ("amodal mask IoU / GT visible mask as amodal (oracle reference)", "scene/amodal/amodal_iou",
      "scene/amodal/visible_mask_oracle_iou", "{:.1f} / {:.1f}"),
 ]  # fmt: skip
