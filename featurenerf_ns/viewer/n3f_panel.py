@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Dict, Literal, Optional, Tuple, cast
+from typing import Any, Dict, Literal, Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,8 @@ class N3FViewerPanel(nn.Module):
         """The current query's segment cleaned on a grid (cached per query and tau)."""
         assert self._query is not None
         if self._volume is None or self._volume[0] != tau:
-            tasks = self._pipeline.config.scene_tasks
+            pipeline: Any = self._pipeline
+            tasks = pipeline.config.scene_tasks  # SceneTaskConfig: the scene tasks' segment settings
             aabb = self._model.scene_box.aabb.float().cpu()
             with self._lock:
                 vol = segment_volume(
