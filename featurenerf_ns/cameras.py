@@ -63,6 +63,14 @@ def single_ray_bundle(origin, direction) -> RayBundle:
     )
 
 
+def ray_hits(origins: torch.Tensor, directions: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Where rays meet the rendered surface: x = o + t d with d normalised here and t the rendered depth.
+
+    origins (..., 3), directions (..., 3), depth (..., 1) -> (..., 3). nerfstudio's ``depth`` output is the
+    distance along the unit direction, so the direction must be normalised (camera rays are not always)."""
+    return origins + F.normalize(directions, dim=-1) * depth
+
+
 def look_at_of(c2w: np.ndarray, height: int, focal: float) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """A camera-to-world pose (OpenGL convention, 3x4 or 4x4) as an orbit camera: (vertical fov = 2 atan(H / 2f),
     up = the camera's y axis, position, look-at = position + |position| * forward with forward = -z)."""

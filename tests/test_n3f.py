@@ -187,7 +187,8 @@ def test_export_cli_writes_ply_npz_and_mesh_that_open3d_reads(trained_config, pi
     cmd = [
         str(BIN / "featurenerf-scene"), "export", "--load-config", str(trained_config), "--out", str(out),
         "--frame", "1", "--box", "0", "0", "32", "32", "--num-frames", "2", "--scale", "1.0",
-        "--min-accumulation", "0.0", "--mesh-resolution", "16", "--mesh-level", "0.0", "--tau", "0.8",
+        "--min-accumulation", "0.0", "--mesh-resolution", "16", "--mesh-level", "0.001", "--tau", "0.8",
+        "--tau-sigma", "0.0",  # the 5-step model's density is low: every voxel may join the cleaned segment
     ]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -200,7 +201,12 @@ def test_export_cli_writes_ply_npz_and_mesh_that_open3d_reads(trained_config, pi
     np.testing.assert_allclose(np.asarray(cloud.colors), np.round(arrays["rgb"] * 255) / 255, atol=1e-6)
     seg = o3d.io.read_point_cloud(str(out / "segment.ply"))
     assert len(seg.points) == summary["segment_points"] == int(arrays["segment"].sum())
-    assert np.array_equal(arrays["segment"], arrays["distance"] <= 0.8)
+    # default --clean: the segment is the points inside the cleaned voxels, stored in the npz to re-apply
+    from featurenerf_ns.model_components.segment_edit import SegmentVolume
+
+    vol = SegmentVolume(*(torch.from_numpy(arrays[k]) for k in ("segment_box_lo", "segment_box_hi", "segment_voxels")))
+    assert summary["segment"].startswith("cleaned on a (64, 64, 64) grid") and summary["segment_points"] > 0
+    assert np.array_equal(arrays["segment"], vol.contains(torch.from_numpy(arrays["points_model"])).numpy())
     feats, _ = pipeline.model.query(torch.from_numpy(arrays["points_model"][:50]))
     np.testing.assert_allclose(arrays["feature"][:50], feats.numpy(), atol=1e-5)
     from featurenerf_ns.cameras import model_to_data
@@ -257,6 +263,14 @@ def test_viewer_panel_queries_segments_edits_and_exports(pipeline, tmp_path):
     panel.b3_edit.value = "none"
     out = panel.export(tmp_path / "viewer_export")
     assert out is not None and json.loads((out / "export.json").read_text())["selection"] == "centre pixel"
+    npz = np.load(out / "points.npz")  # the export is the cleaned segment the edit uses
+    assert np.array_equal(npz["segment_voxels"], edit.volume.occupied.numpy())
+    assert np.array_equal(npz["segment"], edit.volume.contains(torch.from_numpy(npz["points_model"])).numpy())
+    panel.b4_clean.value = False
+    raw = panel.export(tmp_path / "viewer_export_raw")
+    assert raw is not None
+    npz = np.load(raw / "points.npz")  # without cleaning: the per-point feature rule, no voxels stored
+    assert "segment_voxels" not in npz and np.array_equal(npz["segment"], npz["distance"] <= 2.0)
     # a click: the ray through the camera's centre pixel gives that pixel's feature (or reports the background)
     bundle = cam.generate_rays(camera_indices=0, keep_shape=True)
     hit = panel.query_ray(bundle.origins[16, 16], bundle.directions[16, 16], "ray")

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from featurenerf_ns.cameras import data_to_model
+from featurenerf_ns.cameras import data_to_model, ray_hits
 from featurenerf_ns.data.procedural.scene_data import SceneData
 from featurenerf_ns.eval.smoothness import SmoothnessTally
 from featurenerf_ns.model_components.segment_edit import (
@@ -48,8 +48,8 @@ from featurenerf_ns.model_components.segment_edit import (
     SegmentEdit,
     best_threshold,
     feature_distance,
+    model_segment_volume,
     region_query,
-    segment_volume,
 )
 
 N3FPipeline = Any
@@ -163,8 +163,7 @@ class SceneRenders:
         r = self.render(frame)
         bundle = self.camera(frame).generate_rays(camera_indices=0, keep_shape=True)
         keep = mask & (r["accumulation"][..., 0] >= min_accumulation)
-        o, d = bundle.origins.cpu()[keep], F.normalize(bundle.directions.cpu()[keep], dim=-1)
-        return o + d * r["depth"][keep]
+        return ray_hits(bundle.origins.cpu()[keep], bundle.directions.cpu()[keep], r["depth"][keep])
 
     def n3f_feature(self, frame: int) -> torch.Tensor:
         return self.render(frame)["feature"]
@@ -277,11 +276,8 @@ def scene_metrics(
         raw_ious.append(mask_iou(seg, owner == k))
         volume = None
         if config.cleanup:
-            aabb = pipeline.model.scene_box.aabb.float().cpu()
             seeds = renders.surface_points(q, region)
-            volume = segment_volume(
-                pipeline.model.query, aabb[0], aabb[1], query, tau, config.tau_sigma, seeds, config.cleanup_settings
-            )
+            volume = model_segment_volume(pipeline.model, query, tau, config.tau_sigma, seeds, config.cleanup_settings)
             seg = volume.contains(pts.cpu())
         ious.append(mask_iou(seg, owner == k))
         say(f"editing object {k}")

@@ -7,10 +7,12 @@ their resolution, every pixel with accumulation >= ``min_accumulation`` gives
 
 with its rendered colour (N, 3); the field gives f(x) (N, D) and sigma(x) (N,) at the point (``model.query``), so
 the exported feature is the 3D feature itself, not a blend along the ray. The segment of a query q is
-{x : ||eta(f(x)) - eta(q)|| <= tau} (:mod:`featurenerf_ns.model_components.segment_edit`, N3F Sec. 4.3).
+{x : ||eta(f(x)) - eta(q)|| <= tau} (:mod:`featurenerf_ns.model_components.segment_edit`, N3F Sec. 4.3), or,
+given a cleaned :class:`SegmentVolume` (the default of ``featurenerf-scene export``, as in the scene tasks and the
+viewer), the points inside its occupied voxels.
 
 Mesh: marching cubes (scikit-image) of sigma on a ``resolution``^3 grid over the scene box, with sigma set to 0
-where f(x) is outside the segment; vertex colours are the field's colour seen along the direction from the vertex
+outside the segment; vertex colours are the field's colour seen along the direction from the vertex
 to the segment's centroid (an outside-in view of a roughly convex object; no normals needed).
 
 Files are written in the *dataset's* frame (the dataparser's transform and scale undone, so they line up with the
@@ -28,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featurenerf_ns.cameras import model_to_data
+from featurenerf_ns.cameras import model_to_data, ray_hits
 from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write, atomic_write_json, npz_bytes
-from featurenerf_ns.model_components.segment_edit import best_threshold, feature_distance, region_query
+from featurenerf_ns.model_components.segment_edit import SegmentVolume, best_threshold, feature_distance, region_query
 
 N3FPipeline = Any
 """A trained ``pipelines.n3f_pipeline.N3FPipeline`` (exporters/ sits below pipelines/ and does not import it)."""
@@ -81,8 +83,7 @@ def surface_cloud(
     for i, f in enumerate(frames):
         out, bundle = render_train_frame(pipeline, f, scale)
         keep = out["accumulation"][..., 0] >= min_accumulation
-        o, d = bundle.origins[keep], F.normalize(bundle.directions[keep], dim=-1)
-        pts.append((o + d * out["depth"][keep]).cpu())
+        pts.append(ray_hits(bundle.origins[keep], bundle.directions[keep], out["depth"][keep]).cpu())
         rgbs.append(out["rgb"][keep].clamp(0, 1).cpu())
         ids.append(torch.full((int(keep.sum()),), f, dtype=torch.int64))
         if progress is not None:
@@ -133,11 +134,15 @@ def query_from_render(
 @torch.no_grad()
 def frame_query(
     pipeline: N3FPipeline, frame: int, region: torch.Tensor, what: str = "region", min_accumulation: float = 0.5
-) -> Tuple[torch.Tensor, float]:
-    """:func:`query_from_render` of a region (H, W) bool of train frame ``frame`` (rendered at full size)."""
-    out, _ = render_train_frame(pipeline, frame)
+) -> Tuple[torch.Tensor, float, torch.Tensor]:
+    """:func:`query_from_render` of a region (H, W) bool of train frame ``frame`` (rendered at full size), and the
+    region's rendered surface points (M, 3) (model frame; the seeds of a cleaned segment)."""
+    out, bundle = render_train_frame(pipeline, frame)
     acc = out["accumulation"][..., 0]
-    return query_from_render(out["feature"], acc, region, f"the {what} in train frame {frame}", min_accumulation)
+    query, tau = query_from_render(out["feature"], acc, region, f"the {what} in train frame {frame}", min_accumulation)
+    keep = region.to(acc.device) & (acc >= min_accumulation)
+    seeds = ray_hits(bundle.origins[keep], bundle.directions[keep], out["depth"][keep]).cpu()
+    return query, tau, seeds
 
 
 @torch.no_grad()
@@ -148,9 +153,10 @@ def segment_mesh(
     resolution: int = 128,
     level: float = 10.0,
     chunk: int = 1 << 16,
+    volume: Optional[SegmentVolume] = None,
 ):
-    """A trimesh.Trimesh (model frame) of the segment: marching cubes of sigma masked to the segment; None when
-    the masked density never reaches ``level``."""
+    """A trimesh.Trimesh (model frame) of the segment (``volume``'s voxels when given, else the feature rule):
+    marching cubes of sigma masked to the segment; None when the masked density does not cross ``level``."""
     import trimesh
     from nerfstudio.cameras.rays import Frustums, RaySamples
     from nerfstudio.field_components.field_heads import FieldHeadNames
@@ -161,9 +167,12 @@ def segment_mesh(
     axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution) for i in range(3)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     feats, sigma = model.query(grid.to(pipeline.device), chunk=chunk)
-    inside = (feature_distance(feats.float(), query) <= tau).cpu()
+    if volume is not None:
+        inside = volume.contains(grid)
+    else:
+        inside = (feature_distance(feats.float(), query) <= tau).cpu()
     vol = (sigma.float().cpu() * inside).reshape(resolution, resolution, resolution).numpy()
-    if float(vol.max()) < level:
+    if not float(vol.min()) < level < float(vol.max()):  # no crossing of the level: nothing to mesh
         return None
     verts, faces, _, _ = marching_cubes(vol, level=level)
     step = ((hi - lo) / (resolution - 1)).numpy()
@@ -210,16 +219,18 @@ def export_segment(
     mesh_resolution: int = 0,
     mesh_level: float = 10.0,
     info: Optional[Dict[str, Any]] = None,
+    volume: Optional[SegmentVolume] = None,
 ) -> Dict[str, Any]:
     """Write ``points.ply`` (all surface points: rgb, PCA colours of f(x) as pca_r/g/b, ``segment`` 0/1),
     ``segment.ply`` (the segment's points, rgb), ``points.npz`` (model-frame and dataset-frame points, rgb,
     features, distances, segment, query, tau, the dataparser transform), ``segment_mesh.ply`` when
-    ``mesh_resolution`` > 0, and ``export.json`` (counts and settings) last. Returns the summary."""
+    ``mesh_resolution`` > 0, and ``export.json`` (counts and settings) last. With ``volume`` the segment is the
+    points (and mesh) inside its occupied voxels; ``distance`` is always the feature distance. Returns the summary."""
     out_dir = Path(out_dir)
     dp = pipeline.datamanager.train_dataparser_outputs
     T, scale = dp.dataparser_transform, float(dp.dataparser_scale)
     dist = feature_distance(cloud.feature, query.cpu())
-    seg = dist <= tau
+    seg = volume.contains(cloud.points) if volume is not None else dist <= tau
     pts = model_to_data(cloud.points, T, scale).numpy()
     rgb = cloud.rgb.numpy()
     pca = (pipeline.model.pca_colors()(cloud.feature).numpy() * 255).round().astype(np.uint8)
@@ -240,18 +251,27 @@ def export_segment(
         "dataparser_transform": T.float().numpy(),
         "dataparser_scale": np.float32(scale),
     }
+    if volume is not None:  # the cleaned segment itself, to re-apply it to other points
+        arrays.update(
+            segment_voxels=volume.occupied.numpy(), segment_box_lo=volume.lo.numpy(), segment_box_hi=volume.hi.numpy()
+        )
     atomic_write(out_dir / "points.npz", lambda f: f.write(npz_bytes(arrays)))
     summary: Dict[str, Any] = {
         "points": int(len(pts)),
         "segment_points": int(seg.sum()),
         "tau": float(tau),
+        "segment": (
+            f"cleaned on a {tuple(volume.occupied.shape)} grid ({int(volume.occupied.sum())} voxels)"
+            if volume is not None
+            else "per point: feature distance <= tau"
+        ),
         "frame": "dataset (dataparser transform and scale undone)",
         **(info or {}),
     }
     if mesh_resolution > 0:
-        mesh = segment_mesh(pipeline, query, tau, mesh_resolution, mesh_level)
+        mesh = segment_mesh(pipeline, query, tau, mesh_resolution, mesh_level, volume=volume)
         if mesh is None:
-            summary["mesh"] = f"none: the segment's density never reaches {mesh_level}"
+            summary["mesh"] = f"none: the segment's density does not cross {mesh_level}"
         else:
             mesh.vertices = model_to_data(torch.from_numpy(np.asarray(mesh.vertices)), T, scale).numpy()
             atomic_write(out_dir / "segment_mesh.ply", lambda f: f.write(mesh.export(file_type="ply")))

@@ -139,6 +139,20 @@ def segment_volume(
     return SegmentVolume(lo, hi, torch.from_numpy(np.ascontiguousarray(keep)))
 
 
+def model_segment_volume(
+    model,
+    query: torch.Tensor,
+    tau: float,
+    tau_sigma: float,
+    seeds: Optional[torch.Tensor] = None,
+    cleanup: Optional[SegmentCleanup] = None,
+) -> SegmentVolume:
+    """:func:`segment_volume` over a model's scene box with its 3D query (``model.scene_box.aabb`` (2, 3),
+    ``model.query``): the one call the scene tasks, the viewer and the export share."""
+    aabb = model.scene_box.aabb.float().cpu()
+    return segment_volume(model.query, aabb[0], aabb[1], query, tau, tau_sigma, seeds, cleanup)
+
+
 @dataclass
 class SegmentEdit:
     query: torch.Tensor

@@ -150,9 +150,15 @@ class Export:
     """Density level of the mesh surface."""
     min_accumulation: float = 0.5
     """Pixels rendered with at least this accumulation count as surface (selection and surface points)."""
+    clean: bool = True
+    """Clean the segment on a grid as the scene tasks and the viewer do (the run's ``scene_tasks.cleanup_settings``
+    and ``tau_sigma``; seeds: the selection's surface points); --no-clean: the raw per-point feature rule."""
+    tau_sigma: Optional[float] = None
+    """Density a voxel needs to join the cleaned segment; None: the run's ``scene_tasks.tau_sigma``."""
 
     def main(self) -> None:
         from featurenerf_ns.exporters.segment import box_mask, export_segment, frame_query, surface_cloud
+        from featurenerf_ns.model_components.segment_edit import model_segment_volume
         from featurenerf_ns.utils.cli import progress_bar
 
         if (self.box is None) == (self.object is None):
@@ -168,8 +174,14 @@ class Export:
             region, what = box_mask(H, W, self.box), f"box {tuple(self.box)}"
         else:
             region, what = self._object_region(pipeline, H, W), f"object {self.object} (ground-truth mask: oracle)"
-        query, tau_auto = frame_query(pipeline, self.frame, region, what, self.min_accumulation)
+        query, tau_auto, seeds = frame_query(pipeline, self.frame, region, what, self.min_accumulation)
         tau = tau_auto if self.tau is None else float(self.tau)
+        volume = None
+        if self.clean:
+            tasks = pipeline.config.scene_tasks
+            with CONSOLE.status("cleaning the segment on a grid"):
+                tau_sigma = tasks.tau_sigma if self.tau_sigma is None else float(self.tau_sigma)
+                volume = model_segment_volume(pipeline.model, query, tau, tau_sigma, seeds, tasks.cleanup_settings)
         with progress_bar(True, "rendering surface points", min(self.num_frames, len(cams))) as advance:
             cloud = surface_cloud(
                 pipeline, self.num_frames, self.scale, self.min_accumulation, progress=lambda i, n: advance()
@@ -180,7 +192,9 @@ class Export:
             "selection": f"{what} in train frame {self.frame}",
             "tau_source": "given" if self.tau is not None else "chosen in the selection frame",
         }
-        summary = export_segment(pipeline, self.out, query, tau, cloud, self.mesh_resolution, self.mesh_level, info)
+        summary = export_segment(
+            pipeline, self.out, query, tau, cloud, self.mesh_resolution, self.mesh_level, info, volume=volume
+        )
         CONSOLE.print(
             f"[green]wrote[/green] {self.out}/points.ply ({summary['points']} points), segment.ply "
             f"({summary['segment_points']}), points.npz, export.json; mesh: {summary.get('mesh', 'not asked')}"

@@ -19,6 +19,7 @@ segment cleaned on a grid as the scene tasks do (``segment_edit.segment_volume``
 voxels; computed once per query and tau). "Show 3D segment" draws the segment's surface points
 (``exporters.segment.surface_cloud`` of a few train cameras, computed once) as a point cloud in the scene;
 "Export segment" writes the files of ``featurenerf-scene export`` (points, segment, mesh) to the "Export to" directory.
+Both use the cleaned segment while the checkbox is on, the raw feature rule otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple, cast
 
 import torch
-import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -44,9 +44,14 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import nn
 
-from featurenerf_ns.cameras import cap_resolution, single_ray_bundle
+from featurenerf_ns.cameras import cap_resolution, ray_hits, single_ray_bundle
 from featurenerf_ns.exporters.segment import ExportError, SurfaceCloud, export_segment, query_from_render, surface_cloud
-from featurenerf_ns.model_components.segment_edit import SegmentEdit, SegmentVolume, feature_distance, segment_volume
+from featurenerf_ns.model_components.segment_edit import (
+    SegmentEdit,
+    SegmentVolume,
+    feature_distance,
+    model_segment_volume,
+)
 from featurenerf_ns.viewer.panel import in_viewer_render_thread
 
 EDITS = ("none", "remove", "extract")
@@ -131,12 +136,10 @@ class N3FViewerPanel(nn.Module):
         if self._volume is None or self._volume[0] != tau:
             pipeline: Any = self._pipeline
             tasks = pipeline.config.scene_tasks  # SceneTaskConfig: the scene tasks' segment settings
-            aabb = self._model.scene_box.aabb.float().cpu()
             with self._lock:
-                vol = segment_volume(
-                    self._model.query, aabb[0], aabb[1], self._query, tau, tasks.tau_sigma, self._seeds,
-                    tasks.cleanup_settings,
-                )  # fmt: skip
+                vol = model_segment_volume(
+                    self._model, self._query, tau, tasks.tau_sigma, self._seeds, tasks.cleanup_settings
+                )
             self._volume = (tau, vol)
         return self._volume[1]
 
@@ -188,7 +191,7 @@ class N3FViewerPanel(nn.Module):
         if acc < 0.5:
             self._message(f"clicked background (accumulation {acc:.2f}); click on an object")
             return False
-        hit = bundle.origins[0] + F.normalize(bundle.directions[0], dim=-1) * out["depth"][0]
+        hit = ray_hits(bundle.origins[0], bundle.directions[0], out["depth"][0])
         self._set_query(out["feature"][0], label, hit)
         return True
 
@@ -260,7 +263,11 @@ class N3FViewerPanel(nn.Module):
             self._message("set a query first (click or box)")
             return None
         c = self.cloud()
-        inside = feature_distance(c.feature, self._query) <= float(self.b1_tau.value)
+        tau = float(self.b1_tau.value)
+        if self.b4_clean.value:
+            inside = self.volume(tau).contains(c.points)
+        else:
+            inside = feature_distance(c.feature, self._query) <= tau
         return c.points[inside], c.rgb[inside]
 
     def show_segment(self) -> None:
@@ -286,9 +293,11 @@ class N3FViewerPanel(nn.Module):
             return None
         p = self._pipeline
         out = Path(out_dir if out_dir is not None else self.c2_export_dir.value).expanduser()
+        tau = float(self.b1_tau.value)
+        volume = self.volume(tau) if self.b4_clean.value else None
         with self._lock:
             summary = export_segment(
-                p, out, self._query, float(self.b1_tau.value), self.cloud(), 96, info={"selection": self.a3_query.value}
+                p, out, self._query, tau, self.cloud(), 96, info={"selection": self.a3_query.value}, volume=volume
             )
         self._message(f"exported {summary['segment_points']} segment points to {out}", style="green")
         return out
