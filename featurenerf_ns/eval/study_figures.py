@@ -52,7 +52,8 @@ def pck_figure(entries: List[Entry], cat: str, path: Path) -> None:
 
 
 def curves_figure(curves: Sequence[Tuple[str, int, List[dict]]], cat: str, path: Path, label_seeds: bool) -> bool:
-    """PSNR and cross-view 3D metrics vs step for every run of ``cat`` (internal solid, distilled head dashed):
+    """PSNR and cross-view 3D metrics vs step for every run of ``cat`` (internal solid, internal after ReLU dotted
+    where the curve has it, distilled head dashed):
     ``curves`` = (method, seed, learning-curve points) per run; False (nothing written) when there are none."""
     panels = [
         ("psnr", "novel-view PSNR (dB)"),
@@ -68,18 +69,21 @@ def curves_figure(curves: Sequence[Tuple[str, int, List[dict]]], cat: str, path:
         drew = True
         steps = [r["step"] for r in rows]
         for ax, (key, title) in zip(axes, panels):
-            feats = ["nerf_feature"] + (["feature"] if "nodistill" not in method and "{f}" in key else [])
+            feats = ["nerf_feature", "nerf_feature_relu"]
+            feats += ["feature"] if "nodistill" not in method and "{f}" in key else []
             for f in feats if "{f}" in key else [None]:
                 k = key.format(f=f) if f else key
                 ys = [r["metrics"].get(k) for r in rows]
                 ys = [np.nan if y is None else y for y in ys]
                 if all(np.isnan(ys)):
                     continue
-                lab = METHOD_LABELS.get(family(method) + (":feature" if f == "feature" else ""), method)
+                lab = METHOD_LABELS.get(
+                    family(method) + (f":{f}" if f in ("feature", "nerf_feature_relu") else ""), method
+                )
                 ax.plot(
                     steps,
                     ys,
-                    linestyle="--" if f == "feature" else "-",
+                    linestyle={"feature": "--", "nerf_feature_relu": ":"}.get(str(f), "-"),
                     marker=".",
                     label=f"{lab}" + (f" s{seed}" if label_seeds else ""),
                 )

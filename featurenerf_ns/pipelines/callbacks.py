@@ -43,8 +43,8 @@ def time_budget_callback(max_train_minutes: Optional[float], attrs: TrainingCall
 
 class LearningCurve:
     """Every ``callback_every`` steps: correspondence metrics on ``callback_pairs`` pairs of each kind (internal
-    and distilled features) and novel-view PSNR/SSIM on the fixed eval images; logged to tensorboard/wandb
-    (``Correspondence/...``, ``Eval Curve/...``), one console line, and one JSON line appended to
+    feature before and after its ReLU, distilled head) and novel-view PSNR/SSIM on the fixed eval images; logged to
+    tensorboard/wandb (``Correspondence/...``, ``Eval Curve/...``), one console line, and one JSON line appended to
     ``<run>/learning_curve.jsonl`` (step, training seconds without these evaluations, metrics). A resumed run
     appends to the same file and continues its clock."""
 
@@ -67,7 +67,7 @@ class LearningCurve:
             self.clock = _CurveClock.resuming(self.path)
         t_start, cpu_start = time.perf_counter(), time.process_time()
         metrics, _ = p.correspondence_metrics(
-            c.callback_pairs, features=("nerf_feature", "feature"), teacher=False, progress=False
+            c.callback_pairs, features=("nerf_feature", "nerf_feature_relu", "feature"), teacher=False, progress=False
         )
         if getattr(c, "callback_images", True):
             nvs = p.novel_view_metrics()
