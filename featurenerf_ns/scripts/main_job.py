@@ -111,7 +111,7 @@ class MainJob:
     skip_training: bool = False
     stages: Tuple[Literal["featurenerf", "n3f"], ...] = ("featurenerf",)
     """featurenerf: everything above (~14 min on 2 cores); n3f: the embedded multi-object scene -> ns-train n3f-tiny
-    -> featurenerf-scene report (retrieval, 3D segment, editing, amodal; ~19 min: `featurenerf-main --stages n3f`)."""
+    -> featurenerf-scene report (retrieval, 3D segment, editing, amodal; 9.8 min: `featurenerf-main --stages n3f`)."""
     scene: Path = Path("data/scene")
     """Where the N3F scene is generated (resumed if present)."""
     scene_settings: SceneSettings = SceneSettings()
