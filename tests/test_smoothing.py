@@ -209,6 +209,7 @@ def test_study_trains_evaluates_resumes_and_writes_table_and_grid(scene_root, tm
     assert "--pipeline.datamanager.masks.kind gt" in json.loads((out / "eval" / "mask-gt.json").read_text())["command"]
     md = (out / "results.md").read_text()
     assert "| naive distillation |" in md and "(oracle)" in md and "teacher-2D" in md
+    assert "3D seg IoU (raw per-sample rule)" in md and "edge contrast of window means" in md
     assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert again.returncode == 0 and again.stdout.count("evaluated already") == 2
