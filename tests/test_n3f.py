@@ -243,6 +243,8 @@ def test_viewer_panel_queries_segments_edits_and_exports(pipeline, tmp_path):
     assert panel.query_box((0.0, 0.0), (1.0, 1.0)) == surface  # a box over no rendered surface is refused
     if surface:
         assert panel.a3_query.value.startswith("box") and 0.05 <= float(panel.b1_tau.value) <= 1.5
+        # the box's surface pixels, back-projected with the render's depth, seed the cleaned segment
+        assert panel._seeds is not None and len(panel._seeds) == int((panel._last["accumulation"] >= 0.5).sum())
     panel._set_query(pipeline.model.get_outputs_for_camera(cam)["feature"][16, 16], "centre pixel")
     after = panel.render(cam)
     assert set(after) == set(before)  # the viewer's output list does not change

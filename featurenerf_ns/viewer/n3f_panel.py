@@ -15,8 +15,8 @@ The pipeline owns an :class:`N3FViewerPanel` (attribute ``n3f``); nerfstudio's v
 The query is the rendered feature of a clicked pixel, or the mean normalised feature of a box selection (then tau
 is chosen from that render alone, as in the scene tasks). "Clean segment (3D grid)" (on by default) edits with the
 segment cleaned on a grid as the scene tasks do (``segment_edit.segment_volume`` with the pipeline's
-``scene_tasks`` settings; the component holding the clicked surface point, or for a box the one with most matching
-voxels; computed once per query and tau). "Show 3D segment" draws the segment's surface points
+``scene_tasks`` settings; the component holding the clicked surface point, or the box's rendered surface points;
+computed once per query and tau). "Show 3D segment" draws the segment's surface points
 (``exporters.segment.surface_cloud`` of a few train cameras, computed once) as a point cloud in the scene;
 "Export segment" writes the files of ``featurenerf-scene export`` (points, segment, mesh) to the "Export to" directory.
 Both use the cleaned segment while the checkbox is on, the raw feature rule otherwise.
@@ -149,7 +149,13 @@ class N3FViewerPanel(nn.Module):
         m = self._model
         with self._lock, m.editing(self.edit()):
             out = Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box)
-        return self.compose(out)
+        shown = self.compose(out)
+        if self._last is not None and "depth" in out:  # a box drawn on this render is back-projected with these
+            bundle = camera.to("cpu").generate_rays(camera_indices=0, keep_shape=True)
+            self._last.update(
+                depth=out["depth"].float().cpu(), origins=bundle.origins.cpu(), directions=bundle.directions.cpu()
+            )
+        return shown
 
     def compose(self, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Model outputs of a view -> the viewer's outputs (see the module docstring); the raw D-dim feature is
@@ -212,7 +218,12 @@ class N3FViewerPanel(nn.Module):
         except ExportError as e:
             self._message(str(e))
             return False
-        self._set_query(query, f"box ({x0}, {y0})-({x1}, {y1}) of a {W}x{H} render, tau {tau:.3f}")
+        seeds = None  # the box's rendered surface points: the cleaned segment keeps the component they touch
+        if {"depth", "origins", "directions"} <= set(self._last):
+            keep = region & (acc >= 0.5)
+            last = self._last
+            seeds = ray_hits(last["origins"][keep], last["directions"][keep], last["depth"][keep])
+        self._set_query(query, f"box ({x0}, {y0})-({x1}, {y1}) of a {W}x{H} render, tau {tau:.3f}", seeds)
         self.b1_tau.value = tau
         return True
 
