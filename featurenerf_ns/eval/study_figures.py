@@ -63,6 +63,7 @@ def curves_figure(curves: Sequence[Tuple[str, int, List[dict]]], cat: str, path:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.6))
     drew = False
+    colors: dict = {}  # one colour per curve label in every panel (PSNR's FeatureNeRF = its internal feature's)
     for method, seed, rows in curves:
         if not rows:
             continue
@@ -80,12 +81,14 @@ def curves_figure(curves: Sequence[Tuple[str, int, List[dict]]], cat: str, path:
                 lab = METHOD_LABELS.get(
                     family(method) + (f":{f}" if f in ("feature", "nerf_feature_relu") else ""), method
                 )
+                name = f"{lab}" + (f" s{seed}" if label_seeds else "")
                 ax.plot(
                     steps,
                     ys,
+                    color=colors.setdefault(name, f"C{len(colors) % 10}"),
                     linestyle={"feature": "--", "nerf_feature_relu": ":"}.get(str(f), "-"),
                     marker=".",
-                    label=f"{lab}" + (f" s{seed}" if label_seeds else ""),
+                    label=name,
                 )
             ax.set_title(f"{cat}: {title}", fontsize=10)
             ax.set_xlabel("training step")
