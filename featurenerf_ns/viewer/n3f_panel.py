@@ -85,6 +85,7 @@ class N3FViewerPanel(nn.Module):
         self._lock = threading.RLock()
         self._query: Optional[torch.Tensor] = None
         self._last: Optional[Dict[str, torch.Tensor]] = None  # feature / accumulation of the last viewer render
+        self._last_camera: Optional[Cameras] = None  # its camera: a box query back-projects its pixels with it
         self._cloud: Optional[SurfaceCloud] = None
         self._seeds: Optional[torch.Tensor] = None  # surface points of the query selection (model frame)
         self._volume: Optional[Tuple[float, SegmentVolume]] = None  # (tau, cleaned segment) of the current query
@@ -150,11 +151,8 @@ class N3FViewerPanel(nn.Module):
         with self._lock, m.editing(self.edit()):
             out = Model.get_outputs_for_camera(m, camera.to(m.device), obb_box=obb_box)
         shown = self.compose(out)
-        if self._last is not None and "depth" in out:  # a box drawn on this render is back-projected with these
-            bundle = camera.to("cpu").generate_rays(camera_indices=0, keep_shape=True)
-            self._last.update(
-                depth=out["depth"].float().cpu(), origins=bundle.origins.cpu(), directions=bundle.directions.cpu()
-            )
+        if self._last is not None and "depth" in out:  # rays are made only when a box is drawn on this render
+            self._last["depth"], self._last_camera = out["depth"].float().cpu(), camera.to("cpu")
         return shown
 
     def compose(self, out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -219,10 +217,10 @@ class N3FViewerPanel(nn.Module):
             self._message(str(e))
             return False
         seeds = None  # the box's rendered surface points: the cleaned segment keeps the component they touch
-        if {"depth", "origins", "directions"} <= set(self._last):
+        if "depth" in self._last and self._last_camera is not None:
             keep = region & (acc >= 0.5)
-            last = self._last
-            seeds = ray_hits(last["origins"][keep], last["directions"][keep], last["depth"][keep])
+            bundle = self._last_camera.generate_rays(camera_indices=0, keep_shape=True)
+            seeds = ray_hits(bundle.origins[keep], bundle.directions[keep], self._last["depth"][keep])
         self._set_query(query, f"box ({x0}, {y0})-({x1}, {y1}) of a {W}x{H} render, tau {tau:.3f}", seeds)
         self.b1_tau.value = tau
         return True
