@@ -153,6 +153,34 @@ def test_sample_map_equals_grid_sample_values_and_gradients():
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
 
 
+def test_sample_map_without_autograd_reads_channels_last_maps_in_their_dtype():
+    """Renders and queries (no autograd) interpolate in the maps' dtype: bfloat16 maps give the float32 result to
+    bfloat16 rounding; channels-last maps (the field's z maps) give exactly the contiguous maps' result."""
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(2, 24, 5, 6, generator=g)
+    uv = torch.rand(2, 50, 2, generator=g) * torch.tensor([12.0, 10.0])
+    ref = sample_map(feats, uv, (10, 12))
+    with torch.no_grad():
+        cl = sample_map(feats.contiguous(memory_format=torch.channels_last), uv, (10, 12))
+        half = sample_map(feats.bfloat16(), uv, (10, 12))
+    torch.testing.assert_close(cl, ref, atol=0, rtol=0)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), ref, atol=0.05, rtol=0.02)
+
+
+def test_keep_freed_memory_is_applied_once_and_can_be_turned_off(monkeypatch):
+    from featurenerf_ns.utils import cpu_malloc
+
+    cpu_malloc.keep_freed_memory.cache_clear()
+    monkeypatch.setenv("FEATURENERF_KEEP_FREED_MEMORY", "0")
+    assert cpu_malloc.keep_freed_memory() is False
+    cpu_malloc.keep_freed_memory.cache_clear()
+    monkeypatch.delenv("FEATURENERF_KEEP_FREED_MEMORY")
+    import sys
+
+    assert cpu_malloc.keep_freed_memory() is sys.platform.startswith("linux")  # glibc here: every setting accepted
+
+
 def test_teacher_spec_reaches_every_option_of_every_registered_teacher():
     """ns-train sets teachers through TeacherSpec (--pipeline.datamanager.teacher.*): no option may be unreachable."""
     from dataclasses import fields

@@ -26,6 +26,7 @@ from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfi
 from featurenerf_ns.method_configs import FeatureNeRFPipelineConfig, paper_preset, tiny_preset
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import TeacherError, TeacherSpec
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory
 from featurenerf_ns.utils.precision import autocast_context, cpu_has_fast_bf16
 
 PARTS = ("matmul", "field", "encoder", "step", "inference", "scale", "smoothing")
@@ -342,6 +343,7 @@ def run_part(
 ) -> Tuple[dict, float]:
     if threads:
         torch.set_num_threads(threads)
+    keep_freed_memory()  # as in training and queries (every model build applies it): the parts measure that setting
     fn = {
         "matmul": lambda: part_matmul(device),
         "field": lambda: part_field(device, peak),

@@ -178,8 +178,9 @@ class FeatureNeRFField(nn.Module):
         return out
 
     def _zmaps(self, maps: torch.Tensor) -> torch.Tensor:
-        """The conditioned blocks' image-feature projections of the maps (a 1x1 conv); without autograd (chunked
-        renders call the field many times with the same maps) the result is kept until maps or weights change."""
+        """The conditioned blocks' image-feature projections of the maps (a 1x1 conv, (n, K * hidden, h, w) with
+        channels-last strides); without autograd (chunked renders call the field many times with the same maps)
+        the result is kept until maps or weights change."""
         lins = [typing.cast(nn.Linear, lin) for lin in self.lin_z]
         key = None
         if not torch.is_grad_enabled():
@@ -187,9 +188,14 @@ class FeatureNeRFField(nn.Module):
             cached = getattr(self, "_zcache", None)
             if cached is not None and cached[0] is maps and cached[1] == key:
                 return cached[2]
-        w = torch.cat([lin.weight for lin in lins])[:, :, None, None]
+        w = torch.cat([lin.weight for lin in lins])
         b = torch.cat([lin.bias for lin in lins])
-        zmaps = F.conv2d(maps, w, b)
+        n, C, h, wd = maps.shape
+        # one linear over the map's cells in channels-last order: its output is already the row layout sample_map
+        # reads (no transposing copy of the K * hidden channels; 1x1 conv + copy: 31 + 18 ms, this ~20 ms at the
+        # paper query's 64^2 x 512 -> 1536 in bfloat16)
+        rows = maps.permute(0, 2, 3, 1).reshape(n * h * wd, C)
+        zmaps = F.linear(rows, w, b).view(n, h, wd, -1).permute(0, 3, 1, 2)
         self._zcache = (maps, key, zmaps) if key is not None else None
         return zmaps
 

@@ -18,10 +18,15 @@ def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, in
     a pixel centre is at +0.5) -> (B, N, D). Outside the image the border value is used (``grid_sample`` with
     ``align_corners=False, padding_mode="border"``).
 
-    On CPU it runs as a sparse (B N) x (B h w) matrix with the 4 bilinear weights per row times the channels-last
-    maps: equal to grid_sample to float rounding (tested), and its backward is one more sparse-dense product
-    instead of grid_sample's strided per-channel scatter, which dominated CPU training steps (measured fwd + bwd:
-    256 channels 186 -> 116 ms, the paper preset's 1536 channels 14.2 -> 2.0 s). Other devices use grid_sample.
+    On CPU each output row is ``embedding_bag`` over the 4 neighbouring cells of the channels-last maps with the
+    bilinear weights as per-sample weights (mode "sum"): equal to grid_sample to float rounding (tested), and unlike
+    grid_sample its backward is not a strided per-channel scatter, which dominated CPU training steps. Measured on
+    2 cores (fwd + bwd, float32): the paper preset's 4 objects x 12k points x 1536 channels grid_sample 14.2 s, a
+    sparse CSR product 0.57 s, embedding_bag 0.27 s; forward only, one 64^2 map x 10k points x 1536 channels
+    (the paper query): sparse product 75 ms, embedding_bag 32 ms float32 / 4 ms bfloat16. With autograd it
+    interpolates in float32; without (renders, queries) in the maps' dtype (bfloat16 under autocast: the same
+    rounding as the linear layer that produced the maps). Maps stored channels-last (``_zmaps`` makes them so)
+    are read without a copy. Other devices use grid_sample.
     """
     if features.device.type != "cpu":
         H, W = image_hw
@@ -30,12 +35,10 @@ def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, in
             features, grid.to(features.dtype), mode="bilinear", padding_mode="border", align_corners=False
         )
         return out[:, :, 0].transpose(1, 2)
-    return _sample_map_sparse(features, uv, image_hw)
+    return _sample_map_cpu(features, uv, image_hw)
 
 
-def _sample_map_sparse(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
-    import warnings
-
+def _sample_map_cpu(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
     H, W = image_hw
     B, D, h, w = features.shape
     N = uv.shape[1]
@@ -46,17 +49,16 @@ def _sample_map_sparse(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    base = (torch.arange(B) * (h * w))[:, None]
-    cols = torch.stack([base + y0 * w + x0, base + y0 * w + x1, base + y1 * w + x0, base + y1 * w + x1], -1).reshape(-1)
-    vals = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1).reshape(-1)
-    crow = torch.arange(0, B * N * 4 + 1, 4)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore")
-        S = torch.sparse_csr_tensor(crow, cols, vals, size=(B * N, B * h * w))
-    # float32: MKL's sparse product has no bfloat16 kernel (and sampling is not matmul-bound)
-    flat = features.float().permute(0, 2, 3, 1).reshape(B * h * w, D)
-    with torch.autocast("cpu", enabled=False):  # (autocast would cast the product to bfloat16)
-        out = S @ flat
+    base = (torch.arange(B, device=uv.device) * (h * w))[:, None]
+    cells = torch.stack([base + y0 * w + x0, base + y0 * w + x1, base + y1 * w + x0, base + y1 * w + x1], -1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1)
+    exact = torch.is_grad_enabled() and (features.requires_grad or uv.requires_grad)
+    dtype = features.dtype if features.dtype == torch.float64 or not exact else torch.float32
+    rows = features.permute(0, 2, 3, 1).reshape(B * h * w, D).to(dtype)  # a view for channels-last maps
+    with torch.autocast("cpu", enabled=False):
+        out = F.embedding_bag(
+            cells.view(B * N, 4), rows, per_sample_weights=weights.view(B * N, 4).to(dtype), mode="sum"
+        )
     return out.view(B, N, D).to(features.dtype)
 
 

@@ -31,6 +31,7 @@ from featurenerf_ns.model_components.feature_smoothing import FeatureSmoothingCo
 from featurenerf_ns.model_components.image_metrics import local_lpips
 from featurenerf_ns.model_components.pdf_sampling import sample_pdf
 from featurenerf_ns.models.viewer_routing import ViewerRouting
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory
 from featurenerf_ns.utils.precision import ThreadPrecision, autocast_context, resolve_precision
 
 
@@ -80,6 +81,7 @@ class FeatureNeRFModel(ViewerRouting, Model):
     config: FeatureNeRFModelConfig
 
     def populate_modules(self):
+        keep_freed_memory()  # large activations are reused instead of page-faulted in every step (utils/cpu_malloc)
         # (the base class would build a collider from collider_params; ours keeps the near plane at inference)
         c = self.config
         self.collider = NearFarCollider(c.near, c.far, reset_near_plane=False) if c.enable_collider else None

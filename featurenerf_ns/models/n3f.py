@@ -48,6 +48,7 @@ from featurenerf_ns.model_components.image_metrics import offline_lpips
 from featurenerf_ns.model_components.segment_edit import SegmentEdit
 from featurenerf_ns.models.viewer_routing import ViewerRouting
 from featurenerf_ns.teachers.pca import FeaturePCA, PcaColors
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory
 
 
 @dataclass
@@ -75,6 +76,7 @@ class N3FModel(ViewerRouting, NerfactoModel):
     pca_hi: Tensor
 
     def populate_modules(self):
+        keep_freed_memory()  # large activations are reused instead of page-faulted in every step (utils/cpu_malloc)
         if self.config.predict_normals:
             raise ValueError("n3f: predict_normals is not supported; pass --pipeline.model.predict-normals False")
         with offline_lpips():  # nerfacto builds LPIPS, which would download AlexNet: local weights or none

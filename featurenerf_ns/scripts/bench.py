@@ -89,7 +89,7 @@ class BenchCommand:
             res["peak_rss_mib"] = rss
             results[part] = res
             if part == "matmul":
-                peak = {k: v for k, v in res.items() if k.endswith("_gflops")}
+                peak = {k: v for k, v in res.items() if k.endswith(("_gflops", "_gflops_bf16"))}
         table = Table(
             title=f"featurenerf-bench on {self.device} ({results['machine']['cpus']} CPUs, torch {torch.__version__})"
         )
