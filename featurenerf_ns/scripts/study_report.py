@@ -194,13 +194,17 @@ class Report(_Study):
             w(f"![PCK {cat}]({self.figures}/{name})\n\n")
         w("## Tab. 2: novel-view co-segmentation and keypoints (one instance, another view)\n\n")
         w(table(entries, cats, [("2D part mIoU", "part2d_novel/miou"), ("2D kp PCK@10", "kp2d_novel/pck@10")]))
-        w("\n## Tab. 3: ablation (cross-view and same-view part mIoU, internal feature)\n\n")
+        w(
+            "\n## Tab. 3: ablation (part mIoU and 3D keypoint PCK@0.1; internal feature pre-activation, as the "
+            "paper, and after ReLU)\n\n"
+        )
+        fams = ("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill")
         w(
             table(
                 entries,
                 cats,
-                PART_ROWS,
-                keys=("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill"),
+                PART_ROWS + (("3D kp PCK@0.1 cross-view", "kp3d_xview/pck@0.1"),),
+                keys=fams + tuple(f"{f}:nerf_feature_relu" for f in fams),
             )
         )
         w("\n## Tab. 4: novel-view synthesis\n\n")
