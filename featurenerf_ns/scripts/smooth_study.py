@@ -154,7 +154,12 @@ class SmoothStudy:
             "Commands:\n",
         ]
         md += [f"- `{ev['command']}`" for ev in evals.values()]
-        md += [f"\n`featurenerf-scene smooth-study --scene {self.scene} --out {self.out}`\n"]
+        cmd = f"featurenerf-scene smooth-study --scene {self.scene} --out {self.out}"
+        if tuple(self.variants) != DEFAULT_VARIANTS:
+            cmd += " --variants " + " ".join(self.variants)
+        if self.train_args:
+            cmd += f' --train-args="{self.train_args}"'
+        md += [f"\n`{cmd}`\n"]
         atomic_write_bytes(self.out / "results.md", "\n".join(md).encode())
         atomic_write_json(self.out / "metrics.json", evals)
         png = study_grid(self.out, order, labels, SceneData.load(self.scene))
