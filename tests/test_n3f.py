@@ -331,6 +331,11 @@ def test_segment_volume_grows_through_the_object_and_drops_lookalikes():
     assert tight.contains(probe).tolist() == [True, False, False, False, False]
     assert grown.contains(probe).tolist() == [True, True, False, False, False]
     assert noseed.contains(probe)[0] and not noseed.contains(probe)[2]  # A has more strong voxels than B
+    # a seed more than a voxel away from every component (a click's surface point): the nearest component, not none
+    near_b = segment_volume(
+        query_fn, lo, hi, q, 0.2, 1.0, torch.tensor([[0.6, 0.62, 0.5]]), SegmentCleanup(20, grow=1.0, dilate=0)
+    )
+    assert near_b.contains(probe).tolist() == [False, False, True, False, False]
     full = SegmentVolume(lo, hi, torch.ones(4, 4, 4, dtype=torch.bool))
     edit = SegmentEdit(q, 0.2, "remove", full)
     assert edit.density_scale(torch.zeros(2, 2), probe[:2]).sum() == 0

@@ -100,8 +100,9 @@ def segment_volume(
     1. hysteresis: occupied voxels with d <= ``grow`` * tau are kept when 26-connected to a voxel with d <= tau
        (parts of the object whose own features are further from the query than the selection's, e.g. a chair's
        seat when the back was selected, join the segment through the object's own matter);
-    2. connected components: only those holding a ``seeds`` point (M, 3) (the selection's surface points), or,
-       without seeds, the one with the most d <= tau voxels (drops a similar-looking object elsewhere);
+    2. connected components: only those holding a ``seeds`` point (M, 3) (the selection's surface points; when
+       none is within a voxel of them, the nearest one), or, without seeds, the one with the most d <= tau voxels
+       (drops a similar-looking object elsewhere);
     3. ``dilate`` voxels of binary dilation (the grid samples the surface coarsely).
 
     ``query_fn(points (N, 3)) -> (features (N, D), density (N,))`` is the model's 3D query. scikit-image's
@@ -128,6 +129,14 @@ def segment_volume(
             near[idx[:, 0], idx[:, 1], idx[:, 2]] = True
             near = binary_dilation(near, iterations=1)
             chosen = np.unique(labels[near & keep])
+            if not (chosen > 0).any():  # no component within a voxel of the seeds (a click's single surface
+                # point whose neighbourhood misses the thresholded voxels): the component nearest to them
+                from scipy.spatial import cKDTree
+
+                kept = np.argwhere(keep)
+                _, j = cKDTree(idx).query(kept)  # each kept voxel's nearest seed
+                dist = np.linalg.norm(kept - idx[j], axis=1)
+                chosen = np.array([labels[tuple(kept[int(dist.argmin())])]])
         else:
             strong = keep & (score >= 2.0 - tau - 1e-6)
             counts = np.bincount(labels[strong], minlength=labels.max() + 1)
