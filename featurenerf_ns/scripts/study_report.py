@@ -198,13 +198,13 @@ class Report(_Study):
             "\n## Tab. 3: ablation (part mIoU and 3D keypoint PCK@0.1; internal feature pre-activation, as the "
             "paper, and after ReLU)\n\n"
         )
-        fams = ("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill")
+        ablation = ("featurenerf", "featurenerf-nocoord", "featurenerf-nodistill")
         w(
             table(
                 entries,
                 cats,
                 PART_ROWS + (("3D kp PCK@0.1 cross-view", "kp3d_xview/pck@0.1"),),
-                keys=fams + tuple(f"{f}:nerf_feature_relu" for f in fams),
+                keys=ablation + tuple(f"{f}:nerf_feature_relu" for f in ablation),
             )
         )
         w("\n## Tab. 4: novel-view synthesis\n\n")
