@@ -38,20 +38,28 @@ def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, in
     return _sample_map_cpu(features, uv, image_hw)
 
 
-def _sample_map_cpu(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
-    H, W = image_hw
-    B, D, h, w = features.shape
-    N = uv.shape[1]
-    uv = uv.float()
+def _bilinear_taps(uv: torch.Tensor, map_hw: Tuple[int, int], image_hw: Tuple[int, int]):
+    """Pixel coordinates (..., 2) -> the 4 neighbouring cells (rows, cols: (..., 4) long, order (y0, x0), (y0, x1),
+    (y1, x0), (y1, x1)) and their bilinear weights (..., 4), in the module's grid_sample convention."""
+    (h, w), (H, W) = map_hw, image_hw
     x = (uv[..., 0] * (w / W) - 0.5).clamp(0, w - 1)
     y = (uv[..., 1] * (h / H) - 0.5).clamp(0, h - 1)
     x0, y0 = x.floor().clamp(max=w - 1), y.floor().clamp(max=h - 1)
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    base = (torch.arange(B, device=uv.device) * (h * w))[:, None]
-    cells = torch.stack([base + y0 * w + x0, base + y0 * w + x1, base + y1 * w + x0, base + y1 * w + x1], -1)
+    rows = torch.stack([y0, y0, y1, y1], -1)
+    cols = torch.stack([x0, x1, x0, x1], -1)
     weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1)
+    return rows, cols, weights
+
+
+def _sample_map_cpu(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
+    B, D, h, w = features.shape
+    N = uv.shape[1]
+    rows_i, cols_i, weights = _bilinear_taps(uv.float(), (h, w), image_hw)
+    base = (torch.arange(B, device=uv.device) * (h * w))[:, None, None]
+    cells = base + rows_i * w + cols_i  # (B, N, 4) rows of the flattened maps
     exact = torch.is_grad_enabled() and (features.requires_grad or uv.requires_grad)
     dtype = features.dtype if features.dtype == torch.float64 or not exact else torch.float32
     rows = features.permute(0, 2, 3, 1).reshape(B * h * w, D).to(dtype)  # a view for channels-last maps
@@ -67,16 +75,10 @@ def bilinear_gather(maps, view: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[
     -> (R, D) float32; same convention as ``grid_sample(align_corners=False, padding_mode='border')`` with the map
     covering the whole image. Only the 4 cells around each ray are read (not whole maps of a memory-mapped cache)."""
     V, D, h, w = maps.shape
-    H, W = image_hw
-    x = (uv[:, 0] * (w / W) - 0.5).clamp(0, w - 1)
-    y = (uv[:, 1] * (h / H) - 0.5).clamp(0, h - 1)
-    x0, y0 = x.floor().long().clamp(max=w - 1), y.floor().long().clamp(max=h - 1)
-    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    rows, cols, weights = _bilinear_taps(uv, (h, w), image_hw)  # (R, 4) each
     arr = maps.numpy() if isinstance(maps, torch.Tensor) else maps
     vi = np.asarray(view, dtype=np.int64)
-    ys, xs = torch.stack([y0, y0, y1, y1]).numpy(), torch.stack([x0, x1, x0, x1]).numpy()
+    ys, xs = rows.T.numpy(), cols.T.numpy()
     # advanced indices around a slice: the result is (4, R, D)
     corners = torch.from_numpy(np.asarray(arr[np.broadcast_to(vi, ys.shape), :, ys, xs], dtype=np.float32))
-    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    return (corners * wts).sum(0)
+    return (corners * weights.T[..., None]).sum(0)
