@@ -106,6 +106,28 @@ def test_bilinear_gather_equals_grid_sample():
     assert torch.allclose(bilinear_gather(maps, view, uv, (8, 12)), ref, atol=1e-5)
 
 
+def test_packed_linear_equals_linear_and_follows_weight_updates():
+    """The bf16 inference path (oneDNN packed weights, fused bias + ReLU) gives F.linear's bf16 result; an in-place
+    weight update (an optimiser step) invalidates the packed copy; with autograd or in float32 it is F.linear."""
+    from featurenerf_ns.model_components.packed_linear import fast_path_applies, linear_act
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    x = torch.randn(3, 70, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = linear_act(lin, x, relu=True)
+        ref = torch.relu(torch.nn.functional.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16()))
+        assert fast.shape == (3, 70, 48) and fast.dtype == torch.bfloat16
+        assert torch.allclose(fast.float(), ref.float(), atol=2e-2, rtol=1e-2)
+        lin.weight.mul_(-1.0)  # in place, as an optimiser does
+        again = linear_act(lin, x)
+        ref2 = torch.nn.functional.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16())
+        assert torch.allclose(again.float(), ref2.float(), atol=2e-2, rtol=1e-2)
+    assert not fast_path_applies(x)  # autograd on: the plain layer, so training gets gradients
+    y = linear_act(lin, x, relu=True)
+    assert y.requires_grad and torch.equal(y, torch.relu(lin(x)))
+
+
 @pytest.fixture(scope="module")
 def pipeline_parts(chair_root, tmp_path_factory):
     """A tiny data manager (random-weight teacher, cache in a temp dir) and model."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from featurenerf_ns.cameras import project, world_to_source
 from featurenerf_ns.model_components.map_sampling import sample_map  # (M, C, h, w), (M, P, 2) -> (M, P, C)
+from featurenerf_ns.model_components.packed_linear import linear_act
 
 
 @dataclass
@@ -90,7 +91,8 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.fc1.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.fc1(F.relu(self.fc0(F.relu(h))))
+        # = h + fc1(relu(fc0(relu(h)))); without autograd in bfloat16 on CPU, packed weights with fused bias + ReLU
+        return h + linear_act(self.fc1, linear_act(self.fc0, F.relu(h), relu=True))
 
 
 class FeatureNeRFField(nn.Module):
@@ -147,7 +149,7 @@ class FeatureNeRFField(nn.Module):
         if c.use_viewdirs:
             d_cam = torch.einsum("bnji,bpj->bnpi", sources.c2w[..., :3, :3], directions)
             x = torch.cat([x, d_cam], dim=-1)
-        h = self.lin_in(x)
+        h = linear_act(self.lin_in, x)
         for i, block in enumerate(self.blocks):
             if i == c.combine_layer and N > 1:
                 h = h.mean(dim=1, keepdim=True)
@@ -195,7 +197,9 @@ class FeatureNeRFField(nn.Module):
         # reads (no transposing copy of the K * hidden channels; 1x1 conv + copy: 31 + 18 ms, this ~20 ms at the
         # paper query's 64^2 x 512 -> 1536 in bfloat16)
         rows = maps.permute(0, 2, 3, 1).reshape(n * h * wd, C)
-        zmaps = F.linear(rows, w, b).view(n, h, wd, -1).permute(0, 3, 1, 2)
+        src_key = tuple((p.data_ptr(), p._version) for lin in lins for p in (lin.weight, lin.bias))
+        zmaps = linear_act(self, rows, weight=w, bias=b, slot="_packed_zmaps", key=src_key)
+        zmaps = zmaps.view(n, h, wd, -1).permute(0, 3, 1, 2)
         self._zcache = (maps, key, zmaps) if key is not None else None
         return zmaps
 
