@@ -48,6 +48,18 @@ def test_tv_is_the_mean_channel_summed_jump_over_adjacent_pairs():
     assert float(smoothing_loss(torch.ones(2 * P * P, 3), cfg, P)) == 0.0
 
 
+def test_edge_aware_tv_ignores_jumps_at_colour_edges_and_equals_tv_on_flat_colour():
+    fp, seg = halves(n=2, D=3)
+    cfg = FeatureSmoothingConfig(kind="tv", tv_weight=1.0, tv_guide="rgb", tv_sigma_color=0.1)
+    flat = torch.full((2 * P * P, 3), 0.5)
+    plain = FeatureSmoothingConfig(kind="tv", tv_weight=1.0)
+    assert float(smoothing_loss(rays(fp), cfg, P, rgb=flat)) == pytest.approx(float(smoothing_loss(rays(fp), plain, P)))
+    edge = rays(seg[:, None].float().expand(2, 3, P, P).contiguous())  # the colour jumps where the feature does
+    assert float(smoothing_loss(rays(fp), cfg, P, rgb=edge)) < 1e-6
+    with pytest.raises(ValueError, match="rendered rgb"):
+        smoothing_loss(rays(fp), cfg, P)
+
+
 def test_segment_blur_averages_inside_segments_and_never_across():
     fp, seg = halves()
     noisy = fp + 0.1 * torch.randn(fp.shape, generator=torch.Generator().manual_seed(0))
@@ -74,9 +86,10 @@ def test_bilateral_target_keeps_a_strong_edge_and_smooths_flat_noise():
 
 def test_gradients_reach_the_features_only_and_shapes_are_checked():
     f = torch.randn(2 * P * P, 4, requires_grad=True)
-    for kind in ("tv", "bilateral", "mask"):
+    for kind, guide in (("tv", "none"), ("tv", "rgb"), ("bilateral", "none"), ("mask", "none")):
         seg = torch.randint(0, 3, (2 * P * P,), generator=torch.Generator().manual_seed(2))
-        loss = smoothing_loss(f, FeatureSmoothingConfig(kind=kind), P, segments=seg, rgb=torch.rand(2 * P * P, 3))
+        cfg = FeatureSmoothingConfig(kind=kind, tv_guide=guide)  # type: ignore[arg-type]
+        loss = smoothing_loss(f, cfg, P, segments=seg, rgb=torch.rand(2 * P * P, 3))
         (g,) = torch.autograd.grad(loss, f)
         assert torch.isfinite(g).all() and g.abs().sum() > 0, kind
     with pytest.raises(ValueError, match="whole 8 x 8 patches"):
@@ -98,6 +111,7 @@ def test_smoothness_metric_inside_objects_and_across_edges():
     t.add(feat, inst)
     assert t.roughness == 0.0 and t.edge_contrast == pytest.approx(np.sqrt(2), rel=1e-5)
     assert t.edge_contrast_band == pytest.approx(np.sqrt(2), rel=1e-5)  # a clean step: the same
+    assert t.edge_contrast_regions == pytest.approx(np.sqrt(2), rel=1e-5) and t.boundary_sharpness == pytest.approx(1)
     with pytest.raises(ValueError, match="instance mask"):
         pair_stats(feat, inst[:5])
 
@@ -121,6 +135,14 @@ def test_edge_contrast_of_window_means_ignores_noise_and_sees_blur():
     assert tally["noisy"].roughness > 0.3 and tally["clean"].roughness == 0.0
     assert tally["noisy"].edge_contrast_band == pytest.approx(np.sqrt(2), abs=0.1)
     assert tally["blurred"].edge_contrast_band < 1.0 < tally["clean"].edge_contrast_band
+    # blur lowers the sharpness (window step / region step); a uniform contraction of the step does not
+    contracted = clean.clone()
+    contracted[:, 16:, 0] = 0.5  # the right region moves towards the left one: a smaller step, still at the boundary
+    tally["contracted"] = SmoothnessTally()
+    tally["contracted"].add(contracted, inst)
+    assert tally["contracted"].edge_contrast_regions < tally["clean"].edge_contrast_regions
+    assert tally["contracted"].boundary_sharpness == pytest.approx(1.0, abs=1e-5)
+    assert tally["blurred"].boundary_sharpness < 0.9
 
 
 @pytest.fixture(scope="module")

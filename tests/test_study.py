@@ -4,6 +4,7 @@ priors, untrained network), report (tables, figures, learning curves); settings 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 
 import pytest
@@ -150,3 +151,16 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     assert (pr.out / "loss_curves.png").stat().st_size > 5000 and "**no**" in (pr.out / "precision.md").read_text()
     assert verdict(1.0, (1.0, 1.0), 0.5) == (0.0, 0.0, True)
     assert [p for p, _ in RUNS].count("float32") == 2
+
+
+def test_curve_slope_per_doubling_and_extrapolated_steps():
+    from featurenerf_ns.eval.study_results import curve_slope, steps_to_reach
+
+    # PSNR = 20 + 0.5 log2(step): 0.5 dB per doubling; the step-0 point and the first quarter are left out
+    curve = [{"step": 0, "metrics": {"psnr": 12.0}}, {"step": 100, "metrics": {"psnr": 0.0}}]
+    curve += [{"step": s, "metrics": {"psnr": 20 + 0.5 * math.log2(s)}} for s in (1000, 2000, 3000, 4000)]
+    slope, n = curve_slope(curve)
+    assert n == 4 and slope == pytest.approx(0.5)
+    assert steps_to_reach(25.0, 26.0, 0.5, 4000) == pytest.approx(16000)  # 1 dB = two doublings
+    assert steps_to_reach(26.5, 26.0, 0.5, 4000) == 4000 and steps_to_reach(25.0, 26.0, -0.1, 4000) == float("inf")
+    assert math.isnan(curve_slope(curve[:3])[0])  # fewer than three points

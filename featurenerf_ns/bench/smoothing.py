@@ -2,7 +2,7 @@
 
 One n3f-tiny pipeline on the generated scene (8 x 8 ray patches, 1024 rays, superpixel segments in every batch),
 in the feature stage; the smoother is switched per step and the variants are timed in interleaved rounds (naive,
-tv, bilateral, mask, naive, ...), so a busy machine slows them alike. A step = batch + forward + losses +
+tv, edge-aware tv, bilateral, mask, naive, ...), so a busy machine slows them alike. A step = batch + forward + losses +
 backward + optimizer step, as in ns-train. Target (issue 17): each smoother under 1.5x the naive step.
 """
 
@@ -14,7 +14,8 @@ from typing import Dict, List, Tuple, cast
 
 import numpy as np
 
-KINDS = ("none", "tv", "bilateral", "mask")
+KINDS = ("none", "tv", "tv-rgb", "bilateral", "mask")
+"""Smoother kinds timed; ``tv-rgb`` = kind tv with the colour-weighted pairs (``tv_guide="rgb"``)."""
 
 
 def part_smoothing(scene: str, rounds: int = 8, warmup: int = 2) -> dict:
@@ -52,7 +53,8 @@ def part_smoothing(scene: str, rounds: int = 8, warmup: int = 2) -> dict:
     i = 0
     for r in range(warmup + rounds):
         for kind in KINDS:
-            model.config.smoothing.kind = kind
+            model.config.smoothing.kind = "tv" if kind == "tv-rgb" else kind
+            model.config.smoothing.tv_guide = "rgb" if kind == "tv-rgb" else "none"
             t = step(i)
             i += 1
             if r >= warmup:
@@ -70,6 +72,6 @@ def part_smoothing(scene: str, rounds: int = 8, warmup: int = 2) -> dict:
 def smoothing_targets(res: dict) -> Dict[str, Tuple[float, str, bool]]:
     return {
         f"{k} smoothing step / naive step": (res[f"{k}_vs_naive"], "< 1.5", res[f"{k}_vs_naive"] < 1.5)
-        for k in ("tv", "bilateral", "mask")
+        for k in KINDS[1:]
         if f"{k}_vs_naive" in res
     }

@@ -252,6 +252,8 @@ def scene_metrics(
         metrics[f"scene/smoothness/{name}_roughness"] = tally.roughness
         metrics[f"scene/smoothness/{name}_edge_contrast"] = tally.edge_contrast
         metrics[f"scene/smoothness/{name}_edge_contrast_band"] = tally.edge_contrast_band
+        metrics[f"scene/smoothness/{name}_edge_contrast_regions"] = tally.edge_contrast_regions
+        metrics[f"scene/smoothness/{name}_boundary_sharpness"] = tally.boundary_sharpness
 
     # 3D segmentation, editing and amodal masks: one query per object (its largest region among the query frames)
     surf = scene.surface()

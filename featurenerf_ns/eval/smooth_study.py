@@ -36,6 +36,11 @@ def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
         Variant("naive-rays", "naive, uniform rays (the preset; reference)", (), patches=False),
         Variant("naive", "naive distillation", ()),
         Variant("tv", "TV", ("--pipeline.model.smoothing.kind", "tv")),
+        Variant(
+            "tv-rgb",
+            "edge-aware TV (colour-weighted; ours)",
+            ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb"),
+        ),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),
         Variant("mask-superpixel", "blur in superpixels", mask + ("superpixel",)),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),
@@ -100,6 +105,8 @@ COLUMNS: List[Tuple[str, Optional[str], str]] = [
     ("roughness in objects (lower: smoother)", "scene/smoothness/n3f_roughness", "{:.3f}"),
     ("edge contrast (higher: sharper)", "scene/smoothness/n3f_edge_contrast", "{:.3f}"),
     ("edge contrast of window means", "scene/smoothness/n3f_edge_contrast_band", "{:.3f}"),
+    ("region contrast", "scene/smoothness/n3f_edge_contrast_regions", "{:.3f}"),
+    ("boundary sharpness (window / region)", "scene/smoothness/n3f_boundary_sharpness", "{:.3f}"),
     ("retrieval mAP held-out", "scene/retrieval/n3f_heldout_map", "{:.1f}"),
     ("3D seg IoU (grid-cleaned)", "scene/segmentation3d/iou", "{:.1f}"),
     ("3D seg IoU (raw per-sample rule)", "scene/segmentation3d/iou_samples", "{:.1f}"),
@@ -140,6 +147,8 @@ def study_table(evals: Dict[str, dict], labels: Dict[str, str]) -> str:
             "scene/smoothness/n3f_roughness": m.get("scene/smoothness/teacher2d_roughness"),
             "scene/smoothness/n3f_edge_contrast": m.get("scene/smoothness/teacher2d_edge_contrast"),
             "scene/smoothness/n3f_edge_contrast_band": m.get("scene/smoothness/teacher2d_edge_contrast_band"),
+            "scene/smoothness/n3f_edge_contrast_regions": m.get("scene/smoothness/teacher2d_edge_contrast_regions"),
+            "scene/smoothness/n3f_boundary_sharpness": m.get("scene/smoothness/teacher2d_boundary_sharpness"),
             "scene/retrieval/n3f_heldout_map": m.get("scene/retrieval/teacher2d_heldout_map"),
         }
         cells = [fmt.format(ref[key]) if key in ref and ref[key] is not None else "-" for _, key, fmt in COLUMNS]

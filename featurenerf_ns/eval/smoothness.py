@@ -13,8 +13,13 @@ horizontally and vertically adjacent pixel pairs (u, v), with d(u, v) = ||eta(F_
   ||eta(m_u) - eta(m_v)||, where m_u is the mean normalised feature of the pixels of u's own region within the
   (2r+1)^2 window around u (r = ``BAND_RADIUS``): the step between the two sides with the noise averaged out;
   a blur across the boundary lowers it, denoising does not.
+* **region contrast** (``edge_contrast_regions``) = mean over the same pairs of ||eta(M_a) - eta(M_b)||, M_a the
+  mean normalised feature of u's whole region a in that frame: how different the two sides are at all.
+* **boundary sharpness** = sum of window-mean steps / sum of region steps (1: the full region-to-region step
+  happens at the boundary; below 1: the field blurs across it). A smoother that only pulls all features closer
+  together lowers the contrasts but not the sharpness; one that smears across boundaries lowers the sharpness.
 
-Both are accumulated as sums and counts over frames (:class:`SmoothnessTally`), so the mean is over pairs.
+All are accumulated as sums and counts over frames (:class:`SmoothnessTally`), so the mean is over pairs.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ def pair_stats(feature: torch.Tensor, instance: torch.Tensor) -> Dict[str, float
     f = F.normalize(feature.float(), dim=-1)
     lab = instance.long()
     m = region_window_means(f, lab, BAND_RADIUS)
-    out = {"inside_sum": 0.0, "inside_n": 0.0, "edge_sum": 0.0, "edge_n": 0.0, "band_sum": 0.0}
+    means = torch.zeros(int(lab.max()) + 1, f.shape[-1])
+    for k in lab.unique().tolist():
+        means[k] = F.normalize(f[lab == k].mean(0), dim=0)
+    out = {"inside_sum": 0.0, "inside_n": 0.0, "edge_sum": 0.0, "edge_n": 0.0, "band_sum": 0.0, "region_sum": 0.0}
     for a, b, ma, mb, la, lb in (
         (f[:, 1:], f[:, :-1], m[:, 1:], m[:, :-1], lab[:, 1:], lab[:, :-1]),
         (f[1:], f[:-1], m[1:], m[:-1], lab[1:], lab[:-1]),
@@ -49,6 +57,7 @@ def pair_stats(feature: torch.Tensor, instance: torch.Tensor) -> Dict[str, float
         out["edge_sum"] += float(d[edge].sum())
         out["edge_n"] += float(edge.sum())
         out["band_sum"] += float((F.normalize(ma, dim=-1) - F.normalize(mb, dim=-1)).norm(dim=-1)[edge].sum())
+        out["region_sum"] += float((means[la[edge]] - means[lb[edge]]).norm(dim=-1).sum())
     return out
 
 
@@ -73,6 +82,7 @@ class SmoothnessTally:
     edge_sum: float = 0.0
     edge_n: float = 0.0
     band_sum: float = 0.0
+    region_sum: float = 0.0
 
     def add(self, feature: torch.Tensor, instance: torch.Tensor) -> None:
         for key, value in pair_stats(feature, instance).items():  # inside_/edge_ sum and n: the fields' names
@@ -89,3 +99,11 @@ class SmoothnessTally:
     @property
     def edge_contrast_band(self) -> float:
         return self.band_sum / self.edge_n if self.edge_n else float("nan")
+
+    @property
+    def edge_contrast_regions(self) -> float:
+        return self.region_sum / self.edge_n if self.edge_n else float("nan")
+
+    @property
+    def boundary_sharpness(self) -> float:
+        return self.band_sum / self.region_sum if self.region_sum else float("nan")

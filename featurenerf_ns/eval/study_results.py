@@ -170,3 +170,31 @@ def acceptance(entries: List[Entry], baselines: Dict[str, dict], cat: str) -> Li
         f"(target |Δ| ≤ 0.5 over seeds: {verdict(abs(p_fn - p_nd) <= 0.5, p_fn, p_nd)})"
     )
     return lines
+
+
+def curve_slope(curve: Sequence[dict], key: str = "psnr", from_fraction: float = 0.25) -> Tuple[float, int]:
+    """Least-squares slope of metric ``key`` against log2(step) over the learning-curve rows at or after
+    ``from_fraction`` of the last step (its gain per doubling of the steps: "is the curve still rising?"), and the
+    number of points used; nan with fewer than 3 points."""
+    rows = [(r["step"], r.get("metrics", {}).get(key)) for r in curve if r.get("step", 0) > 0]
+    if not rows:
+        return float("nan"), 0
+    last = max(s for s, _ in rows)
+    pts = [(s, v) for s, v in rows if s >= from_fraction * last and v is not None and not math.isnan(v)]
+    if len(pts) < 3:
+        return float("nan"), len(pts)
+    x = np.log2([s for s, _ in pts])
+    y = np.array([v for _, v in pts], dtype=float)
+    return float(np.polyfit(x, y, 1)[0]), len(pts)
+
+
+def steps_to_reach(value_now: float, target: float, slope: float, steps_now: int) -> float:
+    """Steps at which a metric growing ``slope`` per doubling of the steps from ``value_now`` at ``steps_now``
+    reaches ``target`` (log-linear extrapolation; inf when it does not grow, steps_now when already there)."""
+    if any(math.isnan(v) for v in (value_now, target, slope)):
+        return float("nan")
+    if value_now >= target:
+        return float(steps_now)
+    if slope <= 0:
+        return float("inf")
+    return float(steps_now * 2.0 ** ((target - value_now) / slope))

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from featurenerf_ns.data.layout import atomic_write_bytes, read_jsonl
 from featurenerf_ns.eval.study_figures import curves_figure, pck_figure
@@ -31,7 +34,9 @@ from featurenerf_ns.eval.study_results import (
     ORDER,
     Entry,
     acceptance,
+    curve_slope,
     family,
+    steps_to_reach,
     table,
 )
 from featurenerf_ns.scripts.study import CONSOLE, StudyError, _Study
@@ -110,6 +115,41 @@ class Report(_Study):
             setattr(self, k, v)
         self.categories, self.methods, self.seeds = tuple(d["categories"]), tuple(d["methods"]), tuple(d["seeds"])
         self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
+
+    def _psnr_slopes(self, cats, baselines: Dict[str, dict]) -> str:
+        """Markdown: per category and method, the PSNR learning curve's gain per doubling of the steps (callback
+        points of the last 75% of the run, mean over seeds) and the steps at which the final evaluation's PSNR would
+        reach all-black + 5 dB at that rate (log-linear extrapolation: an estimate, not a measurement)."""
+        lines = [
+            "\n### Is the PSNR curve still rising?\n\n",
+            "| category | method | seeds | dB per doubling of steps (callback, last 75%) | final PSNR | all-black + 5 "
+            "| steps to reach it at that rate |\n|---|---|---:|---:|---:|---:|---:|\n",
+        ]
+        any_row = False
+        for cat in cats:
+            target = baselines.get(cat, {}).get("results", {}).get("black_psnr", float("nan")) + 5.0
+            for method in self.methods:
+                slopes, finals, steps = [], [], []
+                for seed in self.seeds:
+                    cp, ep = self.run_dir(cat, method, seed) / "learning_curve.jsonl", self.eval_path(cat, method, seed)
+                    if not (cp.is_file() and ep.is_file()):
+                        continue
+                    slope, _ = curve_slope(read_jsonl(cp))
+                    d = json.loads(ep.read_text())
+                    slopes.append(slope)
+                    finals.append(d["results"].get("psnr", float("nan")))
+                    steps.append(int(d.get("step") or 0))
+                if not slopes:
+                    continue
+                any_row = True
+                sl, fin, st = float(np.nanmean(slopes)), float(np.nanmean(finals)), int(np.mean(steps))
+                need = steps_to_reach(fin, target, sl, st)
+                lines.append(
+                    f"| {cat} | {method} | {len(slopes)} | {sl:.2f} | {fin:.2f} | {target:.2f} | "
+                    + ("—" if math.isnan(need) else ("never (flat)" if math.isinf(need) else f"~{need:,.0f}"))
+                    + " |\n"
+                )
+        return "".join(lines) + "\n" if any_row else ""
 
     def main(self) -> None:
         self.adopt_stored_settings()
@@ -252,6 +292,7 @@ class Report(_Study):
             ]
             if curves_figure(curves, cat, fig_dir / name, label_seeds=len(self.seeds) > 1):
                 w(f"![curves {cat}]({self.figures}/{name})\n\n")
+        w(self._psnr_slopes(cats, baselines))
         notes = self.out / "notes.md"
         if notes.is_file():  # the study's own reading (hand-written, kept in the study folder)
             w("\n" + notes.read_text())

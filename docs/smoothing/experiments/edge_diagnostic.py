@@ -17,11 +17,10 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from featurenerf_ns.data.procedural.scene_data import SceneData
 from featurenerf_ns.eval.scene_tasks import SceneRenders, SceneTaskConfig, evenly
-from featurenerf_ns.eval.smoothness import BAND_RADIUS, SmoothnessTally, region_window_means
+from featurenerf_ns.eval.smoothness import SmoothnessTally
 from featurenerf_ns.scripts.scene import load_n3f
 
 
@@ -32,30 +31,15 @@ def diagnose(config: Path, root: Path) -> dict:
     renders = SceneRenders(pipeline, scene)
     instance = scene.frames()["instance"]
     held = evenly([f for f in scene.heldout if f in renders.where], SceneTaskConfig().heldout_galleries)
-    band_sum = far_sum = n = 0.0
-    tally = SmoothnessTally()
+    tally = SmoothnessTally()  # band, far and sharpness are the shared metric's window / region contrasts
     for g in held:
-        f = F.normalize(renders.n3f_feature(g).float(), dim=-1)
-        lab = torch.from_numpy(instance[g]).long()
-        tally.add(f, lab)
-        m = F.normalize(region_window_means(f, lab, BAND_RADIUS), dim=-1)
-        means = torch.zeros(int(lab.max()) + 1, f.shape[-1])
-        for k in lab.unique().tolist():
-            means[k] = F.normalize(f[lab == k].mean(0), dim=0)
-        for a, b, ma, mb, la, lb in (
-            (f[:, 1:], f[:, :-1], m[:, 1:], m[:, :-1], lab[:, 1:], lab[:, :-1]),
-            (f[1:], f[:-1], m[1:], m[:-1], lab[1:], lab[:-1]),
-        ):
-            edge = (la != lb) & ((la >= 1) | (lb >= 1))
-            band_sum += float((ma - mb).norm(dim=-1)[edge].sum())
-            far_sum += float((means[la[edge]] - means[lb[edge]]).norm(dim=-1).sum())
-            n += float(edge.sum())
+        tally.add(renders.n3f_feature(g), torch.from_numpy(instance[g]).long())
     return {
         "step": step,
         "roughness": tally.roughness,
-        "band": band_sum / n,
-        "far": far_sum / n,
-        "sharpness": band_sum / far_sum,
+        "band": tally.edge_contrast_band,
+        "far": tally.edge_contrast_regions,
+        "sharpness": tally.boundary_sharpness,
     }
 
 
