@@ -15,7 +15,6 @@ import torch
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -31,13 +30,15 @@ from featurenerf_ns.models.n3f import N3FModelConfig
 from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineConfig
 from featurenerf_ns.pipelines.n3f_pipeline import N3FPipelineConfig
 from featurenerf_ns.teachers import TeacherSpec
+from featurenerf_ns.utils.optimizers import FusedAdamOptimizerConfig
 
 DEVICE: Literal["cuda", "cpu"] = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _optimizers(lr: float) -> Dict[str, dict]:
     return {
-        name: {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None} for name in ("encoder", "field")
+        name: {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
+        for name in ("encoder", "field")
     }
 
 
@@ -150,13 +151,13 @@ def _n3f_optimizers(max_steps: int) -> Dict[str, dict]:
     """Nerfacto's optimiser settings (Adam 1e-2, eps 1e-15, exponential decay to 1e-4)."""
     return {
         name: {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
         }
         for name in ("proposal_networks", "fields")
     } | {
         "camera_opt": {
-            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
         }
     }

@@ -451,3 +451,22 @@ def test_patch_rays_and_tv_smoothing_of_the_distilled_feature(chair_root, tmp_pa
     losses["feature_smooth_loss"].backward()
     grads = [p.grad for p in model.field.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_preset_adam_is_fused_on_cpu_and_matches_the_default_update():
+    import featurenerf_ns.method_configs as mc
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    fused = mc.featurenerf_tiny.config.optimizers["field"]["optimizer"].setup(a.parameters())
+    plain = torch.optim.Adam(b.parameters(), lr=fused.defaults["lr"], eps=fused.defaults["eps"])
+    assert fused.defaults["fused"] is True
+    x, w0 = torch.randn(16, 8), a.weight.detach().clone()
+    for _ in range(3):
+        for m, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6) and (a.weight - w0).abs().min() > 1e-4  # every weight moved

@@ -192,7 +192,7 @@ def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
     pipe = cfg.pipeline.setup(device=device, test_mode="val")
     pipe.train()
     model, dm = pipe.model, pipe.datamanager
-    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    opt = cfg.optimizers["field"]["optimizer"].setup(list(model.parameters()))  # the preset's Adam (fused)
     acc = {k: 0.0 for k in ("data", "encode", "field", "render", "loss", "backward", "optimizer")}
     timers = {"encode": 0.0, "field": 0.0}
 
