@@ -293,3 +293,29 @@ def test_patch_batches_carry_segments_in_patch_order(scene_root):
     frame = [int(Path(p).stem[6:]) for p in dm.train_dataset.image_filenames]
     expect = torch.tensor([int(inst[frame[i], r, c]) for i, r, c in idx.tolist()])
     assert torch.equal(batch["segment"].cpu(), expect)
+
+
+def test_study_table_averages_seeds_and_marks_missing_values(tmp_path):
+    from featurenerf_ns.eval.smooth_study import load_evaluations, study_table
+
+    (tmp_path / "eval").mkdir()
+
+    def write(run: str, rough: float, iou: float, step_s: float, sharp=None) -> None:
+        res = {"scene/smoothness/n3f_roughness": rough, "scene/segmentation3d/iou": iou}
+        if sharp is not None:
+            res["scene/smoothness/n3f_boundary_sharpness"] = sharp
+        (tmp_path / "eval" / f"{run}.json").write_text(json.dumps({"step_s": step_s, "results": res}))
+
+    write("naive", 0.15, 60.0, 0.2)
+    write("naive_seed1", 0.17, 80.0, 0.2, sharp=0.5)
+    write("naive_seed10", 0.16, 70.0, 0.2, sharp=0.5)
+    write("tv", 0.10, 70.0, 0.3)
+    write("tv-rgb_seed1", 0.5, 0.0, 1.0)  # another variant's name must not be taken for a seed of "tv"
+    evals = load_evaluations(tmp_path, ["naive", "tv", "bilateral"])
+    assert [len(v) for v in evals.values()] == [3, 1] and list(evals) == ["naive", "tv"]
+    assert [ev["results"]["scene/segmentation3d/iou"] for ev in evals["naive"]] == [60.0, 80.0, 70.0]  # seed order
+    md = study_table(evals, {"naive": "naive distillation", "tv": "TV"})
+    naive_row = next(line for line in md.splitlines() if line.startswith("| naive distillation | 3 |"))
+    assert "0.160 ± 0.008" in naive_row and "70.0 ± 8.2" in naive_row and "0.500 ± 0.000 (2 of 3)" in naive_row
+    tv_row = next(line for line in md.splitlines() if line.startswith("| TV | 1 |"))
+    assert "0.300 (1.50x)" in tv_row and "0.100" in tv_row

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
@@ -116,33 +117,59 @@ COLUMNS: List[Tuple[str, Optional[str], str]] = [
 ]
 
 
-def load_evaluations(out: Path, order: Sequence[str]) -> Dict[str, dict]:
-    found = {}
+def seed_run(name: str, seed: Optional[int]) -> str:
+    """Run (and evaluation file) name of a variant at an extra seed (None: the preset's seed)."""
+    return name if seed is None else f"{name}_seed{seed}"
+
+
+def load_evaluations(out: Path, order: Sequence[str]) -> Dict[str, List[dict]]:
+    """Per variant (in ``order``), its evaluations: ``<name>.json`` (the preset's seed) first, then every
+    ``<name>_seed<k>.json`` by k."""
+    found: Dict[str, List[dict]] = {}
     for name in order:
-        p = out / "eval" / f"{name}.json"
-        if p.is_file():
-            found[name] = json.loads(p.read_text())
+        paths = [out / "eval" / f"{name}.json"]
+        extra = [
+            (p, re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.json", p.name)) for p in (out / "eval").glob("*.json")
+        ]
+        paths += sorted((p for p, m in extra if m), key=lambda p: int(p.stem.rsplit("_seed", 1)[1]))
+        runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
+        if runs:
+            found[name] = runs
     return found
 
 
-def study_table(evals: Dict[str, dict], labels: Dict[str, str]) -> str:
-    """Markdown: one row per evaluated variant, teacher-2D's smoothness and retrieval as a reference row, the
-    do-nothing floors of editing underneath."""
-    head = "| variant | " + " | ".join(c[0] for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    base = evals.get("naive", {}).get("step_s")
-    for name, ev in evals.items():
-        m, cells = ev["results"], []
+def _cell(values: Sequence[Optional[float]], fmt: str, runs: int) -> str:
+    """One table cell: the value, or mean ± sd over the runs that have it (with their count if some lack it)."""
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return fmt.format(v[0]) + (f" (1 of {runs})" if runs > 1 else "")
+    cell = f"{fmt.format(float(np.mean(v)))} ± {fmt.format(float(np.std(v)))}"
+    return cell + (f" ({len(v)} of {runs})" if len(v) < runs else "")
+
+
+def study_table(evals: Dict[str, List[dict]], labels: Dict[str, str]) -> str:
+    """Markdown: one row per evaluated variant (mean ± sd over its seeds when it has several runs; sd over the
+    runs, numpy's population sd), teacher-2D's smoothness and retrieval as a reference row, the do-nothing floors of
+    editing underneath (first run)."""
+    head = "| variant | runs | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    base_runs = [ev.get("step_s") for ev in evals.get("naive", [])]
+    base_v = [x for x in base_runs if x is not None and np.isfinite(x)]
+    base = float(np.mean(base_v)) if base_v else None
+    for name, runs in evals.items():
+        cells = []
         for title, key, fmt in COLUMNS:
             if key is None:
-                s = ev.get("step_s", float("nan"))
+                st = [ev.get("step_s", float("nan")) for ev in runs]
+                s = float(np.nanmean(st)) if any(np.isfinite(st)) else float("nan")
                 cells.append(f"{s:.3f} ({s / base:.2f}x)" if base else f"{s:.3f}")
             else:
-                v = m.get(key)
-                cells.append(fmt.format(v) if v is not None and np.isfinite(v) else "-")
-        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+                cells.append(_cell([ev["results"].get(key) for ev in runs], fmt, len(runs)))
+        lines.append(f"| {labels.get(name, name)} | {len(runs)} | " + " | ".join(cells) + " |")
     if evals:
-        m = next(iter(evals.values()))["results"]
+        m = next(iter(evals.values()))[0]["results"]
         ref = {
             "scene/smoothness/n3f_roughness": m.get("scene/smoothness/teacher2d_roughness"),
             "scene/smoothness/n3f_edge_contrast": m.get("scene/smoothness/teacher2d_edge_contrast"),
@@ -152,11 +179,12 @@ def study_table(evals: Dict[str, dict], labels: Dict[str, str]) -> str:
             "scene/retrieval/n3f_heldout_map": m.get("scene/retrieval/teacher2d_heldout_map"),
         }
         cells = [fmt.format(ref[key]) if key in ref and ref[key] is not None else "-" for _, key, fmt in COLUMNS]
-        lines.append("| teacher-2D (bilinear map, reference) | " + " | ".join(cells) + " |")
+        lines.append("| teacher-2D (bilinear map, reference) | - | " + " | ".join(cells) + " |")
         lines.append("")
         nan = float("nan")
         lines.append(
-            f"Floors (same frames): remove, unedited render {m.get('scene/editing/remove_unedited_psnr', nan):.2f};"
+            "Floors (same frames, first run): remove, unedited render "
+            f"{m.get('scene/editing/remove_unedited_psnr', nan):.2f};"
             f" extract, unedited {m.get('scene/editing/extract_unedited_psnr', nan):.2f},"
             f" empty render {m.get('scene/editing/extract_empty_psnr', nan):.2f}."
         )

@@ -8,6 +8,8 @@ checkpoint (``<out>/eval/<variant>.json`` and ``_panels.npz``, with the median f
 run's events); finally ``<out>/results.md`` (the table), ``<out>/grid.png`` and ``<out>/metrics.json``.
 Resumable: evaluated variants are skipped, a trained-but-unevaluated one is only evaluated, and a killed training
 continues from its last checkpoint. ``--report-only`` rewrites the table and grid from what is there.
+``--seeds 1 2`` also trains every variant with ``--machine.seed`` 1 and 2 (runs ``<variant>_seed<k>``): the table
+then gives mean ± sd over the three runs.
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ class SmoothStudy:
     patch_size: int = 8
     train_args: str = ""
     """Extra ns-train arguments for every variant, one string (give it with '=')."""
+    seeds: Tuple[int, ...] = ()
+    """More seeds per variant: each is also trained with ``--machine.seed k`` as run ``<variant>_seed<k>``; the
+    table then shows mean ± sd over the preset's seed and these (the downstream numbers vary a lot by seed)."""
     sam_checkpoint: Optional[Path] = None
     tasks: SceneTaskConfig = field(default_factory=lambda: SceneTaskConfig(edit_frames=2))
     """The scene tasks of each evaluation (edit frames per object: 2 here, 4 in ns-eval)."""
     report_only: bool = False
 
     def main(self) -> None:
-        from featurenerf_ns.eval.smooth_study import variants
+        from featurenerf_ns.eval.smooth_study import seed_run, variants
 
         table = variants(self.sam_checkpoint)
         unknown = [v for v in self.variants if v not in table]
@@ -62,11 +67,14 @@ class SmoothStudy:
             )
         if not self.report_only:
             for name in self.variants:
-                if (self.out / "eval" / f"{name}.json").is_file():
-                    CONSOLE.print(f"{name}: evaluated already ({self.out}/eval/{name}.json)")
-                    continue
-                run_dir = self.train(name, table[name].args, table[name].patches)
-                self.evaluate(name, run_dir)
+                for seed in (None, *self.seeds):
+                    run = seed_run(name, seed)
+                    if (self.out / "eval" / f"{run}.json").is_file():
+                        CONSOLE.print(f"{run}: evaluated already ({self.out}/eval/{run}.json)")
+                        continue
+                    extra = () if seed is None else ("--machine.seed", str(seed))
+                    run_dir = self.train(run, table[name].args + extra, table[name].patches)
+                    self.evaluate(run, run_dir)
         self.report()
 
     # ------------------------------------------------------------------ training
@@ -149,14 +157,16 @@ class SmoothStudy:
             study_table(evals, labels),
             "\nStep time: median training step of the feature stage (from the run's events), on 2 CPU cores.",
             "Retrieval on 10 held-out galleries; editing on "
-            f"{next(iter(evals.values()))['edit_frames']} held-out "
+            f"{next(iter(evals.values()))[0]['edit_frames']} held-out "
             "frames per object; PSNR, cosine and smoothness on the 10 held-out galleries.\n",
             "Commands:\n",
         ]
-        md += [f"- `{ev['command']}`" for ev in evals.values()]
+        md += [f"- `{ev['command']}`" for runs in evals.values() for ev in runs]
         cmd = f"featurenerf-scene smooth-study --scene {self.scene} --out {self.out}"
         if tuple(self.variants) != DEFAULT_VARIANTS:
             cmd += " --variants " + " ".join(self.variants)
+        if self.seeds:
+            cmd += " --seeds " + " ".join(map(str, self.seeds))
         if self.train_args:
             cmd += f' --train-args="{self.train_args}"'
         md += [f"\n`{cmd}`\n"]
