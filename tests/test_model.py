@@ -328,6 +328,38 @@ def test_conditioning_on_feature_maps_equals_per_point_linear_layers():
         assert torch.allclose(a, c, atol=1e-5)
 
 
+def test_two_field_passes_share_one_map_projection_with_the_same_gradients():
+    """Coarse and fine passes with the same maps reuse one projection (also under autograd); the gradients equal
+    those of two separate projections (maps cloned: a cache miss); a no-grad projection is never reused with grad,
+    and an optimiser's in-place weight update invalidates it."""
+    import copy
+
+    torch.manual_seed(0)
+    src = _sources(B=1, N=1)
+    p1, p2 = torch.randn(1, 6, 3) * 0.2, torch.randn(1, 5, 3) * 0.2
+    d1, d2 = torch.nn.functional.normalize(p1, dim=-1), torch.nn.functional.normalize(p2, dim=-1)
+    shared = FeatureNeRFField(SMALL_FIELD, image_feature_dim=7, feature_dim=3)
+    separate = copy.deepcopy(shared)
+    grads = []
+    for field, share in ((shared, True), (separate, False)):
+        maps = torch.randn(1, 7, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        second = maps if share else maps.clone()
+        loss = field(p1, d1, maps, src, (16, 16))["density"].sum() + field(p2, d2, second, src, (16, 16))["rgb"].sum()
+        loss.backward()
+        grads.append((maps.grad, field.lin_z[0].weight.grad))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5) and a.abs().sum() > 0
+    maps = torch.randn(1, 7, 8, 8)
+    assert shared._zmaps(maps) is shared._zmaps(maps)  # one projection per maps tensor
+    with torch.no_grad():
+        z0 = shared._zmaps(maps)
+        assert z0 is shared._zmaps(maps) and not z0.requires_grad
+    assert shared._zmaps(maps).requires_grad  # grad mode is part of the key
+    with torch.no_grad():
+        shared.lin_z[0].weight.add_(1.0)  # in place, as an optimiser step
+        assert not torch.equal(shared._zmaps(maps), z0)
+
+
 def test_precision_resolution_and_bf16_forward(pipeline_parts):
     """auto -> bf16 on bf16 CPUs (else float32); a bf16 forward keeps float32 outputs (compositing and losses in
     float32) close to the float32 forward; the thread-local override (the viewer's) wins over the config."""
