@@ -58,6 +58,16 @@ def test_edge_aware_tv_ignores_jumps_at_colour_edges_and_equals_tv_on_flat_colou
     assert float(smoothing_loss(rays(fp), cfg, P, rgb=edge)) < 1e-6
     with pytest.raises(ValueError, match="rendered rgb"):
         smoothing_loss(rays(fp), cfg, P)
+    # colour + depth: a depth edge where the colour is flat stops the smoothing too; flat depth changes nothing
+    cfg_d = FeatureSmoothingConfig(kind="tv", tv_weight=1.0, tv_guide="rgb+depth", tv_sigma_depth=0.03)
+    depth_edge = 1.0 + rays(seg[:, None].float())  # depth 1 on the left half, 2 on the right
+    assert float(smoothing_loss(rays(fp), cfg_d, P, rgb=flat, depth=depth_edge)) < 1e-6
+    flat_depth = torch.full((2 * P * P, 1), 1.5)
+    assert float(smoothing_loss(rays(fp), cfg_d, P, rgb=flat, depth=flat_depth)) == pytest.approx(
+        float(smoothing_loss(rays(fp), plain, P))
+    )
+    with pytest.raises(ValueError, match="rendered depth"):
+        smoothing_loss(rays(fp), cfg_d, P, rgb=flat)
 
 
 def test_segment_blur_averages_inside_segments_and_never_across():
@@ -86,10 +96,10 @@ def test_bilateral_target_keeps_a_strong_edge_and_smooths_flat_noise():
 
 def test_gradients_reach_the_features_only_and_shapes_are_checked():
     f = torch.randn(2 * P * P, 4, requires_grad=True)
-    for kind, guide in (("tv", "none"), ("tv", "rgb"), ("bilateral", "none"), ("mask", "none")):
+    for kind, guide in (("tv", "none"), ("tv", "rgb"), ("tv", "rgb+depth"), ("bilateral", "none"), ("mask", "none")):
         seg = torch.randint(0, 3, (2 * P * P,), generator=torch.Generator().manual_seed(2))
         cfg = FeatureSmoothingConfig(kind=kind, tv_guide=guide)  # type: ignore[arg-type]
-        loss = smoothing_loss(f, cfg, P, segments=seg, rgb=torch.rand(2 * P * P, 3))
+        loss = smoothing_loss(f, cfg, P, segments=seg, rgb=torch.rand(2 * P * P, 3), depth=torch.rand(2 * P * P, 1) + 1)
         (g,) = torch.autograd.grad(loss, f)
         assert torch.isfinite(g).all() and g.abs().sum() > 0, kind
     with pytest.raises(ValueError, match="whole 8 x 8 patches"):

@@ -42,6 +42,11 @@ def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
             "edge-aware TV (colour-weighted; ours)",
             ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb"),
         ),
+        Variant(
+            "tv-rgbd",
+            "edge-aware TV, colour + depth (ours)",
+            ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb+depth"),
+        ),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),
         Variant("mask-superpixel", "blur in superpixels", mask + ("superpixel",)),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),

@@ -9,6 +9,8 @@ one term to the feature loss (D = the distilled feature size; the naive loss is 
   ``tv_guide="rgb"`` (ours, not in the paper) each pair is weighted by exp(-||I(u) - I(v)||^2 / (2 sigma_c^2)), I the
   rendered colour (no gradient): an edge-aware TV that does not pull features together across colour edges (plain TV
   lowered the feature contrast across object boundaries in the smoothing study; kornia's TV has no pair weights).
+  ``tv_guide="rgb+depth"`` multiplies in exp(-(log z(u) - log z(v))^2 / (2 sigma_z^2)), z the rendered depth: no
+  smoothing across depth edges either (objects in front of a similar-coloured background).
 * ``bilateral``: F is pulled towards an edge-preserving smoothing of itself, mean_r ||F(r) - sg(B[F](r))||^2,
   B a bilateral filter over the patch (kornia's ``bilateral_blur``; range kernel on the feature's own L2 distance,
   or, with ``bilateral_guide="rgb"``, a joint bilateral filter guided by the rendered colour). sg = stop-gradient.
@@ -44,10 +46,13 @@ class FeatureSmoothingConfig:
     (``--pipeline.datamanager.patch-size`` > 1); ``mask`` also a mask source (``--pipeline.datamanager.masks.kind``)."""
     tv_weight: float = 0.1
     """Weight of the TV term (official 1e-4 on a summed TV; ours is a mean over ray pairs)."""
-    tv_guide: Literal["none", "rgb"] = "none"
-    """``rgb``: weight each adjacent pair by the rendered colours' similarity (edge-aware TV)."""
+    tv_guide: Literal["none", "rgb", "rgb+depth"] = "none"
+    """``rgb``: weight each adjacent pair by the rendered colours' similarity (edge-aware TV); ``rgb+depth``: and by
+    their rendered depths' similarity."""
     tv_sigma_color: float = 0.1
     """Colour sigma (0..1 RGB, L2) of the edge-aware TV's pair weights."""
+    tv_sigma_depth: float = 0.03
+    """Log-depth sigma of the ``rgb+depth`` pair weights (~3% relative depth difference)."""
     bilateral_weight: float = 5.0
     """Weight of the bilateral-target term (official 1e-2)."""
     bilateral_kernel: int = 5
@@ -82,18 +87,31 @@ def tv_term(fp: Tensor) -> Tensor:
     return total_variation(fp, reduction="sum").sum() / (n * 2 * p * (p - 1))
 
 
-def guided_tv_term(fp: Tensor, guide: Tensor, sigma_color: float) -> Tensor:
-    """fp (n, D, p, p), guide (n, 3, p, p) -> mean over adjacent pairs of w * channel-summed absolute difference,
-    w = exp(-||guide(u) - guide(v)||^2 / (2 sigma^2)) (no gradient through w)."""
+def guided_tv_term(fp: Tensor, guide: Tensor) -> Tensor:
+    """fp (n, D, p, p), guide (n, G, p, p) already divided by its sigmas -> mean over adjacent pairs of
+    w * channel-summed absolute difference, w = exp(-||guide(u) - guide(v)||^2 / 2) (no gradient through w)."""
     n, _, p, _ = fp.shape
     g = guide.detach().float()
     total = fp.new_zeros(())
     for dim in (2, 3):  # vertical, horizontal neighbours
         a, b = fp.narrow(dim, 1, p - 1), fp.narrow(dim, 0, p - 1)
         ga, gb = g.narrow(dim, 1, p - 1), g.narrow(dim, 0, p - 1)
-        w = torch.exp(-((ga - gb) ** 2).sum(1) / (2.0 * sigma_color**2))  # (n, p', p')
+        w = torch.exp(-0.5 * ((ga - gb) ** 2).sum(1))  # (n, p', p')
         total = total + (w * (a - b).abs().sum(1)).sum()
     return total / (n * 2 * p * (p - 1))
+
+
+def tv_guide(cfg: FeatureSmoothingConfig, patch: int, rgb: Optional[Tensor], depth: Optional[Tensor]) -> Tensor:
+    """The edge-aware TV's guide (n, G, p, p): rendered colour / sigma_c, and log depth / sigma_z for rgb+depth."""
+    if rgb is None:
+        raise ValueError(f"feature smoothing: tv_guide={cfg.tv_guide!r} needs the rendered rgb")
+    parts = [as_patches(rgb.detach().float(), patch) / cfg.tv_sigma_color]
+    if cfg.tv_guide == "rgb+depth":
+        if depth is None:
+            raise ValueError("feature smoothing: tv_guide='rgb+depth' needs the rendered depth")
+        z = depth.detach().float().reshape(-1, 1).clamp(min=1e-4).log()
+        parts.append(as_patches(z, patch) / cfg.tv_sigma_depth)
+    return torch.cat(parts, dim=1)
 
 
 def bilateral_target(fp: Tensor, cfg: FeatureSmoothingConfig, guide: Optional[Tensor] = None) -> Tensor:
@@ -147,15 +165,15 @@ def smoothing_loss(
     patch: int,
     segments: Optional[Tensor] = None,
     rgb: Optional[Tensor] = None,
+    depth: Optional[Tensor] = None,
 ) -> Tensor:
     """The weighted regulariser of rendered ``features`` (R, D) in patch order; ``segments`` (R,) int for
-    ``mask``, ``rgb`` (R, 3) for the rgb-guided bilateral filter. Returns a scalar."""
+    ``mask``, ``rgb`` (R, 3) for the rgb-guided bilateral filter and the edge-aware TV, ``depth`` (R, 1) for the
+    depth-guided TV. Returns a scalar."""
     fp = as_patches(features, patch)
     if cfg.kind == "tv":
-        if cfg.tv_guide == "rgb":
-            if rgb is None:
-                raise ValueError("feature smoothing: tv_guide='rgb' needs the rendered rgb")
-            return cfg.tv_weight * guided_tv_term(fp, as_patches(rgb.detach(), patch), cfg.tv_sigma_color)
+        if cfg.tv_guide != "none":
+            return cfg.tv_weight * guided_tv_term(fp, tv_guide(cfg, patch, rgb, depth))
         return cfg.tv_weight * tv_term(fp)
     if cfg.kind == "bilateral":
         guide = as_patches(rgb.detach(), patch) if rgb is not None else None

@@ -394,7 +394,8 @@ class FeatureNeRFModel(ViewerRouting, Model):
             -1
         )
         rgb = outputs["rgb"][idx]
-        term = smoothing_loss(f[idx].float(), self.config.smoothing, self.patch_size, None, rgb)
+        depth = outputs["depth"][idx] if "depth" in outputs else None
+        term = smoothing_loss(f[idx].float(), self.config.smoothing, self.patch_size, None, rgb, depth)
         return self.config.distill_weight * term / f.shape[-1]
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, torch.Tensor]:

@@ -234,6 +234,7 @@ class N3FModel(ViewerRouting, NerfactoModel):
                     self.patch_size,
                     seg[:n] if seg is not None else None,
                     outputs["rgb"][:n],
+                    outputs["depth"][:n] if "depth" in outputs else None,
                 )
         return losses
 
