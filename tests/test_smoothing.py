@@ -304,6 +304,23 @@ def test_patch_batches_carry_segments_in_patch_order(scene_root):
     expect = torch.tensor([int(inst[frame[i], r, c]) for i, r, c in idx.tolist()])
     assert torch.equal(batch["segment"].cpu(), expect)
 
+    # segment pooling: target = (1 - a) teacher + a (teacher's mean over the ray's segment in its frame)
+    dm_cfg.segment_pooling = 0.5
+    pooled_dm = dm_cfg.setup(device="cpu", test_mode="val")
+    _, pb = pooled_dm.next_train(0)
+    pidx, seg = pb["indices"], pb["segment"]
+    plain = pooled_dm._features_at("train", pidx, pooled_dm._hw(pooled_dm.train_dataset, 0))
+    i, k = int(pidx[0, 0]), int(seg[0])
+    fmap = torch.from_numpy(pooled_dm.teacher_cache.features("train")[i].astype("float32"))[None]
+    up = torch.nn.functional.interpolate(fmap, size=tuple(inst.shape[1:]), mode="bilinear", align_corners=False)[0]
+    mean_k = up[:, pooled_dm.segments[i] == k].mean(1)  # the segment's mean, computed here independently
+    assert torch.allclose(pooled_dm.segment_means[i, k], mean_k, atol=1e-5)
+    assert torch.allclose(pb["feature"][0], 0.5 * plain[0] + 0.5 * mean_k, atol=1e-5)
+    assert torch.allclose(pb["feature"], 0.5 * plain + 0.5 * pooled_dm.segment_means[pidx[:, 0], seg], atol=1e-5)
+    dm_cfg.masks = MaskSourceConfig(kind="none")
+    with pytest.raises(ValueError, match="segment_pooling needs segments"):
+        dm_cfg.setup(device="cpu", test_mode="val")
+
 
 def test_study_table_averages_seeds_and_marks_missing_values(tmp_path):
     from featurenerf_ns.eval.smooth_study import load_evaluations, study_table

@@ -13,6 +13,11 @@ nerfstudio's own ``patch_size`` > 1 the first ``patch_fraction`` of the batch is
 (:mod:`featurenerf_ns.data.patch_sampling`), the rest uniform pixels. With a mask
 source (``masks``, :mod:`featurenerf_ns.data.mask_sources`) each train batch also gains ``batch["segment"]`` (R,)
 int: the segment id of the ray's pixel in its train frame (-1: none), from labels computed once per frame.
+
+``segment_pooling`` a > 0 (ours, with a mask source) replaces the train target by (1 - a) Phi(r) + a M_s, M_s the mean
+teacher feature over the pixels of r's segment s in its frame (the teacher map bilinearly upsampled to the frame,
+averaged per segment once at set-up): a target that is smooth inside a segment and steps at its boundary, where the
+teacher's 14 px patches blur across object edges. No per-step cost (one gather).
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class N3FDataManagerConfig(VanillaDataManagerConfig):
     uniform pixels (1.0: all patches, nerfstudio's patch sampling; see data.patch_sampling for why not)."""
     masks: MaskSourceConfig = field(default_factory=MaskSourceConfig)
     """Image segments of the train frames for mask-guided feature smoothing (kind none: no ``segment`` in batches)."""
+    segment_pooling: float = 0.0
+    """Blend a in [0, 1] of the train target with the teacher's mean over the ray's segment (needs ``masks``):
+    target = (1 - a) Phi + a M_segment; 0 = the teacher itself (N3F)."""
 
     @property
     def train_patch_rays(self) -> int:
@@ -81,10 +89,19 @@ class N3FDataManager(VanillaDataManager):
         self.teacher_cache: Optional[TeacherCache] = None
         self._eval_maps: Dict[int, torch.Tensor] = {}
         self.segments: Optional[torch.Tensor] = None  # (N, H, W) int32 labels of the train frames
+        self.segment_means: Optional[torch.Tensor] = None  # (N, K, D) teacher mean per frame and segment
+        if not 0.0 <= config.segment_pooling <= 1.0:
+            raise ValueError(f"n3f data: segment_pooling={config.segment_pooling} must be in [0, 1]")
+        if config.segment_pooling > 0 and config.masks.kind == "none":
+            raise ValueError(
+                "n3f data: segment_pooling needs segments; set --pipeline.datamanager.masks.kind (superpixel, sam, gt)"
+            )
         if test_mode != "inference":
             self.teacher_cache = self._open_cache()
             if config.masks.kind != "none":
                 self.segments = self._train_segments()
+                if config.segment_pooling > 0:
+                    self.segment_means = self._segment_means()
 
     @property
     def teacher_feature_dim(self) -> int:
@@ -156,6 +173,24 @@ class N3FDataManager(VanillaDataManager):
             raise ValueError(f"{root}: segment labels are {labels.shape[1:]}, the train frames {(H, W)}")
         return torch.from_numpy(labels)
 
+    def _segment_means(self) -> torch.Tensor:
+        """(N, K, D) float32: per train frame, the mean teacher feature (map upsampled to the frame) of each segment
+        0..K-1 (K = most segments in a frame; absent ones stay 0 and are never read)."""
+        assert self.teacher_cache is not None and self.segments is not None
+        feats = self.teacher_cache.features("train")
+        N, H, W = self.segments.shape
+        K = int(self.segments.max()) + 1
+        out = torch.zeros(N, max(K, 1), self.teacher_cache.dim)
+        for i in range(N):
+            fmap = torch.from_numpy(feats[i].astype("float32"))[None]
+            up = F.interpolate(fmap, size=(H, W), mode="bilinear", align_corners=False)[0].reshape(fmap.shape[1], -1)
+            lab = self.segments[i].reshape(-1).long()
+            ok = lab >= 0
+            sums = torch.zeros(out.shape[1], up.shape[0]).index_add_(0, lab[ok], up[:, ok].T)
+            counts = torch.bincount(lab[ok], minlength=out.shape[1]).clamp(min=1)[:, None]
+            out[i] = sums / counts
+        return out
+
     # ------------------------------------------------------------------ batches
     def _features_at(self, group: str, indices: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         """indices (R, 3) [image, row, col] -> (R, D) teacher features at the pixel centres."""
@@ -174,7 +209,17 @@ class N3FDataManager(VanillaDataManager):
             batch["feature"] = self._features_at("train", batch["indices"], self._hw(self.train_dataset, 0))
         if self.segments is not None:
             idx = batch["indices"].cpu().long()
-            batch["segment"] = self.segments[idx[:, 0], idx[:, 1], idx[:, 2]].long().to(self.device)
+            seg = self.segments[idx[:, 0], idx[:, 1], idx[:, 2]].long()
+            batch["segment"] = seg.to(self.device)
+            if self.segment_means is not None and "feature" in batch:
+                a = self.config.segment_pooling
+                pooled = self.segment_means[idx[:, 0], seg.clamp(min=0)].to(batch["feature"])
+                blend = torch.where(
+                    (seg >= 0)[:, None].to(self.device),
+                    (1 - a) * batch["feature"] + a * pooled.to(self.device),
+                    batch["feature"],
+                )
+                batch["feature"] = blend
         return ray_bundle, batch
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:

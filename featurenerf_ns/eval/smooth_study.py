@@ -49,6 +49,11 @@ def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
         ),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),
         Variant("mask-superpixel", "blur in superpixels", mask + ("superpixel",)),
+        Variant(
+            "pool-superpixel",
+            "teacher target pooled in superpixels (a 0.5; ours)",
+            ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5"),
+        ),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),
         Variant("mask-gt", "blur in GT instance masks (oracle)", mask + ("gt",), oracle=True),
     ]
