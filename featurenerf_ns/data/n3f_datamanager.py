@@ -213,13 +213,9 @@ class N3FDataManager(VanillaDataManager):
             batch["segment"] = seg.to(self.device)
             if self.segment_means is not None and "feature" in batch:
                 a = self.config.segment_pooling
-                pooled = self.segment_means[idx[:, 0], seg.clamp(min=0)].to(batch["feature"])
-                blend = torch.where(
-                    (seg >= 0)[:, None].to(self.device),
-                    (1 - a) * batch["feature"] + a * pooled.to(self.device),
-                    batch["feature"],
-                )
-                batch["feature"] = blend
+                pooled = self.segment_means[idx[:, 0], seg.clamp(min=0)].to(batch["feature"])  # its device, dtype
+                inside = (seg >= 0)[:, None].to(pooled.device)
+                batch["feature"] = torch.where(inside, (1 - a) * batch["feature"] + a * pooled, batch["feature"])
         return ray_bundle, batch
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:

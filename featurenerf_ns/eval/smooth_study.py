@@ -7,6 +7,7 @@ rays: the feature loss does not reach it) and differs only in the feature loss's
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import re
@@ -137,11 +138,12 @@ def load_evaluations(out: Path, order: Sequence[str]) -> Dict[str, List[dict]]:
     ``<name>_seed<k>.json`` by k."""
     found: Dict[str, List[dict]] = {}
     for name in order:
-        paths = [out / "eval" / f"{name}.json"]
-        extra = [
-            (p, re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.json", p.name)) for p in (out / "eval").glob("*.json")
-        ]
-        paths += sorted((p for p, m in extra if m), key=lambda p: int(p.stem.rsplit("_seed", 1)[1]))
+        seeded = {}  # seed -> path; the regex keeps e.g. "tv-rgb_seed1" out of "tv"'s runs
+        for p in (out / "eval").glob(f"{glob.escape(name)}_seed*.json"):
+            m = re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.json", p.name)
+            if m:
+                seeded[int(m.group(1))] = p
+        paths = [out / "eval" / f"{name}.json"] + [seeded[k] for k in sorted(seeded)]
         runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
         if runs:
             found[name] = runs

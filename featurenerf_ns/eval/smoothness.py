@@ -90,20 +90,25 @@ class SmoothnessTally:
 
     @property
     def roughness(self) -> float:
-        return self.inside_sum / self.inside_n if self.inside_n else float("nan")
+        return _ratio(self.inside_sum, self.inside_n)
 
     @property
     def edge_contrast(self) -> float:
-        return self.edge_sum / self.edge_n if self.edge_n else float("nan")
+        return _ratio(self.edge_sum, self.edge_n)
 
     @property
     def edge_contrast_band(self) -> float:
-        return self.band_sum / self.edge_n if self.edge_n else float("nan")
+        return _ratio(self.band_sum, self.edge_n)
 
     @property
     def edge_contrast_regions(self) -> float:
-        return self.region_sum / self.edge_n if self.edge_n else float("nan")
+        return _ratio(self.region_sum, self.edge_n)
 
     @property
     def boundary_sharpness(self) -> float:
-        return self.band_sum / self.region_sum if self.region_sum else float("nan")
+        return _ratio(self.band_sum, self.region_sum)
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, nan when nothing was counted."""
+    return num / den if den else float("nan")
