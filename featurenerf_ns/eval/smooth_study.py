@@ -45,14 +45,14 @@ def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
         ),
         Variant(
             "tv-rgbd",
-            "edge-aware TV, colour + depth (ours)",
+            "edge-aware TV, rgb + depth (ours)",
             ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb+depth"),
         ),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),
         Variant("mask-superpixel", "blur in superpixels", mask + ("superpixel",)),
         Variant(
             "pool-superpixel",
-            "teacher target pooled in superpixels (a 0.5; ours)",
+            "teacher pooled in superpixels (ours)",
             ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5"),
         ),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),
@@ -258,7 +258,7 @@ def study_grid(out: Path, order: Sequence[str], labels: Dict[str, str], scene) -
         "distance maps bright = near",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle above the titles
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
