@@ -297,6 +297,26 @@ def test_training_forward_without_the_coordinate_head(pipeline_parts, fine_reuse
     assert model.field.head.weight.grad is not None and model.field.head.weight.grad.abs().sum() > 0
 
 
+def test_training_forward_skips_unread_outputs_with_the_same_losses(pipeline_parts):
+    """A training forward with autograd neither casts nor composites what no loss reads (the internal feature, the
+    composited coordinates); the losses equal those of the same forward under no_grad, which renders everything."""
+    dm, model = pipeline_parts
+    bundle, batch = dm.next_train(7)
+    model.train()
+    runs = {}
+    for grad in (True, False):
+        torch.manual_seed(321)  # same random samples in both forwards
+        with torch.set_grad_enabled(grad), model.conditioned(batch["source"]):
+            out = model(bundle)
+            runs[grad] = (out, model.get_loss_dict(out, batch))
+    (out_g, loss_g), (out_n, loss_n) = runs[True], runs[False]
+    assert "nerf_feature" not in out_g and "coords" not in out_g
+    assert {"nerf_feature", "nerf_feature_relu", "coords"} <= set(out_n)
+    assert set(loss_g) == set(loss_n)
+    for k in loss_g:
+        torch.testing.assert_close(loss_g[k].detach(), loss_n[k], rtol=0, atol=0)
+
+
 def test_camera_render_of_one_object(pipeline_parts):
     dm, model = pipeline_parts
     cam, batch = dm.eval_image(dm.eval_ids[0], 3)

@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
@@ -54,6 +55,18 @@ def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
             "pool-superpixel",
             "teacher pooled in superpixels (ours)",
             ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5"),
+        ),
+        Variant(
+            "pool-gt",
+            "teacher pooled in GT instance masks (oracle)",
+            ("--pipeline.datamanager.masks.kind", "gt", "--pipeline.datamanager.segment-pooling", "0.5"),
+            oracle=True,
+        ),
+        Variant(
+            "pool-tv-rgb",
+            "pooled in superpixels + edge-aware TV (ours)",
+            ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5")
+            + ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb"),
         ),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),
         Variant("mask-gt", "blur in GT instance masks (oracle)", mask + ("gt",), oracle=True),
@@ -242,7 +255,7 @@ def study_grid(out: Path, order: Sequence[str], labels: Dict[str, str], scene) -
         ax[2].set_aspect("equal")
         ax[3].imshow(np.clip(p["remove"], 0, 1))
         ax[4].imshow(np.clip(p["extract"], 0, 1))
-        ax[0].set_ylabel(labels.get(name, name), fontsize=9)
+        ax[0].set_ylabel(textwrap.fill(labels.get(name, name), 26), fontsize=9)  # long labels: two lines
         if r == 1:
             for j, t in enumerate(titles):
                 ax[j].set_title(t, fontsize=8)

@@ -172,11 +172,11 @@ class FeatureNeRFModel(ViewerRouting, Model):
 
     def encoded_sources(self) -> torch.Tensor:
         src = self.get_sources()
-        if self._maps is not None and not (self.training and torch.is_grad_enabled()):
+        if self._maps is not None and not self._grad_training():
             return self._maps
         with self.autocast():
             maps = self.encoder(src.images.flatten(0, 1))
-        if not (self.training and torch.is_grad_enabled()):
+        if not self._grad_training():
             self._maps = maps
         return maps
 
@@ -232,8 +232,18 @@ class FeatureNeRFModel(ViewerRouting, Model):
                 tuple(src.images.shape[-2:]),
                 features=per_sample_features,
             )
+        if self._grad_training():  # outputs no loss reads are neither cast nor composited
+            out = {
+                k: v
+                for k, v in out.items()
+                if k != "nerf_feature" and (k != "nerf_feature_relu" or self.config.distill)
+            }
         # compositing, losses and the sampling pdf run in float32 whatever the field's precision
         return {k: v.float().reshape(R, S, -1) for k, v in out.items()}
+
+    def _grad_training(self) -> bool:
+        """A training forward whose outputs feed the losses (not an evaluation or a callback under no_grad)."""
+        return self.training and torch.is_grad_enabled()
 
     def _render(
         self,
@@ -260,17 +270,19 @@ class FeatureNeRFModel(ViewerRouting, Model):
             "rgb": self.renderer_rgb(rgb=torch.cat([p["rgb"] for p in f_parts], 1), weights=torch.cat(w_parts, 1)),
             "depth": self.renderer_depth(weights=weights, ray_samples=ray_samples),
             "accumulation": self.renderer_accumulation(weights=weights),
-            "nerf_feature": composite("nerf_feature"),
             "weights": weights,
         }
-        if self.config.distill or not self.training:  # (training without distillation has no use for it)
+        have = f_parts[0]  # a training forward's field outputs hold only what its losses read (see _field)
+        if "nerf_feature" in have:
+            out["nerf_feature"] = composite("nerf_feature")
+        if "nerf_feature_relu" in have:
             out["nerf_feature_relu"] = composite("nerf_feature_relu")
         if self.config.distill:
             if "feature" in f_parts[0]:
                 out["feature"] = composite("feature")
             else:
                 out["feature"] = self.field.composite_feature(out["nerf_feature_relu"], out["accumulation"])
-        if self.config.predict_coords:
+        if self.config.predict_coords and not self._grad_training():  # the coordinate loss reads per-sample residuals
             out["coords"] = composite("coords")
         return out
 
@@ -295,7 +307,7 @@ class FeatureNeRFModel(ViewerRouting, Model):
         if not bool((idx == idx[0]).all()):
             raise ValueError("FeatureNeRFModel: rays must be ordered by object (camera_indices 0..B-1, equal counts)")
         one = SourceViews(*(t[k : k + 1] for t in sources))
-        if self.training and torch.is_grad_enabled():  # encoder gradients flow: encode object k alone
+        if self._grad_training():  # encoder gradients flow: encode object k alone
             with self.autocast():
                 return 1, one, self.encoder(one.images.flatten(0, 1))
         maps = self.encoded_sources()  # cached while not training: slice object k out of it

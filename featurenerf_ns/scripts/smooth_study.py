@@ -39,8 +39,9 @@ class SmoothStudy:
     scene: Path = Path("data/scene")
     out: Path = Path("studies/smooth")
     variants: Tuple[str, ...] = DEFAULT_VARIANTS
-    """Any of naive-rays (uniform rays: the preset), naive, tv, bilateral, mask-superpixel, mask-sam (needs
-    --sam-checkpoint), mask-gt (oracle)."""
+    """Any of naive-rays (uniform rays: the preset), naive, tv, tv-rgb, tv-rgbd, bilateral, mask-superpixel,
+    pool-superpixel, pool-gt (oracle), pool-tv-rgb, mask-sam (needs --sam-checkpoint), mask-gt (oracle); labels and
+    arguments in :func:`featurenerf_ns.eval.smooth_study.variants`."""
     patch_size: int = 8
     train_args: str = ""
     """Extra ns-train arguments for every variant, one string (give it with '=')."""
