@@ -238,6 +238,7 @@ def test_study_trains_evaluates_resumes_and_writes_table_and_grid(scene_root, tm
                     "scene/segmentation3d/iou", "scene/editing/remove_psnr"):  # fmt: skip
             assert key in m and np.isfinite(m[key]), key
         assert "--pipeline.datamanager.patch-size 8" in ev["command"]
+        assert "--pipeline.datamanager.patch-fraction 0.34" in ev["command"]  # the study's mixed batch
     assert "--pipeline.datamanager.masks.kind gt" in json.loads((out / "eval" / "mask-gt.json").read_text())["command"]
     md = (out / "results.md").read_text()
     assert "| naive distillation |" in md and "(oracle)" in md and "teacher-2D" in md
