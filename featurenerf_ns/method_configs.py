@@ -85,7 +85,8 @@ def paper_preset(name: str) -> TrainerConfig:
 
 
 def tiny_preset(name: str) -> TrainerConfig:
-    """CPU preset: 64^2 images, 3 x 128 MLP, 32 + 16 + 8 samples, 4 objects x 128 rays, 10-minute budget."""
+    """CPU preset: 64^2 images, 3 x 128 MLP, 32 + 16 + 8 samples, 4 objects x 128 rays, distillation weight 4.0,
+    10-minute budget."""
     cfg = paper_preset(name)
     cfg.steps_per_eval_batch = 100
     cfg.steps_per_eval_image = 250
@@ -100,6 +101,11 @@ def tiny_preset(name: str) -> TrainerConfig:
     p.model.field = FieldConfig(hidden_dim=128, num_blocks=3, num_conditioned_blocks=2, combine_layer=2)
     p.model.num_coarse_samples, p.model.num_importance_samples, p.model.num_depth_samples = 32, 16, 8
     p.model.depth_std = 0.02
+    # distillation weight 4.0 (official 0.25, kept by the paper preset): on the CPU budget the 0.25 feature loss is
+    # drowned by colour and coordinates. Chair, 4,500 steps, cross-view 3D part mIoU of the internal feature: 37.6
+    # at 0.25, 42.6 at 1.0, 51.4 / 49.3 (two seeds) at 4.0; distilled head 59.9 -> 64.8; PSNR equal (26.24 / 26.22 dB)
+    # (studies/diag13, README "Study"); airplane at 16: no further gain (studies/diag13_dw16)
+    p.model.distill_weight = 4.0
     p.correspondence.num_pairs = 50  # of each kind; the paper preset evaluates all 1000
     # learning-curve point: 5 pairs of each kind + 16 eval images, ~15 s per call on 2 cores (~8% of 500 steps)
     p.correspondence.callback_every, p.correspondence.callback_pairs = 500, 5
