@@ -35,39 +35,25 @@ class Variant:
 def variants(sam_checkpoint: Optional[Path] = None) -> Dict[str, Variant]:
     mask = ("--pipeline.model.smoothing.kind", "mask", "--pipeline.datamanager.masks.kind")
     sam = ("--pipeline.datamanager.masks.sam-checkpoint", str(sam_checkpoint)) if sam_checkpoint else ()
+    tv = ("--pipeline.model.smoothing.kind", "tv")
+
+    def guided(guide: str) -> Tuple[str, ...]:  # edge-aware TV
+        return tv + ("--pipeline.model.smoothing.tv-guide", guide)
+
+    def pooled(kind: str) -> Tuple[str, ...]:  # the teacher target pooled in the segments of a mask source
+        return ("--pipeline.datamanager.masks.kind", kind, "--pipeline.datamanager.segment-pooling", "0.5")
+
     out = [
         Variant("naive-rays", "naive, uniform rays (the preset; reference)", (), patches=False),
         Variant("naive", "naive distillation", ()),
-        Variant("tv", "TV", ("--pipeline.model.smoothing.kind", "tv")),
-        Variant(
-            "tv-rgb",
-            "edge-aware TV (colour-weighted; ours)",
-            ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb"),
-        ),
-        Variant(
-            "tv-rgbd",
-            "edge-aware TV, rgb + depth (ours)",
-            ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb+depth"),
-        ),
+        Variant("tv", "TV", tv),
+        Variant("tv-rgb", "edge-aware TV (colour-weighted; ours)", guided("rgb")),
+        Variant("tv-rgbd", "edge-aware TV, rgb + depth (ours)", guided("rgb+depth")),
         Variant("bilateral", "bilateral target", ("--pipeline.model.smoothing.kind", "bilateral")),
         Variant("mask-superpixel", "blur in superpixels", mask + ("superpixel",)),
-        Variant(
-            "pool-superpixel",
-            "teacher pooled in superpixels (ours)",
-            ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5"),
-        ),
-        Variant(
-            "pool-gt",
-            "teacher pooled in GT instance masks (oracle)",
-            ("--pipeline.datamanager.masks.kind", "gt", "--pipeline.datamanager.segment-pooling", "0.5"),
-            oracle=True,
-        ),
-        Variant(
-            "pool-tv-rgb",
-            "pooled in superpixels + edge-aware TV (ours)",
-            ("--pipeline.datamanager.masks.kind", "superpixel", "--pipeline.datamanager.segment-pooling", "0.5")
-            + ("--pipeline.model.smoothing.kind", "tv", "--pipeline.model.smoothing.tv-guide", "rgb"),
-        ),
+        Variant("pool-superpixel", "teacher pooled in superpixels (ours)", pooled("superpixel")),
+        Variant("pool-gt", "teacher pooled in GT instance masks (oracle)", pooled("gt"), oracle=True),
+        Variant("pool-tv-rgb", "pooled in superpixels + edge-aware TV (ours)", pooled("superpixel") + guided("rgb")),
         Variant("mask-sam", "blur in SAM masks", mask + ("sam",) + sam),
         Variant("mask-gt", "blur in GT instance masks (oracle)", mask + ("gt",), oracle=True),
     ]

@@ -278,7 +278,7 @@ class FeatureNeRFModel(ViewerRouting, Model):
         if "nerf_feature_relu" in have:
             out["nerf_feature_relu"] = composite("nerf_feature_relu")
         if self.config.distill:
-            if "feature" in f_parts[0]:
+            if "feature" in have:
                 out["feature"] = composite("feature")
             else:
                 out["feature"] = self.field.composite_feature(out["nerf_feature_relu"], out["accumulation"])

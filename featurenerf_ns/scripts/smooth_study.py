@@ -183,7 +183,7 @@ class SmoothStudy:
         cmd = f"featurenerf-scene smooth-study --scene {self.scene} --out {self.out}"
         if tuple(self.variants) != DEFAULT_VARIANTS:
             cmd += " --variants " + " ".join(self.variants)
-        if (self.rays_per_batch, self.patch_fraction) != (1536, 0.34):
+        if (self.rays_per_batch, self.patch_fraction) != (SmoothStudy.rays_per_batch, SmoothStudy.patch_fraction):
             cmd += f" --rays-per-batch {self.rays_per_batch} --patch-fraction {self.patch_fraction}"
         if self.seeds:
             cmd += " --seeds " + " ".join(map(str, self.seeds))
