@@ -106,6 +106,19 @@ def test_bilinear_gather_equals_grid_sample():
     assert torch.allclose(bilinear_gather(maps, view, uv, (8, 12)), ref, atol=1e-5)
 
 
+def test_bilinear_gather_reads_a_read_only_memory_map_like_a_tensor(tmp_path):
+    """The teacher cache is a read-only float16 memory map: gathered through a zero-copy view, equal to the tensor."""
+    torch.manual_seed(1)
+    maps = torch.randn(4, 7, 5, 6).half()
+    np.save(tmp_path / "m.npy", maps.numpy())
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    view = torch.tensor([3, 0, 2, 2, 1, 3])
+    uv = torch.rand(6, 2) * torch.tensor([12.0, 10.0])
+    out = bilinear_gather(mm, view, uv, (10, 12))
+    assert out.dtype == torch.float32 and out.shape == (6, 7)
+    assert torch.equal(out, bilinear_gather(maps, view, uv, (10, 12)))
+
+
 def test_packed_linear_equals_linear_and_follows_weight_updates():
     """The bf16 inference path (oneDNN packed weights, fused bias + ReLU) gives F.linear's bf16 result; an in-place
     weight update (an optimiser step) invalidates the packed copy; with autograd or in float32 it is F.linear."""
