@@ -141,6 +141,31 @@ def test_packed_linear_equals_linear_and_follows_weight_updates():
     assert y.requires_grad and torch.equal(y, torch.relu(lin(x)))
 
 
+def test_packed_linear_follows_a_fused_adam_step():
+    """Fused Adam updates parameters without bumping their version counters (checked here, so a torch that starts
+    bumping them is noticed): the packed bf16 copy must still be rebuilt after the step, or renders during training
+    (learning-curve callbacks, the viewer) use stale weights."""
+    from featurenerf_ns.model_components.packed_linear import fast_path_applies, linear_act
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 16)
+    x = torch.randn(50, 32)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1, fused=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        if not fast_path_applies(x):
+            pytest.skip("no oneDNN bf16 packed linear on this CPU / torch")
+        before = linear_act(lin, x)
+    version = lin.weight._version
+    lin(x).square().sum().backward()
+    opt.step()
+    assert lin.weight._version == version  # the premise: fused Adam does not bump _version
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = linear_act(lin, x)
+        ref = torch.nn.functional.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16())
+    assert not torch.allclose(after.float(), before.float(), atol=1e-2)
+    assert torch.allclose(after.float(), ref.float(), atol=2e-2, rtol=1e-2)
+
+
 @pytest.fixture(scope="module")
 def pipeline_parts(chair_root, tmp_path_factory):
     """A tiny data manager (random-weight teacher, cache in a temp dir) and model."""

@@ -31,6 +31,7 @@ from torch import nn
 from featurenerf_ns.cameras import project, world_to_source
 from featurenerf_ns.model_components.map_sampling import sample_map  # (M, C, h, w), (M, P, 2) -> (M, P, C)
 from featurenerf_ns.model_components.packed_linear import linear_act
+from featurenerf_ns.utils.weights_key import weights_key
 
 
 @dataclass
@@ -192,7 +193,7 @@ class FeatureNeRFField(nn.Module):
             maps._version,
             torch.is_grad_enabled(),
             torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None,
-            tuple(p._version for lin in lins for p in (lin.weight, lin.bias)),
+            weights_key(p for lin in lins for p in (lin.weight, lin.bias)),
         )
         cached = getattr(self, "_zcache", None)
         if cached is not None and cached[0]() is maps and cached[1] == key:
@@ -204,7 +205,7 @@ class FeatureNeRFField(nn.Module):
         # reads (no transposing copy of the K * hidden channels; 1x1 conv + copy: 31 + 18 ms, this ~20 ms at the
         # paper query's 64^2 x 512 -> 1536 in bfloat16)
         rows = maps.permute(0, 2, 3, 1).reshape(n * h * wd, C)
-        src_key = tuple((p.data_ptr(), p._version) for lin in lins for p in (lin.weight, lin.bias))
+        src_key = weights_key(p for lin in lins for p in (lin.weight, lin.bias))
         zmaps = linear_act(self, rows, weight=w, bias=b, slot="_packed_zmaps", key=src_key)
         zmaps = zmaps.view(n, h, wd, -1).permute(0, 3, 1, 2)
         # a weak reference: the cache must not keep a step's maps (and, through them, the encoder's graph) alive

@@ -9,13 +9,14 @@ from typing import Optional, Tuple
 
 import torch
 
+from featurenerf_ns.utils.weights_key import weights_key
 from featurenerf_ns.viewer.inputs import Conditioning, load_user_image
 
 
 class ConditioningCache:
     """``get(instance, views, image)`` -> the :class:`Conditioning` of ``instance``'s source ``views``, encoded by
     the model's encoder (in eval mode) only when not cached. The key holds the image file's mtime and the
-    encoder's parameter versions, so an edited image or a training update re-encodes."""
+XX
 
     def __init__(self, datamanager, model, size: int = 8) -> None:
         self._dm, self._model, self.size = datamanager, model, size
@@ -29,7 +30,7 @@ class ConditioningCache:
             views,
             str(image) if image else "",
             image.stat().st_mtime if image and image.is_file() else 0,
-            sum(p._version for p in m.encoder.parameters()),  # changes when training updates the encoder
+            weights_key(m.encoder.parameters()),  # changes when training updates the encoder
         )
         if key in self._items:
             self._items.move_to_end(key)
