@@ -16,7 +16,8 @@ from featurenerf_ns.viewer.inputs import Conditioning, load_user_image
 class ConditioningCache:
     """``get(instance, views, image)`` -> the :class:`Conditioning` of ``instance``'s source ``views``, encoded by
     the model's encoder (in eval mode) only when not cached. The key holds the image file's mtime and the
-XX
+    encoder's weights key (:func:`~featurenerf_ns.utils.weights_key.weights_key`), so an edited image or a training
+    update re-encodes."""
 
     def __init__(self, datamanager, model, size: int = 8) -> None:
         self._dm, self._model, self.size = datamanager, model, size
