@@ -416,6 +416,15 @@ def test_two_field_passes_share_one_map_projection_with_the_same_gradients():
     with torch.no_grad():
         shared.lin_z[0].weight.add_(1.0)  # in place, as an optimiser step
         assert not torch.equal(shared._zmaps(maps), z0)
+    # forward + backward repeated with one maps tensor (a benchmark loop): the projection's graph is freed by the
+    # first backward, so the second forward projects again, with the same gradients
+    maps = torch.randn(1, 7, 8, 8).requires_grad_()
+    g = []
+    for _ in range(2):
+        maps.grad = None
+        shared(p1, d1, maps, src, (16, 16))["density"].sum().backward()
+        g.append(maps.grad.clone())
+    assert torch.equal(g[0], g[1]) and g[0].abs().sum() > 0
 
 
 def test_precision_resolution_and_bf16_forward(pipeline_parts):

@@ -19,6 +19,7 @@ sources of each object, so B objects are evaluated in one batched pass (no Pytho
 
 from __future__ import annotations
 
+import functools
 import typing
 import weakref
 from dataclasses import dataclass
@@ -82,6 +83,16 @@ def positional_encoding(x: torch.Tensor, num_freqs: int, freq_factor: float) -> 
     freqs = freq_factor * (2.0 ** torch.arange(num_freqs, device=x.device, dtype=x.dtype))
     xf = (x[..., None, :] * freqs[:, None]).flatten(-2)
     return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
+
+
+def _forget_zmaps(owner: "weakref.ref[FeatureNeRFField]", zmaps: "weakref.ref[torch.Tensor]", grad: torch.Tensor):
+    """Gradient hook of a cached projection: drop the cache entry once backward has gone through it (another
+    forward with the same maps, e.g. a benchmark loop, must not reuse a graph that is freed)."""
+    field = owner()
+    cached = getattr(field, "_zcache", None) if field is not None else None
+    if cached is not None and cached[2] is zmaps():
+        field._zcache = None  # type: ignore[union-attr]
+    return None
 
 
 class ResBlock(nn.Module):
@@ -210,6 +221,8 @@ class FeatureNeRFField(nn.Module):
         zmaps = zmaps.view(n, h, wd, -1).permute(0, 3, 1, 2)
         # a weak reference: the cache must not keep a step's maps (and, through them, the encoder's graph) alive
         self._zcache = (weakref.ref(maps), key, zmaps)
+        if zmaps.requires_grad:  # the backward pass that reaches it frees its graph: forget it then
+            zmaps.register_hook(functools.partial(_forget_zmaps, weakref.ref(self), weakref.ref(zmaps)))
         return zmaps
 
     def composite_feature(self, basis: torch.Tensor, accumulation: torch.Tensor) -> torch.Tensor:
