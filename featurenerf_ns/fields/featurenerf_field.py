@@ -200,11 +200,12 @@ class FeatureNeRFField(nn.Module):
         (paper preset: 2 x 50 GFLOP at 32768 cells x 512 -> 1536; the step 3.09 -> 2.9 s)."""
         lins = [typing.cast(nn.Linear, lin) for lin in self.lin_z]
         dev = maps.device.type
+        wkey = weights_key(p for lin in lins for p in (lin.weight, lin.bias))
         key = (
             maps._version,
             torch.is_grad_enabled(),
             torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None,
-            weights_key(p for lin in lins for p in (lin.weight, lin.bias)),
+            wkey,
         )
         cached = getattr(self, "_zcache", None)
         if cached is not None and cached[0]() is maps and cached[1] == key:
@@ -216,8 +217,7 @@ class FeatureNeRFField(nn.Module):
         # reads (no transposing copy of the K * hidden channels; 1x1 conv + copy: 31 + 18 ms, this ~20 ms at the
         # paper query's 64^2 x 512 -> 1536 in bfloat16)
         rows = maps.permute(0, 2, 3, 1).reshape(n * h * wd, C)
-        src_key = weights_key(p for lin in lins for p in (lin.weight, lin.bias))
-        zmaps = linear_act(self, rows, weight=w, bias=b, slot="_packed_zmaps", key=src_key)
+        zmaps = linear_act(self, rows, weight=w, bias=b, slot="_packed_zmaps", key=wkey)
         zmaps = zmaps.view(n, h, wd, -1).permute(0, 3, 1, 2)
         # a weak reference: the cache must not keep a step's maps (and, through them, the encoder's graph) alive
         self._zcache = (weakref.ref(maps), key, zmaps)

@@ -4,7 +4,7 @@ optimiser steps taken in this process.
 Caches derived from weights (the packed bf16 copies of :mod:`featurenerf_ns.model_components.packed_linear`, the
 field's projected maps, the viewer's encodings) must be rebuilt after a training update. A parameter's ``_version``
 alone does not say so: torch's fused Adam (the presets' optimiser on CPU) updates parameters in place without
-bumping it (torch 2.14, tested in tests/test_model.py), so every optimiser step also advances :func:`optimizer_steps`
+bumping it (torch 2.14, tested in tests/test_model.py), so every optimiser step also advances a step count
 through a global post-step hook (``torch.optim.optimizer.register_optimizer_step_post_hook``).
 """
 
@@ -23,11 +23,6 @@ def _count_step(optimizer, args, kwargs) -> None:
 
 
 register_optimizer_step_post_hook(_count_step)
-
-
-def optimizer_steps() -> int:
-    """Optimiser steps taken in this process (any optimiser)."""
-    return _steps[0]
 
 
 def weights_key(params: Iterable[Tensor]) -> tuple:
