@@ -31,13 +31,16 @@ from featurenerf_ns.pipelines.featurenerf_pipeline import FeatureNeRFPipelineCon
 from featurenerf_ns.pipelines.n3f_pipeline import N3FPipelineConfig
 from featurenerf_ns.teachers import TeacherSpec
 from featurenerf_ns.utils.optimizers import FusedAdamOptimizerConfig
+from featurenerf_ns.utils.schedulers import HoldThenDecaySchedulerConfig
 
 DEVICE: Literal["cuda", "cpu"] = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _optimizers(lr: float) -> Dict[str, dict]:
+    """Fused Adam per parameter group at a constant rate (official); the scheduler anneals the end of a run only when
+    asked (``--optimizers.{encoder,field}.scheduler.decay-start S0 ... .decay-end S1``; utils/schedulers.py)."""
     return {
-        name: {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": None}
+        name: {"optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8), "scheduler": HoldThenDecaySchedulerConfig()}
         for name in ("encoder", "field")
     }
 

@@ -569,3 +569,46 @@ def test_preset_adam_is_fused_on_cpu_and_matches_the_default_update():
             m(x).square().mean().backward()
             opt.step()
     assert torch.allclose(a.weight, b.weight, atol=1e-6) and (a.weight - w0).abs().min() > 1e-4  # every weight moved
+
+
+def test_preset_schedule_is_constant_unless_asked_and_anneals_in_absolute_steps():
+    """Default: factor exactly 1 at every step (the official constant rate); decay-start / decay-end from the
+    ns-train command line anneal exponentially to lr_final; a resume from a checkpoint without scheduler state
+    continues the schedule at the resumed step, not at 0."""
+    from types import SimpleNamespace
+
+    import tyro
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+    from nerfstudio.engine.optimizers import Optimizers
+
+    import featurenerf_ns.method_configs as mc
+    from featurenerf_ns.pipelines.callbacks import scheduler_alignment_callback
+
+    cfg = mc.featurenerf_tiny.config
+    lin, enc = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    groups = {"field": list(lin.parameters()), "encoder": list(enc.parameters())}
+    opts = Optimizers(cfg.optimizers, groups)
+    sched = opts.schedulers["field"]
+    lambdas = [sched.lr_lambdas[0](s) for s in (0, 1, 5000, 10**6)]
+    assert lambdas == [1.0, 1.0, 1.0, 1.0] and opts.optimizers["field"].param_groups[0]["lr"] == 5e-4
+
+    args = ["--optimizers.field.scheduler.decay-start", "100", "--optimizers.field.scheduler.decay-end", "200"]
+    parsed = tyro.cli(type(cfg), default=cfg, args=args)
+    assert parsed.optimizers["field"]["scheduler"].decay_start == 100
+    assert parsed.optimizers["encoder"]["scheduler"].decay_start is None  # each group has its own
+    opts = Optimizers(parsed.optimizers, groups)
+    f = opts.schedulers["field"].lr_lambdas[0]
+    assert f(100) == 1.0 and f(200) == pytest.approx(0.1) and f(150) == pytest.approx(0.1**0.5) and f(500) == f(200)
+
+    # resumed at step 150 from a checkpoint saved without scheduler state: the counter starts at 0 ...
+    opt = opts.optimizers["field"]
+    assert opts.schedulers["field"].last_epoch == 0
+    cb = scheduler_alignment_callback(SimpleNamespace(optimizers=opts))
+    cb.run_callback_at_location(150, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    # ... and is put at 150 before the first iteration; later iterations do not move it again
+    assert opts.schedulers["field"].last_epoch == 150 and opt.param_groups[0]["lr"] == pytest.approx(5e-4 * 0.1**0.5)
+    cb.run_callback_at_location(151, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    assert opts.schedulers["field"].last_epoch == 150
+    with pytest.raises(ValueError, match="decay-end"):
+        bad = tyro.cli(type(cfg), default=cfg, args=args[:2])
+        Optimizers(bad.optimizers, groups)

@@ -1,10 +1,11 @@
-"""The FeatureNeRF pipeline's training callbacks: the wall-clock budget (with a console ETA that knows it) and the
-learning curve (correspondence metrics and novel-view PSNR/SSIM every N steps, appended to
-``<run>/learning_curve.jsonl``, which a study reads back)."""
+"""The FeatureNeRF pipeline's training callbacks: the wall-clock budget (with a console ETA that knows it), the
+learning-rate schedulers' step counter on a resume, and the learning curve (correspondence metrics and novel-view
+PSNR/SSIM every N steps, appended to ``<run>/learning_curve.jsonl``, which a study reads back)."""
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
@@ -39,6 +40,27 @@ def time_budget_callback(max_train_minutes: Optional[float], attrs: TrainingCall
         _fix_eta(attrs.trainer, step, None if budget is None else budget - (time.perf_counter() - t0[0]))
 
     return TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], check)
+
+
+def scheduler_alignment_callback(attrs: TrainingCallbackAttributes) -> TrainingCallback:
+    """Before the first iteration: put every learning-rate scheduler's counter at the training step, so schedules
+    are in absolute steps. A fresh run or a resume from a checkpoint with scheduler state is already there (no-op);
+    a resume from a checkpoint saved without one (``--load-dir`` of a run from before the presets had a scheduler)
+    would otherwise count from 0 at the resumed step."""
+    done: list = []
+
+    def align(step: int) -> None:
+        if done or attrs.optimizers is None:
+            return
+        done.append(step)
+        for sched in attrs.optimizers.schedulers.values():
+            if sched.last_epoch != step:
+                sched.last_epoch = step - 1
+                with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+                    warnings.simplefilter("ignore", UserWarning)
+                    sched.step()
+
+    return TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], align)
 
 
 class LearningCurve:

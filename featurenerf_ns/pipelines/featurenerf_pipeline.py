@@ -27,7 +27,7 @@ from featurenerf_ns.eval.protocols import resolve_protocol
 from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.pipelines.builder import setup_pipeline
-from featurenerf_ns.pipelines.callbacks import LearningCurve, time_budget_callback
+from featurenerf_ns.pipelines.callbacks import LearningCurve, scheduler_alignment_callback, time_budget_callback
 from featurenerf_ns.teachers import TeacherError
 from featurenerf_ns.utils import compat  # noqa: F401  (torch.load safe globals for --load-dir / ns-eval)
 from featurenerf_ns.utils.cli import progress_bar
@@ -113,7 +113,10 @@ class FeatureNeRFPipeline(VanillaPipeline):
         return c
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attrs) + [time_budget_callback(self.config.max_train_minutes, attrs)]
+        callbacks = super().get_training_callbacks(attrs) + [
+            scheduler_alignment_callback(attrs),
+            time_budget_callback(self.config.max_train_minutes, attrs),
+        ]
         if self.correspondence_config.callback_every > 0 and self.local_rank == 0:
             callbacks.append(LearningCurve(self, attrs).callback())
         return callbacks
