@@ -153,6 +153,45 @@ def test_sample_map_equals_grid_sample_values_and_gradients():
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
 
 
+def test_sample_map_gradient_is_the_transposed_bag_in_float32_and_bfloat16():
+    """The maps' gradient (a second embedding_bag over the taps sorted by cell): float32 equals torch's own
+    embedding_bag backward; bfloat16 maps (the field under autocast) stay within 2x the bfloat16 rounding of the
+    exact (float64) gradient however many taps a cell receives; cells no point reads get exactly 0; a uv that needs
+    its own gradient still gets one."""
+    import torch.nn.functional as F
+
+    from featurenerf_ns.model_components.map_sampling import _bilinear_taps
+
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(2, 48, 6, 5, generator=g)
+    uv = torch.rand(2, 3000, 2, generator=g) * torch.tensor([5.0, 6.0])  # image 6 x 10: the right half is never read
+    w_out = torch.randn(2, 3000, 48, generator=g)
+
+    def grad_of(maps):
+        maps = maps.detach().requires_grad_(True)
+        (out,) = torch.autograd.grad((sample_map(maps, uv, (6, 10)).double() * w_out).sum(), maps)
+        return out.double()
+
+    rows, cols, wts = _bilinear_taps(uv, (6, 5), (6, 10))
+    cells = ((torch.arange(2) * 30)[:, None, None] + rows * 5 + cols).view(-1, 4)
+    table = feats.permute(0, 2, 3, 1).reshape(60, 48).double().requires_grad_(True)
+    ref_out = F.embedding_bag(cells, table, per_sample_weights=wts.view(-1, 4).double(), mode="sum")
+    (exact,) = torch.autograd.grad((ref_out.view(2, 3000, 48) * w_out).sum(), table)
+    exact = exact.view(2, 6, 5, 48).permute(0, 3, 1, 2)
+
+    torch.testing.assert_close(grad_of(feats), exact, atol=1e-4, rtol=1e-5)
+    assert torch.all(grad_of(feats)[..., 3:] == 0)  # columns 3, 4 of the map cover pixels 6..10: no point there
+    g16 = grad_of(feats.bfloat16())
+    rounding = (exact.bfloat16().double() - exact).abs().mean()
+    assert (g16 - exact).abs().mean() < 2.0 * rounding
+    assert torch.all(g16[..., 3:] == 0)
+
+    uv_req = uv[:, :50].clone().requires_grad_(True)
+    out = sample_map(feats.requires_grad_(True), uv_req, (6, 10))
+    du, df = torch.autograd.grad(out.sum() + (out**2).sum(), [uv_req, feats])
+    assert du.abs().sum() > 0 and df.abs().sum() > 0
+
+
 def test_sample_map_without_autograd_reads_channels_last_maps_in_their_dtype():
     """Renders and queries (no autograd) interpolate in the maps' dtype: bfloat16 maps give the float32 result to
     bfloat16 rounding; channels-last maps (the field's z maps) give exactly the contiguous maps' result."""

@@ -154,8 +154,8 @@ class FeatureNeRFField(nn.Module):
         z: Tuple[torch.Tensor, ...] = ()  # one (B, N, P, hidden) tensor per conditioned block
         if c.num_conditioned_blocks:
             zmaps = self._zmaps(maps)
-            # (sample_map interpolates in float32 and returns the maps' dtype: under bf16 autocast the residual
-            # stream then stays bfloat16 instead of being promoted and re-cast at every linear layer)
+            # (sample_map returns the maps' dtype: under bf16 autocast the residual stream then stays bfloat16
+            # instead of being promoted and re-cast at every linear layer)
             zs = sample_map(zmaps, uv.reshape(B * N, P, 2), image_hw).reshape(B, N, P, -1)
             z = zs.split(c.hidden_dim, dim=-1)
         x = positional_encoding(x_cam, c.num_freqs, c.freq_factor)

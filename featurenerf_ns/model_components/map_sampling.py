@@ -24,10 +24,11 @@ def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, in
     grid_sample its backward is not a strided per-channel scatter, which dominated CPU training steps. Measured on
     2 cores (fwd + bwd, float32): the paper preset's 4 objects x 12k points x 1536 channels grid_sample 14.2 s, a
     sparse CSR product 0.57 s, embedding_bag 0.27 s; forward only, one 64^2 map x 10k points x 1536 channels
-    (the paper query): sparse product 75 ms, embedding_bag 32 ms float32 / 4 ms bfloat16. With autograd it
-    interpolates in float32; without (renders, queries) in the maps' dtype (bfloat16 under autocast: the same
-    rounding as the linear layer that produced the maps). Maps stored channels-last (``_zmaps`` makes them so)
-    are read without a copy. Other devices use grid_sample.
+    (the paper query): sparse product 75 ms, embedding_bag 32 ms float32 / 4 ms bfloat16. Interpolation runs in
+    the maps' dtype, with and without autograd (bfloat16 under autocast: the maps come from a bfloat16 linear
+    layer); the gradient w.r.t. the maps is :class:`_BilinearBag`'s transposed bag (see there). Maps stored
+    channels-last (``_zmaps`` makes them so) are read without a copy. Other devices use grid_sample; a ``uv``
+    that needs its own gradient takes torch's embedding_bag autograd (float32).
     """
     if features.device.type != "cpu":
         H, W = image_hw
@@ -55,19 +56,62 @@ def _bilinear_taps(uv: torch.Tensor, map_hw: Tuple[int, int], image_hw: Tuple[in
     return rows, cols, weights
 
 
+class _BilinearBag(torch.autograd.Function):
+    """out[m] = sum_k weights[m, k] * rows[cells[m, k]]: rows (R, D), cells and weights (M, 4) -> (M, D), in the
+    rows' dtype, differentiable w.r.t. rows only.
+
+    The gradient is the transposed sum, d rows[r] = sum over the (m, k) with cells[m, k] = r of
+    weights[m, k] * d out[m], computed as one more ``embedding_bag``: the (m, k) taps sorted by cell are the bags
+    (one per row, empty bags give 0), m the indices into d out, the weights the per-sample weights. torch's own
+    embedding_bag backward (a sort and a per-row scatter in float32, with casts of the (M, D) gradient in and out)
+    took most of the sampling time. Measured on 2 cores with AMX (backward only): tiny preset 45,056 samples x
+    256 channels 19 -> 2.3 ms (bfloat16) / 4.4 ms (float32, bit-identical to torch's); paper preset 81,920 x 1,536
+    channels ~125 -> 26 ms (bfloat16). The bag kernel accumulates bfloat16 in float32: its error is 1.6x the
+    rounding of the exact result to bfloat16 whether a row receives 20 taps or 12,500 (the extra 0.6x: the
+    bilinear weights rounded to bfloat16); torch's autograd in bfloat16 was 5.5x (session 22), hence float32 before.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, cells: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w = weights.to(rows.dtype)
+        ctx.save_for_backward(cells, w)
+        ctx.num_rows = rows.shape[0]
+        return F.embedding_bag(cells, rows, per_sample_weights=w, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        cells, w = ctx.saved_tensors
+        flat = cells.reshape(-1)
+        order = torch.argsort(flat)  # taps grouped by the row they read
+        counts = torch.bincount(flat, minlength=ctx.num_rows)
+        offsets = torch.zeros_like(counts)
+        torch.cumsum(counts[:-1], 0, out=offsets[1:])
+        sample = torch.div(order, cells.shape[1], rounding_mode="floor")
+        grad_rows = F.embedding_bag(
+            sample,
+            grad_out.to(w.dtype).contiguous(),
+            offsets,
+            per_sample_weights=w.reshape(-1)[order],
+            mode="sum",
+        )
+        return grad_rows, None, None
+
+
 def _sample_map_cpu(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
     B, D, h, w = features.shape
     N = uv.shape[1]
     rows_i, cols_i, weights = _bilinear_taps(uv.float(), (h, w), image_hw)
     base = (torch.arange(B, device=uv.device) * (h * w))[:, None, None]
-    cells = base + rows_i * w + cols_i  # (B, N, 4) rows of the flattened maps
-    exact = torch.is_grad_enabled() and (features.requires_grad or uv.requires_grad)
-    dtype = features.dtype if features.dtype == torch.float64 or not exact else torch.float32
-    rows = features.permute(0, 2, 3, 1).reshape(B * h * w, D).to(dtype)  # a view for channels-last maps
+    cells = (base + rows_i * w + cols_i).view(B * N, 4)  # rows of the flattened maps
+    rows = features.permute(0, 2, 3, 1).reshape(B * h * w, D)  # a view for channels-last maps
     with torch.autocast("cpu", enabled=False):
-        out = F.embedding_bag(
-            cells.view(B * N, 4), rows, per_sample_weights=weights.view(B * N, 4).to(dtype), mode="sum"
-        )
+        if torch.is_grad_enabled() and uv.requires_grad:  # a gradient w.r.t. the points too: torch's autograd
+            dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+            out = F.embedding_bag(cells, rows.to(dtype), per_sample_weights=weights.view(B * N, 4).to(dtype), mode="sum")
+        elif torch.is_grad_enabled() and features.requires_grad:
+            out = _BilinearBag.apply(rows, cells, weights.view(B * N, 4))
+        else:
+            out = F.embedding_bag(cells, rows, per_sample_weights=weights.view(B * N, 4).to(rows.dtype), mode="sum")
     return out.view(B, N, D).to(features.dtype)
 
 
