@@ -79,7 +79,7 @@ class _BilinearBag(torch.autograd.Function):
         return F.embedding_bag(cells, rows, per_sample_weights=w, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         cells, w = ctx.saved_tensors
         flat = cells.reshape(-1)
         order = torch.argsort(flat)  # taps grouped by the row they read
@@ -104,14 +104,15 @@ def _sample_map_cpu(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[in
     base = (torch.arange(B, device=uv.device) * (h * w))[:, None, None]
     cells = (base + rows_i * w + cols_i).view(B * N, 4)  # rows of the flattened maps
     rows = features.permute(0, 2, 3, 1).reshape(B * h * w, D)  # a view for channels-last maps
+    weights = weights.view(B * N, 4)
     with torch.autocast("cpu", enabled=False):
         if torch.is_grad_enabled() and uv.requires_grad:  # a gradient w.r.t. the points too: torch's autograd
             dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-            out = F.embedding_bag(cells, rows.to(dtype), per_sample_weights=weights.view(B * N, 4).to(dtype), mode="sum")
+            out = F.embedding_bag(cells, rows.to(dtype), per_sample_weights=weights.to(dtype), mode="sum")
         elif torch.is_grad_enabled() and features.requires_grad:
-            out = _BilinearBag.apply(rows, cells, weights.view(B * N, 4))
+            out = _BilinearBag.apply(rows, cells, weights)
         else:
-            out = F.embedding_bag(cells, rows, per_sample_weights=weights.view(B * N, 4).to(rows.dtype), mode="sum")
+            out = F.embedding_bag(cells, rows, per_sample_weights=weights.to(rows.dtype), mode="sum")
     return out.view(B, N, D).to(features.dtype)
 
 

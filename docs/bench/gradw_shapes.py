@@ -1,0 +1,33 @@
+"""The weight-gradient matmul g^T x (81,920 x 512 both, bfloat16) in every formulation tried (issue 14, session 23):
+all 35-37 ms on 2 cores with AMX, against 15-18 ms for the forward x W^T of the same FLOPs.
+Run: PYTHONPATH=. python docs/bench/gradw_shapes.py."""
+import time
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
+import torch, torch.nn.functional as F
+def t(fn, n=8):
+    fn(); fn()
+    s=time.perf_counter()
+    for _ in range(n): fn()
+    return (time.perf_counter()-s)/n*1e3
+M,C=81920,512
+g=torch.randn(M,C).bfloat16(); x=torch.randn(M,C).bfloat16()
+ref=(g.float().t()@x.float())
+def chk(f): r=f(); return (r.float()-ref).abs().max().item()/ref.abs().max().item()
+cands={
+ "mm(g.t(),x)": lambda: g.t()@x,
+ "linear(g.t(),x.t())": lambda: F.linear(g.t(), x.t()),
+ "bmm16": lambda: torch.bmm(g.view(16,-1,C).transpose(1,2), x.view(16,-1,C)).sum(0),
+ "bmm64": lambda: torch.bmm(g.view(64,-1,C).transpose(1,2), x.view(64,-1,C)).sum(0),
+ "bmm16 f32acc": lambda: torch.bmm(g.view(16,-1,C).transpose(1,2), x.view(16,-1,C)).float().sum(0),
+ "mm x.t() g then t": lambda: (x.t()@g).t(),
+ "einsum": lambda: torch.einsum("mi,mj->ij", g, x),
+ "addmm_ acc chunks": None,
+}
+def chunks():
+    out=torch.zeros(C,C)
+    for gc,xc in zip(g.split(8192),x.split(8192)): out.add_(gc.t()@xc)
+    return out
+cands["addmm_ acc chunks"]=chunks
+for k,f in cands.items():
+    print(k, round(t(f),2), "ms relerr", chk(f))
+print("fwd ref", t(lambda: x@torch.randn(C,C).bfloat16().t()))
