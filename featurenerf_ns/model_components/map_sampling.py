@@ -10,6 +10,7 @@ from typing import Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 def sample_map(features: torch.Tensor, uv: torch.Tensor, image_hw: Tuple[int, int]) -> torch.Tensor:
@@ -79,6 +80,7 @@ class _BilinearBag(torch.autograd.Function):
         return F.embedding_bag(cells, rows, per_sample_weights=w, mode="sum")
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         cells, w = ctx.saved_tensors
         flat = cells.reshape(-1)
