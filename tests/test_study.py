@@ -104,21 +104,24 @@ def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):
 
 def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     """The bf16-vs-fp32 report on synthetic finished runs: verdict per metric against the fp32 seed spread, the
-    loss read back from tensorboard events, the speed-up from the training seconds."""
+    loss read back from tensorboard events, the speed-up from the training seconds; with --bf16-seeds 0 1 a second
+    comparison (bf16 seed 1 vs fp32 seed 1) and the two-seed means."""
     from torch.utils.tensorboard import SummaryWriter
 
     from featurenerf_ns.data.layout import append_jsonl, atomic_write_json
     from featurenerf_ns.scripts.study_precision import RUNS, Precision, verdict
 
     pr = Precision(out=tmp_path / "prec", data=tmp_path, steps=100)
-    assert "--pipeline.model.precision bfloat16" in pr._study("bfloat16", 0).train_args
+    assert "--pipeline.model.precision bfloat16" in pr._study("bfloat16").train_args
+    assert pr._study("float32").seeds == (0, 1) and pr._study("bfloat16").seeds == (0,)
     values = {
         ("float32", 0): (25.0, 40.0, 10.0, 1.0),
         ("float32", 1): (25.4, 44.0, 11.0, 1.2),
         ("bfloat16", 0): (25.1, 49.0, 10.5, 1.1),
+        ("bfloat16", 1): (25.3, 45.0, 13.0, 1.2),
     }  # psnr, part3d xview, kp3d xview, loss level
     for (precision, seed), (psnr, part, kp, loss) in values.items():
-        st = pr._study(precision, seed)
+        st = pr._study(precision)
         atomic_write_json(
             st.eval_path("chair", "featurenerf-tiny", seed),
             {
@@ -151,6 +154,19 @@ def test_precision_report_compares_bf16_with_fp32_seed_noise(tmp_path):
     assert (pr.out / "loss_curves.png").stat().st_size > 5000 and "**no**" in (pr.out / "precision.md").read_text()
     assert verdict(1.0, (1.0, 1.0), 0.5) == (0.0, 0.0, True)
     assert [p for p, _ in RUNS].count("float32") == 2
+    assert s["all_within_noise_s1"] is None and "bf16 s1" not in (pr.out / "precision.md").read_text()
+
+    pr2 = Precision(out=tmp_path / "prec", data=tmp_path, steps=100, bf16_seeds=(0, 1))
+    assert pr2._study("bfloat16").seeds == (0, 1)
+    s2 = pr2.report()
+    rows2 = {r["key"]: r for r in s2["rows"]}
+    part = rows2["nerf_feature/part3d_xview/miou"]
+    assert part["within_noise_s1"] and part["bf16_s1_minus_fp32_s1"] == 1.0  # 45 vs fp32 seed 1's 44, spread 4
+    assert part["fp32_mean"] == 42.0 and part["bf16_mean"] == 47.0
+    assert not rows2["nerf_feature/kp3d_xview/pck@0.1"]["within_noise_s1"]  # +2 against a spread of 1
+    assert s2["all_within_noise_s1"] is False and "bf16 s1 - fp32 s1" in (pr2.out / "precision.md").read_text()
+    with pytest.raises(StudyError, match="bf16-seeds"):
+        Precision(out=tmp_path / "prec", data=tmp_path, bf16_seeds=(1,)).runs()
 
 
 def test_curve_slope_per_doubling_and_extrapolated_steps():

@@ -6,7 +6,10 @@ protocol v2 like every study run):
 * ``float32`` seed 0 and seed 1: their difference is the run-to-run noise (seed changes initialisation and
   data order);
 * ``bfloat16`` seed 0: same initialisation and data order as float32 seed 0, so its difference to that run is due
-  to precision alone.
+  to precision alone;
+* with ``--bf16-seeds 0 1``, also ``bfloat16`` seed 1, compared with float32 seed 1 in the same way (a second
+  paired comparison: one bf16 run can land anywhere in its own seed spread; session 23's seed 0 put the distilled
+  head 5 points above float32, its seed 1 inside the float32 range).
 
 A metric passes when ``|bf16 - fp32 seed 0| <= max(|fp32 seed 1 - fp32 seed 0|, tolerance)``, with a small floor
 (``tolerance``) so that two float32 runs that happen to agree to 0.01 do not make every difference "significant".
@@ -31,7 +34,7 @@ from featurenerf_ns.data.layout import atomic_write_bytes, atomic_write_json, re
 from featurenerf_ns.scripts.study import CONSOLE, Run, StudyError
 
 RUNS: Tuple[Tuple[str, int], ...] = (("float32", 0), ("float32", 1), ("bfloat16", 0))
-"""(precision, seed) of the three trainings; a run's folder is ``<out>/<precision>/``."""
+"""(precision, seed) of the three trainings always made; a run's folder is ``<out>/<precision>/``."""
 
 METRICS: Tuple[Tuple[str, str, float], ...] = (
     ("psnr", "novel-view PSNR (dB)", 0.05),
@@ -82,8 +85,8 @@ def verdict(bf16: float, fp32: Tuple[float, float], floor: float) -> Tuple[float
 
 @dataclass
 class Precision(Run):
-    """Train float32 x 2 seeds and bfloat16 x 1 seed of one method, evaluate, and write the comparison (the seeds
-    are fixed by ``RUNS``; ``--seeds`` is not used)."""
+    """Train float32 x 2 seeds and bfloat16 x 1 (or 2) seeds of one method, evaluate, and write the comparison (the
+    float32 seeds are fixed by ``RUNS``; ``--seeds`` is not used)."""
 
     out: Path = Path("studies/precision")
     categories: Tuple[str, ...] = ("chair",)
@@ -94,30 +97,38 @@ class Precision(Run):
     baselines: bool = False
     report_only: bool = False
     """Only write the report from runs already trained and evaluated."""
+    bf16_seeds: Tuple[int, ...] = (0,)
+    """bfloat16 seeds, each compared with the float32 run of the same seed: (0,) or (0, 1)."""
 
-    def _study(self, precision: str, seed: int) -> Run:
+    def runs(self) -> Tuple[Tuple[str, int], ...]:
+        if self.bf16_seeds not in ((0,), (0, 1)):
+            raise StudyError(f"featurenerf-study precision: --bf16-seeds {self.bf16_seeds}: give 0, or 0 1")
+        return RUNS + tuple(("bfloat16", s) for s in self.bf16_seeds if s != 0)
+
+    def _study(self, precision: str) -> Run:
+        """The study of one precision's runs (its folder ``<out>/<precision>/``, all its seeds)."""
         if len(self.categories) != 1 or len(self.methods) != 1:
             raise StudyError("featurenerf-study precision: give one --categories and one --methods")
         kw = {k: getattr(self, k) for k in Run.__dataclass_fields__}
         kw.update(
             out=self.out / precision,
-            seeds=(seed,),
+            seeds=tuple(s for p, s in self.runs() if p == precision),
             train_args=f"--pipeline.model.precision {precision} {self.train_args}".strip(),
         )
         return Run(**kw)
 
     def main(self) -> None:
         if not self.report_only:
-            for precision, seed in RUNS:
-                self._study(precision, seed).main()
+            for precision in ("float32", "bfloat16"):
+                self._study(precision).main()
         self.report()
 
     def report(self) -> dict:
 
         cat, method = self.categories[0], self.methods[0]
         runs: Dict[str, dict] = {}
-        for precision, seed in RUNS:
-            st = self._study(precision, seed)
+        for precision, seed in self.runs():
+            st = self._study(precision)
             ev = st.eval_path(cat, method, seed)
             if not ev.is_file():
                 raise StudyError(f"{ev}: missing; run `featurenerf-study precision --out {self.out}` first")
@@ -135,23 +146,32 @@ class Precision(Run):
                 "loss_tail": tail_mean(loss),
             }
         a, b, c = (runs[f"{p}/seed{s}"] for p, s in RUNS)
+        d = runs.get("bfloat16/seed1")  # the second paired comparison, when asked for
         rows = []
         for key, label, floor in METRICS + (("loss_tail", "train loss, mean of last 20% of steps", 1e-4),):
             get = (lambda r: r["loss_tail"]) if key == "loss_tail" else (lambda r: r["results"].get(key, float("nan")))
             diff, noise, ok = verdict(get(c), (get(a), get(b)), floor)
-            rows.append(
-                {
-                    "metric": label,
-                    "key": key,
-                    "fp32_s0": get(a),
-                    "fp32_s1": get(b),
-                    "bf16_s0": get(c),
-                    "bf16_minus_fp32": diff,
-                    "noise": noise,
-                    "floor": floor,
-                    "within_noise": ok,
-                }
-            )
+            row = {
+                "metric": label,
+                "key": key,
+                "fp32_s0": get(a),
+                "fp32_s1": get(b),
+                "bf16_s0": get(c),
+                "bf16_minus_fp32": diff,
+                "noise": noise,
+                "floor": floor,
+                "within_noise": ok,
+            }
+            if d is not None:  # bf16 seed 1 against fp32 seed 1 (same initialisation and data order), same noise
+                diff1, _, ok1 = verdict(get(d), (get(b), get(a)), floor)
+                row.update(
+                    bf16_s1=get(d),
+                    bf16_s1_minus_fp32_s1=diff1,
+                    within_noise_s1=ok1,
+                    fp32_mean=(get(a) + get(b)) / 2,
+                    bf16_mean=(get(c) + get(d)) / 2,
+                )
+            rows.append(row)
         speed = {k: _per_step(r, "train_s") for k, r in runs.items()}
         cpu_speed = {k: _per_step(r, "train_cpu_s") for k, r in runs.items()}
         summary = {
@@ -162,6 +182,7 @@ class Precision(Run):
             "seconds_per_step": speed,
             "cpu_seconds_per_step": cpu_speed,
             "all_within_noise": all(r["within_noise"] for r in rows),
+            "all_within_noise_s1": all(r["within_noise_s1"] for r in rows) if d is not None else None,
         }
         atomic_write_json(self.out / "precision.json", {**summary, "runs": runs})
         atomic_write_bytes(self.out / "loss_curves.png", _loss_plot(runs))
@@ -199,16 +220,36 @@ def _markdown(s: dict, out: Path) -> str:
         "seed 0; the noise column is |fp32 seed 1 - fp32 seed 0| (one sample of the run-to-run spread: crude). "
         "A row passes when |bf16 - fp32 s0| <= max(noise, floor).",
         "",
-        "| metric | fp32 s0 | fp32 s1 | bf16 s0 | bf16 - fp32 s0 | noise | within noise |",
-        "|---|---|---|---|---|---|---|",
     ]
+    two = s.get("all_within_noise_s1") is not None
+    if two:
+        lines += [
+            "bf16 seed 1 is compared with fp32 seed 1 (same initialisation and data order) against the same noise; "
+            "the last two columns are the two-seed means.",
+            "",
+            "| metric | fp32 s0 | fp32 s1 | bf16 s0 | bf16 - fp32 s0 | noise | within noise | bf16 s1 "
+            "| bf16 s1 - fp32 s1 | within noise (s1) | fp32 mean | bf16 mean |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += [
+            "| metric | fp32 s0 | fp32 s1 | bf16 s0 | bf16 - fp32 s0 | noise | within noise |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for r in s["rows"]:
         nd = 4 if r["key"] in ("ssim", "loss_tail") else 2
-        lines.append(
+        line = (
             f"| {r['metric']} | {_fmt(r['fp32_s0'], nd)} | {_fmt(r['fp32_s1'], nd)} | {_fmt(r['bf16_s0'], nd)}"
             f" | {r['bf16_minus_fp32']:+.{nd}f} | {_fmt(r['noise'], nd)} | "
             f"{'yes' if r['within_noise'] else '**no**'} |"
         )
+        if two:
+            line += (
+                f" {_fmt(r['bf16_s1'], nd)} | {r['bf16_s1_minus_fp32_s1']:+.{nd}f} | "
+                f"{'yes' if r['within_noise_s1'] else '**no**'} | {_fmt(r['fp32_mean'], nd)} | "
+                f"{_fmt(r['bf16_mean'], nd)} |"
+            )
+        lines.append(line)
     lines += [
         "",
         "Training seconds per step up to each run's last learning-curve point (evaluation callbacks excluded; wall "
@@ -218,7 +259,12 @@ def _markdown(s: dict, out: Path) -> str:
         f"{_fmt(s['cpu_seconds_per_step']['float32/seed0'] / s['cpu_seconds_per_step']['bfloat16/seed0'], 2)}x CPU.",
         "",
         f"Verdict: {'all metrics within run-to-run noise' if s['all_within_noise'] else 'NOT all within noise'}"
-        f". Loss curves: `{out / 'loss_curves.png'}`.",
+        + (
+            f" (seed 0); seed 1: {'all within noise' if s['all_within_noise_s1'] else 'NOT all within noise'}"
+            if two
+            else ""
+        )
+        + f". Loss curves: `{out / 'loss_curves.png'}`.",
         "",
     ]
     return "\n".join(lines)
