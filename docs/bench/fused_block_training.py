@@ -1,16 +1,14 @@
 """A/B (issue 14, session 23): one residual block h + fc1(relu(fc0(relu(h)))) forward + backward in bfloat16 on CPU,
 autocast autograd vs a custom autograd function with oneDNN fused epilogues (bias + ReLU, bias + residual add).
 Run: PYTHONPATH=. python docs/bench/fused_block_training.py. Measured 2026-12-07: 81,920 x 512 234 -> 218 ms,
-45,056 x 128 21.8 -> 18.7 ms (7%, 14%), gradients identical: dropped (about 5% of the paper field)."""
-import time
-from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
+45,056 x 128 21.8 -> 18.7 ms (7%, 14%); rerun with the bench's timer 261 -> 233 ms, 22.2 -> 20.2 ms (11%, 9%);
+gradients identical: dropped (about 5-8% of the paper field)."""
 import torch, torch.nn.functional as F
+from featurenerf_ns.bench.parts import _timeit
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
 lp=torch.ops.mkldnn._linear_pointwise
-def t(fn, n=8):
-    fn(); fn()
-    s=time.perf_counter()
-    for _ in range(n): fn()
-    return (time.perf_counter()-s)/n*1e3
+def t(fn):  # ms per call (the bench's timer: 2 warm-ups, then at least 2 s)
+    return _timeit(fn, "cpu") * 1e3
 class Blk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, W0, b0, W1, b1):

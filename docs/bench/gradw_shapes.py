@@ -1,14 +1,11 @@
 """The weight-gradient matmul g^T x (81,920 x 512 both, bfloat16) in every formulation tried (issue 14, session 23):
-all 35-37 ms on 2 cores with AMX, against 15-18 ms for the forward x W^T of the same FLOPs.
+all 35-41 ms on 2 cores with AMX (two runs), against 15-18 ms for the forward x W^T of the same FLOPs.
 Run: PYTHONPATH=. python docs/bench/gradw_shapes.py."""
-import time
-from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
 import torch, torch.nn.functional as F
-def t(fn, n=8):
-    fn(); fn()
-    s=time.perf_counter()
-    for _ in range(n): fn()
-    return (time.perf_counter()-s)/n*1e3
+from featurenerf_ns.bench.parts import _timeit
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
+def t(fn):  # ms per call (the bench's timer: 2 warm-ups, then at least 2 s)
+    return _timeit(fn, "cpu") * 1e3
 M,C=81920,512
 g=torch.randn(M,C).bfloat16(); x=torch.randn(M,C).bfloat16()
 ref=(g.float().t()@x.float())

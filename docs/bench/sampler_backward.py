@@ -1,77 +1,70 @@
-"""The bilinear map sampler's backward (the gradient w.r.t. the maps) in five implementations, at the tiny and paper
-training shapes (issue 14, session 23): torch's embedding_bag autograd, index_add_ (per tap / all taps), sparse CSR
-products, and the transposed bag (taps sorted by cell as bags) that map_sampling._BilinearBag now uses.
+"""The bilinear map sampler's gradient w.r.t. the maps, at the tiny and paper training shapes (issue 14, session 23):
+torch's embedding_bag autograd (float32, the sampler before session 23), index_add_ (per tap / all taps), a sparse
+CSR product, and the transposed bag that ``map_sampling._BilinearBag`` runs (float32 and bfloat16), each checked
+against the float32 reference gradient. Forward + backward times; the forward alone is printed for subtraction.
 Run: PYTHONPATH=. python docs/bench/sampler_backward.py."""
-import time
-from featurenerf_ns.utils.cpu_malloc import keep_freed_memory; keep_freed_memory()
-import torch, torch.nn.functional as F
-from featurenerf_ns.model_components.map_sampling import _bilinear_taps
-def t(fn, n=5):
-    fn(); fn()
-    s=time.perf_counter()
-    for _ in range(n): fn()
-    return (time.perf_counter()-s)/n*1e3
+import torch
+import torch.nn.functional as F
+
+from featurenerf_ns.bench.parts import _timeit
+from featurenerf_ns.model_components.map_sampling import _BilinearBag, _bilinear_taps
+from featurenerf_ns.utils.cpu_malloc import keep_freed_memory
+
+keep_freed_memory()
 torch.manual_seed(0)
-for (B,P,h,D) in ((4,11264,32,256),(4,20480,64,1536)):
-    M=B*P; ncell=B*h*h
-    uv=torch.rand(B,P,2)*128
-    r,c,w=_bilinear_taps(uv,(h,h),(128,128))
-    cells=((torch.arange(B)*(h*h))[:,None,None]+r*h+c).view(M,4)
-    w=w.view(M,4)
-    g=torch.randn(M,D).bfloat16()
-    rows=torch.randn(ncell,D)
-    print(M,D,ncell)
-    # reference fp32 autograd
-    def ref():
-        rr=rows.clone().requires_grad_(True)
-        o=F.embedding_bag(cells,rr,per_sample_weights=w,mode="sum")
-        o.backward(g.float()); return rr.grad
-    G0=ref()
-    print(" ref embedding_bag fwd+bwd fp32", t(ref))
-    print(" fwd only fp32", t(lambda: F.embedding_bag(cells,rows,per_sample_weights=w,mode="sum")))
-    rb=rows.bfloat16()
-    print(" fwd only bf16", t(lambda: F.embedding_bag(cells,rb,per_sample_weights=w.bfloat16(),mode="sum")))
-    def idxadd():
-        gf=g.float(); buf=torch.zeros(ncell,D)
-        for k in range(4): buf.index_add_(0,cells[:,k],gf*w[:,k,None])
+
+
+def ms(fn) -> float:
+    return round(_timeit(fn, "cpu", min_time=1.0) * 1e3, 2)
+
+
+for B, P, h, D in ((4, 11264, 32, 256), (4, 20480, 64, 1536)):
+    M, ncell = B * P, B * h * h
+    r, c, w = _bilinear_taps(torch.rand(B, P, 2) * 128, (h, h), (128, 128))
+    cells = ((torch.arange(B) * (h * h))[:, None, None] + r * h + c).view(M, 4)
+    w = w.view(M, 4)
+    g = torch.randn(M, D).bfloat16()
+    rows = torch.randn(ncell, D)
+    print(f"{M} samples x {D} channels, {ncell} cells")
+
+    def torch_autograd():
+        rr = rows.clone().requires_grad_(True)
+        F.embedding_bag(cells, rr, per_sample_weights=w, mode="sum").backward(g.float())
+        return rr.grad
+
+    def bag(dtype):
+        def run():
+            rr = rows.to(dtype, copy=True).requires_grad_(True)
+            _BilinearBag.apply(rr, cells, w).backward(g.to(dtype))
+            return rr.grad.float()
+
+        return run
+
+    def index_add_per_tap():
+        gf, buf = g.float(), torch.zeros(ncell, D)
+        for k in range(4):
+            buf.index_add_(0, cells[:, k], gf * w[:, k, None])
         return buf
-    print(" index_add x4", t(idxadd), (idxadd()-G0).abs().max().item())
-    def idxadd1():
-        gf=g.float(); buf=torch.zeros(ncell,D)
-        buf.index_add_(0,cells.flatten(),(gf[:,None,:]*w[:,:,None]).view(-1,D))
-        return buf
-    print(" index_add 1", t(idxadd1), (idxadd1()-G0).abs().max().item())
-    crow=torch.arange(0,4*M+1,4)
-    def csr():
-        S=torch.sparse_csr_tensor(crow,cells.flatten(),w.flatten(),size=(M,ncell))
-        return (S.t() @ g.float())
-    try: print(" csr S^T g", t(csr), (csr().to_dense() if csr().is_sparse else csr()-G0).abs().max().item())
-    except Exception as e: print(" csr failed", str(e)[:200])
-    order=torch.argsort(cells.flatten())
-    def csr2():
-        # transpose built directly: rows=cells, sorted
-        cf=cells.flatten()[order]; src=order//4; ww=w.flatten()[order]
-        counts=torch.bincount(cf,minlength=ncell); cr=torch.zeros(ncell+1,dtype=torch.long); cr[1:]=counts.cumsum(0)
-        ST=torch.sparse_csr_tensor(cr,src,ww,size=(ncell,M))
-        return ST @ g.float()
-    try: print(" csr built transposed", t(csr2), (csr2()-G0).abs().max().item())
-    except Exception as e: print(" csr2 failed", str(e)[:200])
-    def csr3():
-        cf=cells.flatten()[order]; src=order//4; ww=w.flatten()[order].bfloat16()
-        counts=torch.bincount(cf,minlength=ncell); cr=torch.zeros(ncell+1,dtype=torch.long); cr[1:]=counts.cumsum(0)
-        ST=torch.sparse_csr_tensor(cr,src,ww,size=(ncell,M))
-        return ST @ g
-    try: print(" csr bf16", t(csr3), (csr3().float()-G0).abs().max().item(), G0.abs().max().item())
-    except Exception as e: print(" csr3 failed", str(e)[:200])
-    def eb_T():
-        # backward as an embedding_bag over g: per cell, sum of w*g over its samples (bags = cells)
-        cf=cells.flatten()[order]; src=order//4; ww=w.flatten()[order]
-        counts=torch.bincount(cf,minlength=ncell); offs=torch.zeros(ncell,dtype=torch.long); offs[1:]=counts.cumsum(0)[:-1]
-        return F.embedding_bag(src,g,offs,per_sample_weights=ww.bfloat16(),mode="sum")
-    try: print(" embedding_bag transposed bf16", t(eb_T), (eb_T().float()-G0).abs().max().item())
-    except Exception as e: print(" ebT failed", str(e)[:200])
-    def eb_T32():
-        cf=cells.flatten()[order]; src=order//4; ww=w.flatten()[order]
-        counts=torch.bincount(cf,minlength=ncell); offs=torch.zeros(ncell,dtype=torch.long); offs[1:]=counts.cumsum(0)[:-1]
-        return F.embedding_bag(src,g.float(),offs,per_sample_weights=ww,mode="sum")
-    print(" embedding_bag transposed f32", t(eb_T32), (eb_T32()-G0).abs().max().item())
+
+    def index_add_all_taps():
+        buf = torch.zeros(ncell, D)
+        return buf.index_add_(0, cells.flatten(), (g.float()[:, None, :] * w[:, :, None]).view(-1, D))
+
+    def csr_product():
+        S = torch.sparse_csr_tensor(torch.arange(0, 4 * M + 1, 4), cells.flatten(), w.flatten(), size=(M, ncell))
+        return S.t() @ g.float()
+
+    ref = torch_autograd()
+    print("  forward only, float32 / bfloat16:", ms(lambda: F.embedding_bag(cells, rows, per_sample_weights=w,
+          mode="sum")), "/", ms(lambda: F.embedding_bag(cells, rows.bfloat16(), per_sample_weights=w.bfloat16(),
+                                                         mode="sum")), "ms")
+    for name, fn in (
+        ("torch embedding_bag autograd, float32 (fwd + bwd)", torch_autograd),
+        ("transposed bag, float32 (fwd + bwd)", bag(torch.float32)),
+        ("transposed bag, bfloat16 (fwd + bwd)", bag(torch.bfloat16)),
+        ("index_add_ per tap (bwd only)", index_add_per_tap),
+        ("index_add_ all taps (bwd only)", index_add_all_taps),
+        ("sparse CSR product (bwd only)", csr_product),
+    ):
+        print(f"  {name}: {ms(fn)} ms, max |diff| to the reference {(fn() - ref).abs().max().item():.3g}"
+              f" (max |grad| {ref.abs().max().item():.3g})")

@@ -65,11 +65,13 @@ class _BilinearBag(torch.autograd.Function):
     weights[m, k] * d out[m], computed as one more ``embedding_bag``: the (m, k) taps sorted by cell are the bags
     (one per row, empty bags give 0), m the indices into d out, the weights the per-sample weights. torch's own
     embedding_bag backward (a sort and a per-row scatter in float32, with casts of the (M, D) gradient in and out)
-    took most of the sampling time. Measured on 2 cores with AMX (backward only): tiny preset 45,056 samples x
-    256 channels 19 -> 2.3 ms (bfloat16) / 4.4 ms (float32, bit-identical to torch's); paper preset 81,920 x 1,536
-    channels ~125 -> 26 ms (bfloat16). The bag kernel accumulates bfloat16 in float32: its error is 1.6x the
-    rounding of the exact result to bfloat16 whether a row receives 20 taps or 12,500 (the extra 0.6x: the
-    bilinear weights rounded to bfloat16); torch's autograd in bfloat16 was 5.5x (session 22), hence float32 before.
+    took most of the sampling time. Measured on 2 cores with AMX (``docs/bench/sampler_backward.py``, forward +
+    backward against torch's float32 autograd): tiny preset 45,056 samples x 256 channels 25.6 -> 7.5 ms (bfloat16)
+    / 13.4 ms (float32, bit-identical); paper preset 81,920 x 1,536 channels 205 -> 84 ms (bfloat16); the sort of the
+    taps is part of it (the bag kernel alone: 2.3 / 26 ms). The bag kernel accumulates bfloat16 in float32: its
+    error is 1.6x the rounding of the exact result to bfloat16 whether a row receives 20 taps or 12,500 (the extra
+    0.6x: the bilinear weights rounded to bfloat16); torch's autograd in bfloat16 was 5.5x (session 22), hence
+    float32 before.
     """
 
     @staticmethod
