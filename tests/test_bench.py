@@ -25,3 +25,18 @@ def test_scale_targets_compare_the_two_largest_counts():
     assert t["resident memory, 3000 / 600 instances"][2] is False  # grew 20%
     assert t["data time per step, 3000 / 600 instances"][2] is True
     assert scale_targets({}) == {}
+
+
+def test_training_imports_do_not_need_embree():
+    """Training, the bench and the study import the procedural cameras but not the Embree binding (rendering only):
+    a GPU machine that trains on rendered data needs no embreex wheel (scripts/gpu_prepare.sh)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['embreex'] = None\n"  # any `import embreex` now raises ImportError
+        "import featurenerf_ns.method_configs, featurenerf_ns.bench.parts, featurenerf_ns.scripts.study_cli\n"
+        "from featurenerf_ns.data.procedural.render import look_at\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
