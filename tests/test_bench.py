@@ -40,3 +40,17 @@ def test_training_imports_do_not_need_embree():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_compiled_field_part_keys_and_first_call():
+    """``featurenerf-bench --compile``: the field part runs with the field's forward under torch.compile (the eager
+    backend here: graph capture without code generation, seconds on a CPU) and every figure ends in ``_compiled``;
+    the first call (compilation included) is reported apart from the steady-state rate."""
+    from featurenerf_ns.bench.parts import precisions, run_part
+
+    res, rss = run_part("field", "cpu", "", {}, 0, presets=("tiny",), compile_backend="eager")
+    assert res and all(k.endswith("_compiled") for k in res) and rss > 0
+    for precision in precisions("cpu"):
+        s = "" if precision == "float32" else "_bf16"
+        assert res[f"tiny_samples_per_s{s}_compiled"] > 0 and res[f"tiny_first_call_s{s}_compiled"] > 0
+    assert not any(k.startswith("paper_") for k in res)  # --presets tiny
