@@ -180,3 +180,19 @@ def test_curve_slope_per_doubling_and_extrapolated_steps():
     assert steps_to_reach(25.0, 26.0, 0.5, 4000) == pytest.approx(16000)  # 1 dB = two doublings
     assert steps_to_reach(26.5, 26.0, 0.5, 4000) == 4000 and steps_to_reach(25.0, 26.0, -0.1, 4000) == float("inf")
     assert math.isnan(curve_slope(curve[:3])[0])  # fewer than three points
+
+
+def test_ns_train_is_found_next_to_the_interpreter_else_on_path(tmp_path, monkeypatch):
+    """A ``pip install --target`` folder (the GPU machines) puts ns-train on PATH, not next to the interpreter."""
+    from featurenerf_ns.scripts.study import _bin
+
+    env, target = tmp_path / "env" / "bin", tmp_path / "site" / "bin"
+    for d in (env, target):
+        d.mkdir(parents=True)
+        (d / "ns-train").write_text("#!/bin/sh\n")
+        (d / "ns-train").chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(env / "python"))
+    monkeypatch.setenv("PATH", str(target))
+    assert _bin("ns-train") == str(env / "ns-train")
+    (env / "ns-train").unlink()
+    assert _bin("ns-train") == str(target / "ns-train")

@@ -11,7 +11,13 @@ import torch
 
 from featurenerf_ns.data.instances import CategoryData
 from featurenerf_ns.teachers import make_teacher_config
-from featurenerf_ns.teachers.cache import TeacherCache, TeacherCacheError, build_cache, open_cache
+from featurenerf_ns.teachers.cache import (
+    TeacherCache,
+    TeacherCacheError,
+    build_cache,
+    open_cache,
+    open_cache_without_teacher,
+)
 
 
 def _teacher(**kw):
@@ -93,6 +99,45 @@ def test_changed_images_are_re_extracted(cat):
     Image.fromarray(arr).save(img)
     r = build_cache(cat, _teacher(), ids, quiet=True)
     assert r.reused == ids[:1] and r.built == ids[1:]
+
+
+def test_cache_only_open_checks_settings_and_images_without_building_the_teacher(cat, monkeypatch):
+    from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFDataManagerConfig
+    from featurenerf_ns.data.dataparser import FeatureNeRFDataParserConfig
+    from featurenerf_ns.teachers import TeacherSpec
+    from featurenerf_ns.teachers.vit import ViTTeacher
+
+    ids = cat.ids("train")
+    build_cache(cat, _teacher(), ids, quiet=True)
+    built = open_cache(cat, _teacher(), ids, build=False)
+
+    def no_network(*a, **k):
+        raise AssertionError("the teacher network was built")
+
+    monkeypatch.setattr(ViTTeacher, "__init__", no_network)
+    cfg = make_teacher_config("dinov2-vits14", weights="random", input_size=56, layer=3)
+    cache = open_cache_without_teacher(cat, cfg, ids)
+    assert cache.key == built.key and np.array_equal(cache.features(ids[0]), built.features(ids[0]))
+    # what a training run passes: the data manager's option
+    spec = TeacherSpec(weights="random", input_size=56, layer=3)
+    dm_cfg = FeatureNeRFDataManagerConfig(
+        dataparser=FeatureNeRFDataParserConfig(data=cat.root / "chair"), teacher=spec, teacher_cache_only=True
+    )
+    dm = FeatureNeRFDataManager(dm_cfg)
+    assert dm.teacher_feature_dim == 384 and dm.teacher_cache.key == built.key
+    # refused: other settings, an instance the cache lacks, changed images (each a one-line error naming the file)
+    other = make_teacher_config("dinov2-vits14", weights="random", input_size=56, layer=5)
+    with pytest.raises(TeacherCacheError, match="layer: 3 -> 5") as e:
+        open_cache_without_teacher(cat, other, ids)
+    assert "manifest.json" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(TeacherCacheError, match="incomplete"):
+        open_cache_without_teacher(cat, cfg, ids + cat.ids("test")[:1])
+    with pytest.raises(TeacherCacheError, match="pca_dim: None -> 8"):
+        open_cache_without_teacher(cat, cfg, ids, pca_dim=8)
+    img = cat.instance(ids[1]).image_paths[0]
+    img.write_bytes(img.read_bytes() + b"\0")
+    with pytest.raises(TeacherCacheError, match=f"{ids[1]}.json.*do not match"):
+        open_cache_without_teacher(cat, cfg, ids)
 
 
 def test_pca_is_fitted_on_train_stored_and_keeps_background_zero(cat):

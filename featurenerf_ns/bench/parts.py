@@ -10,7 +10,7 @@ import functools
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple, cast
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
@@ -19,6 +19,7 @@ import featurenerf_ns.method_configs as mc
 from featurenerf_ns.bench.scale import SCALE_INSTANCES, part_scale
 from featurenerf_ns.bench.smoothing import part_smoothing
 from featurenerf_ns.cameras import camera_rays
+from featurenerf_ns.data.datamanager import FeatureNeRFDataManagerConfig
 from featurenerf_ns.encoders.image_encoder import EncoderConfig
 from featurenerf_ns.eval.metrics import nn_match
 from featurenerf_ns.eval.providers import field_point_features
@@ -33,6 +34,8 @@ PARTS = ("matmul", "field", "encoder", "step", "inference", "scale", "smoothing"
 DEFAULT_PARTS = PARTS[:-1]
 """What a plain ``featurenerf-bench`` runs (``smoothing`` needs a generated scene with its teacher cache)."""
 PRESET_NAMES = ("tiny", "paper")
+COMPILED_PARTS = ("field", "step")
+"""The parts ``--compile`` applies to (the field's forward under torch.compile); their figures get ``_compiled``."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,17 +60,31 @@ def _preset_shape(preset: str) -> Tuple[int, int, int, int, int, int, int, int]:
 RAYS_PER_STEP = 4 * 128  # objects x rays (both presets)
 
 
+def _sync(device: str) -> None:
+    """Waits for queued CUDA work, so that a wall-clock interval covers the GPU time of what it encloses."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _timeit(fn: Callable[[], object], device: str, min_time: float = 2.0, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
+    _sync(device)
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
         n += 1
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         if time.perf_counter() - t0 >= min_time and n >= 3:
             return (time.perf_counter() - t0) / n
+
+
+def _compile_forward(module: torch.nn.Module, backend: Optional[str]) -> None:
+    """Puts ``module``'s forward under ``torch.compile`` (``backend``; None: leave it eager). The module, its
+    parameters and state dict stay the same objects; the first call of each new input shape / autocast state
+    compiles."""
+    if backend:
+        module.forward = torch.compile(module.forward, backend=backend)
 
 
 def _samples_per_ray(preset: str) -> int:
@@ -79,10 +96,10 @@ def _samples_per_ray(preset: str) -> int:
 # parts (each returns a dict of figures)
 
 
-def part_matmul(device: str) -> dict:
+def part_matmul(device: str, presets: Tuple[str, ...] = PRESET_NAMES) -> dict:
     """The machine's dense matmul limit at the field's shapes, in float32 and (where fast) bfloat16."""
     out: Dict[str, Any] = {}
-    for preset in PRESET_NAMES:
+    for preset in presets:
         w = _preset_shape(preset)[0]
         n = RAYS_PER_STEP * _samples_per_ray(preset)
         for precision in precisions(device):
@@ -121,12 +138,20 @@ def _field_flops(cfg, feature_dim: int, per_sample_feature: bool) -> int:
     return 2 * (in_dim * w + cfg.num_blocks * 2 * w * w + w * head)
 
 
-def part_field(device: str, peak: Dict[str, float]) -> dict:
-    """Field forward + backward samples/s per preset and precision, as a fraction of the same-precision peak."""
+def part_field(
+    device: str,
+    peak: Dict[str, float],
+    presets: Tuple[str, ...] = PRESET_NAMES,
+    compile_backend: Optional[str] = None,
+) -> dict:
+    """Field forward + backward samples/s per preset and precision, as a fraction of the same-precision peak;
+    ``*_first_call_s``: the first forward + backward (with ``compile_backend``: the field's forward under
+    torch.compile, and this first call includes its compilation)."""
 
     out = {}
-    for preset in PRESET_NAMES:
+    for preset in presets:
         field, pts, dirs, maps, src, hw, cfg = _field_and_inputs(preset, device)
+        _compile_forward(field, compile_backend)
         maps.requires_grad_(True)
         for precision in precisions(device):
             suffix = "" if precision == "float32" else "_bf16"
@@ -141,6 +166,13 @@ def part_field(device: str, peak: Dict[str, float]) -> dict:
                     + o["coords"].float().sum()
                 ).backward()
 
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            out[f"{preset}_first_call_s{suffix}"] = time.perf_counter() - t0
+            # printed at once: a compilation that outlasts its caller's time limit still leaves its time in the log
+            print(f"field {preset} {precision}: first call {out[f'{preset}_first_call_s{suffix}']:.1f} s", flush=True)
             t = _timeit(step, device)
             n = pts.shape[0] * pts.shape[1]
             gflops = 3 * _field_flops(cfg, 384, False) * n / t / 1e9
@@ -173,20 +205,27 @@ def precisions(device: str) -> Tuple[str, ...]:
     return ("float32", "bfloat16") if device != "cpu" or cpu_has_fast_bf16() else ("float32",)
 
 
-def part_step(device: str, data: str, presets: Tuple[str, ...] = ("tiny", "paper")) -> dict:
+def part_step(
+    device: str, data: str, presets: Tuple[str, ...] = PRESET_NAMES, compile_backend: Optional[str] = None
+) -> dict:
     """One training step of each preset (tiny: 64², paper: 128² and the 11.8M-parameter model) in each precision,
-    split into data, encode, field, render (the rest of the forward pass), loss, backward and optimizer."""
+    split into data, encode, field, render (the rest of the forward pass), loss, backward and optimizer (on CUDA
+    each stage is synchronised, so it holds its GPU time); ``first_step_s``: the first step (with
+    ``compile_backend``: the field's forward under torch.compile, and this step includes its compilation).
+    The teacher features come from the data's cache alone (the teacher network is not loaded)."""
     out = {}
     for preset in presets:
         for precision in precisions(device):
-            res = _step_timings(device, data, preset, precision)
+            res = _step_timings(device, data, preset, precision, compile_backend)
             out.update({f"{preset}_{precision}_{k}": v for k, v in res.items()})
     return out
 
 
-def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
+def _step_timings(device: str, data: str, preset: str, precision: str, compile_backend: Optional[str] = None) -> dict:
     cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
     cfg.pipeline.datamanager.data = Path(data)
+    # the step reads cached maps; the teacher network is not needed
+    cast(FeatureNeRFDataManagerConfig, cfg.pipeline.datamanager).teacher_cache_only = True
     cast(FeatureNeRFModelConfig, cfg.pipeline.model).precision = precision
     torch.manual_seed(0)
     pipe = cfg.pipeline.setup(device=device, test_mode="val")
@@ -200,13 +239,16 @@ def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
         real = module.forward
 
         def timed(*a, **k):
+            _sync(device)
             t0 = time.perf_counter()
             r = real(*a, **k)
+            _sync(device)
             timers[key] += time.perf_counter() - t0
             return r
 
         module.forward = timed
 
+    _compile_forward(model.field, compile_backend)  # before the timer, so that the timer stays outside the graph
     wrap(model.encoder, "encode")
     wrap(model.field, "field")
     # steady state: a training run decodes each instance once into the data manager's LRU (the first epoch); 4 bench
@@ -214,22 +256,37 @@ def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
     warm_ids = dm.rank_ids[: dm.config.max_cached_instances]
     for inst in warm_ids:
         dm.instance(inst)
-    n, warm = (20, 3) if preset == "tiny" else (3, 1)
+    n, warm = (20, 3) if preset == "tiny" or device != "cpu" else (3, 1)
+    if compile_backend:
+        # untimed recompiles: the coarse and fine passes differ in samples per ray, and the field's cached map
+        # projection (_zmaps) keys on the optimiser's step count, which dynamo guards: that frame recompiles each
+        # step until dynamo's recompile limit, then runs eagerly
+        warm += 2 + int(getattr(torch._dynamo.config, "recompile_limit", 8))
+    first_step_s = 0.0
     for step in range(n + warm):
         timers["encode"] = timers["field"] = 0.0
+        _sync(device)
         t0 = time.perf_counter()
         rb, batch = dm.next_train(step)
+        _sync(device)
         t1 = time.perf_counter()
         with model.conditioned(batch["source"]):
             outputs = model(rb)
+        _sync(device)
         t2 = time.perf_counter()
         loss = sum(model.get_loss_dict(outputs, batch).values())
+        _sync(device)
         t3 = time.perf_counter()
         opt.zero_grad()
         loss.backward()
+        _sync(device)
         t4 = time.perf_counter()
         opt.step()
+        _sync(device)
         t5 = time.perf_counter()
+        if step == 0:
+            first_step_s = t5 - t0
+            print(f"step {preset} {precision}: first step {first_step_s:.1f} s", flush=True)
         if step >= warm:
             acc["data"] += t1 - t0
             acc["encode"] += timers["encode"]
@@ -241,6 +298,8 @@ def _step_timings(device: str, data: str, preset: str, precision: str) -> dict:
     out = {f"{k}_ms": v / n * 1e3 for k, v in acc.items()}
     out["total_ms"] = sum(acc.values()) / n * 1e3
     out["s_per_1000_steps"] = out["total_ms"]  # ms per step == s per 1000 steps
+    out["first_step_s"] = first_step_s
+    out["timed_steps"] = float(n)
     out["trainable_params"] = float(sum(p.numel() for p in model.parameters() if p.requires_grad))
     out["instances_decoded_before_timing"] = float(len(warm_ids))
     return out
@@ -346,18 +405,24 @@ def run_part(
     threads: int,
     scale_instances: Tuple[int, ...] = (),
     scene: str = "data/scene",
+    presets: Tuple[str, ...] = PRESET_NAMES,
+    compile_backend: Optional[str] = None,
 ) -> Tuple[dict, float]:
+    """Runs one part; with ``compile_backend`` the :data:`COMPILED_PARTS` run with the field compiled and every
+    figure of theirs gets a ``_compiled`` suffix (the other parts are unaffected)."""
     if threads:
         torch.set_num_threads(threads)
     keep_freed_memory()  # as in training and queries (every model build applies it): the parts measure that setting
     fn = {
-        "matmul": lambda: part_matmul(device),
-        "field": lambda: part_field(device, peak),
+        "matmul": lambda: part_matmul(device, presets),
+        "field": lambda: part_field(device, peak, presets, compile_backend),
         "encoder": lambda: part_encoder(device),
-        "step": lambda: part_step(device, data),
+        "step": lambda: part_step(device, data, presets, compile_backend),
         "inference": lambda: part_inference(device),
         "scale": lambda: part_scale(instances=scale_instances or SCALE_INSTANCES),
         "smoothing": lambda: part_smoothing(scene),
     }[part]
     res = fn()
+    if compile_backend and part in COMPILED_PARTS:
+        res = {f"{k}_compiled": v for k, v in res.items()}
     return res, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)

@@ -36,7 +36,7 @@ from featurenerf_ns.data.patch_sampling import patch_ray_count
 from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.model_components.map_sampling import bilinear_gather
 from featurenerf_ns.teachers import TeacherSpec
-from featurenerf_ns.teachers.cache import open_cache
+from featurenerf_ns.teachers.cache import open_cache, open_cache_without_teacher
 
 if TYPE_CHECKING:
     from featurenerf_ns.teachers.cache import TeacherCache
@@ -77,6 +77,10 @@ class FeatureNeRFDataManagerConfig(DataManagerConfig):
     object's rays (whole patches) are p x p patches, each around a random foreground pixel of a random view."""
     patch_fraction: float = 0.5
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    teacher_cache_only: bool = False
+    """Open the existing teacher cache without loading the teacher network (for a machine without the teacher's
+    weights, e.g. an offline GPU machine): the cache must be complete and built with these teacher settings; the
+    weights' sha256 is taken from its manifest (:func:`featurenerf_ns.teachers.cache.open_cache_without_teacher`)."""
     max_cached_instances: int = 256
     """LRU size of decoded instances kept in memory (3.3 MB each at 128^2 x 50 views)."""
     eval_split: Literal["val", "test"] = "test"
@@ -191,6 +195,13 @@ class FeatureNeRFDataManager(DataManager):
     def _open_teacher_cache(self):
 
         spec = self.config.teacher
+        if self.config.teacher_cache_only:
+            cache = open_cache_without_teacher(self.cat, spec.config(), self.train_ids, spec.cache_dir, spec.pca_dim)
+            CONSOLE.print(
+                f"teacher: {cache.label} ({cache.dim} x {cache.map_size[0]} x {cache.map_size[1]}), from its cache "
+                f"only (weights sha256 {str(cache.identity.get('weights_sha256'))[:12]} as recorded there)"
+            )
+            return cache
         teacher = spec.config().setup(device="cpu")
         CONSOLE.print(f"teacher: {teacher.label} ({teacher.dim} x {teacher.map_size()[0]} x {teacher.map_size()[1]})")
         import torch.distributed as dist

@@ -2,6 +2,7 @@
 
     featurenerf-bench                                   # CPU, all parts, writes outputs/bench.json
     featurenerf-bench --parts matmul field --device cuda
+    featurenerf-bench --parts field step --presets paper --device cuda --compile --out outputs/bench_compiled.json
 
 Each part runs in a fresh subprocess (spawn), so its peak resident memory is its own:
 
@@ -23,6 +24,10 @@ Each part runs in a fresh subprocess (spawn), so its peak resident memory is its
 * ``smoothing`` (not in the default list; needs ``--scene``): the n3f-tiny training step with each feature smoother
   vs naive distillation, interleaved (:mod:`featurenerf_ns.bench.smoothing`).
 
+``--compile`` times the ``field`` and ``step`` parts with the field's forward under ``torch.compile``; their figures
+then end in ``_compiled`` (so a compiled run's JSON sits next to an eager one's), and ``*_first_call_s`` /
+``*_first_step_s`` (the first call / step, compilation included) say what the compilation cost.
+
 The parts live in :mod:`featurenerf_ns.bench.parts`, the targets in :mod:`featurenerf_ns.bench.targets`.
 """
 
@@ -39,7 +44,7 @@ import torch
 import tyro
 from rich.table import Table
 
-from featurenerf_ns.bench.parts import DEFAULT_PARTS, PARTS, run_part
+from featurenerf_ns.bench.parts import COMPILED_PARTS, DEFAULT_PARTS, PARTS, PRESET_NAMES, run_part
 from featurenerf_ns.bench.scale import SCALE_INSTANCES
 from featurenerf_ns.bench.targets import targets
 from featurenerf_ns.data.layout import atomic_write_json
@@ -63,18 +68,30 @@ class BenchCommand:
     """Instance counts of the `scale` part (each generated, cached and streamed in its own process)."""
     scene: str = "data/scene"
     """Generated scene with its teacher cache (for the `smoothing` part: featurenerf-data scene --out data/scene)."""
+    presets: Tuple[str, ...] = PRESET_NAMES
+    """Presets of the matmul, field and step parts."""
+    compile: bool = False
+    """Time the field and step parts with the field's forward under torch.compile (their figures end in
+    ``_compiled``; the other parts run as usual)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend of --compile (``eager``: graph capture only, no code generation)."""
     out: Path = Path("outputs/bench.json")
 
     def main(self) -> None:
         bad = [p for p in self.parts if p not in PARTS]
         if bad:
             raise SystemExit(f"featurenerf-bench: unknown part {bad[0]!r}; choose from {', '.join(PARTS)}")
+        bad = [p for p in self.presets if p not in PRESET_NAMES]
+        if bad or not self.presets:
+            raise SystemExit(f"featurenerf-bench: --presets {bad[:1]}: choose one or more of {', '.join(PRESET_NAMES)}")
         results: Dict[str, dict] = {
             "machine": {
                 "cpus": os.cpu_count(),
                 "torch": torch.__version__,
                 "device": self.device,
                 "torch_threads": self.threads or torch.get_num_threads(),
+                "gpu": torch.cuda.get_device_name(0) if self.device.startswith("cuda") else None,
+                "compile_backend": self.compile_backend if self.compile else None,
             }
         }
         peak: Dict[str, float] = {}
@@ -83,7 +100,16 @@ class BenchCommand:
             CONSOLE.print(f"[bold]{part}[/bold] ...")
             with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
                 job = ex.submit(
-                    run_part, part, self.device, self.data, peak, self.threads, self.scale_instances, self.scene
+                    run_part,
+                    part,
+                    self.device,
+                    self.data,
+                    peak,
+                    self.threads,
+                    self.scale_instances,
+                    self.scene,
+                    self.presets,
+                    self.compile_backend if self.compile and part in COMPILED_PARTS else None,
                 )
                 res, rss = job.result()
             res["peak_rss_mib"] = rss

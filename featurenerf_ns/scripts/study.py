@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -144,7 +145,10 @@ def drop_stale_curve(path: Path, start: int) -> int:
 
 
 def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
+    """The console script ``name`` next to this interpreter (its environment's), else the one on PATH (e.g. the
+    ``bin/`` of a ``pip install --target`` folder, as on the GPU machines: scripts/gpu_check.sh)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.is_file() else (shutil.which(name) or str(here))
 
 
 def train_command(st: _Study, cat: str, method: str, seed: int, remaining: int, load_dir: Optional[Path]) -> List[str]:

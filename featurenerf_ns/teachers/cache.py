@@ -35,7 +35,7 @@ from featurenerf_ns.data.layout import (
     atomic_write_bytes,
     atomic_write_json,
 )
-from featurenerf_ns.teachers.base import Teacher
+from featurenerf_ns.teachers.base import Teacher, TeacherConfig
 from featurenerf_ns.teachers.image_sets import (  # noqa: F401  (re-exported: the cache's public names)
     CategoryImages,
     FrameSet,
@@ -389,5 +389,49 @@ def open_cache(
         raise TeacherCacheError(
             f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(cache.identity, want)}); rebuild with "
             "`featurenerf-teacher cache`"
+        )
+    return cache
+
+
+def open_cache_without_teacher(
+    cat: Source,
+    config: TeacherConfig,
+    ids: Sequence[str],
+    cache_dir: Optional[Path] = None,
+    pca_dim: Optional[int] = None,
+) -> TeacherCache:
+    """The complete cache of ``config``'s teacher for ``ids``, opened without building the teacher network: for a
+    machine that has the cache but not the teacher's weights (an offline GPU machine). Checked: the manifest is
+    complete and covers ``ids``, records the same teacher options and PCA size, and every instance's sidecar
+    matches its current images, cameras and map shape. Not checkable without the weights: their sha256, which is
+    taken from the manifest as recorded where the cache was built."""
+    src = image_set(cat)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(src, config.name)
+    cache = TeacherCache(cache_dir)
+    missing = [i for i in ids if i not in cache.instances]
+    if missing or not cache.manifest.get("complete"):
+        raise TeacherCacheError(
+            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); build "
+            "it where the teacher's weights are (`featurenerf-teacher cache`) and copy it here"
+        )
+    want = {k: v for k, v in config.options().items() if k not in ("name", "batch_size")}
+    want.update(teacher=config.name, pca_dim=pca_dim, l2_normalize=None)  # l2: recorded only when on (N3F)
+    have = {k: cache.identity.get(k) for k in want}
+    if have != want:
+        raise TeacherCacheError(
+            f"{cache_dir / MANIFEST}: cache built with other settings ({_diff(have, want)}); build it with these "
+            "settings where the teacher's weights are (`featurenerf-teacher cache`)"
+        )
+    stale = [
+        i
+        for i in ids
+        if not _sidecar_ok(
+            cache_dir, i, cache.key, src.fingerprint(i), (len(src.image_paths(i)), cache.dim, *cache.map_size)
+        )
+    ]
+    if stale:
+        raise TeacherCacheError(
+            f"{cache_dir / f'{stale[0]}.json'}: cached features of {len(stale)} instances do not match their current "
+            "images or cameras; rebuild the cache where the teacher's weights are (`featurenerf-teacher cache`)"
         )
     return cache

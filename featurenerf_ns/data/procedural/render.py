@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Callable, List
 
 import numpy as np
-from embreex import rtcore_scene as rtcs
-from embreex.mesh_construction import TriangleMesh
 
 from featurenerf_ns.data.layout import focal_from_angle
 from featurenerf_ns.data.procedural.appearance import Material, lambert, material_albedo
@@ -109,6 +107,11 @@ class Raycaster:
     """Embree scene of one triangle mesh; returns the first hit of many rays at once."""
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        # imported here: the cameras above are imported by training and evaluation (data/co3d.py), which must not need
+        # the Embree binding (a 15 MB wheel on machines that only train, e.g. a GPU machine fed with rendered data)
+        from embreex import rtcore_scene as rtcs
+        from embreex.mesh_construction import TriangleMesh
+
         self.triangles = np.ascontiguousarray(vertices[faces], dtype=np.float32)
         self.scene = rtcs.EmbreeScene()
         TriangleMesh(self.scene, self.triangles)
