@@ -27,6 +27,7 @@ from featurenerf_ns.fields.featurenerf_field import FeatureNeRFField, FieldConfi
 from featurenerf_ns.method_configs import FeatureNeRFPipelineConfig, paper_preset, tiny_preset
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.teachers import TeacherError, TeacherSpec
+from featurenerf_ns.teachers.image_sets import TeacherCacheError
 from featurenerf_ns.utils.cpu_malloc import keep_freed_memory
 from featurenerf_ns.utils.precision import autocast_context, cpu_has_fast_bf16
 
@@ -224,11 +225,18 @@ def part_step(
 def _step_timings(device: str, data: str, preset: str, precision: str, compile_backend: Optional[str] = None) -> dict:
     cfg = copy.deepcopy((mc.featurenerf_tiny if preset == "tiny" else mc.featurenerf).config)
     cfg.pipeline.datamanager.data = Path(data)
-    # the step reads cached maps; the teacher network is not needed
-    cast(FeatureNeRFDataManagerConfig, cfg.pipeline.datamanager).teacher_cache_only = True
     cast(FeatureNeRFModelConfig, cfg.pipeline.model).precision = precision
+    # the step reads cached maps: a complete cache is opened without the teacher network (a GPU machine has no
+    # teacher weights); without one (a fresh data folder) the teacher builds it first, as training would
+    dm_cfg = cast(FeatureNeRFDataManagerConfig, cfg.pipeline.datamanager)
+    dm_cfg.teacher_cache_only = True
     torch.manual_seed(0)
-    pipe = cfg.pipeline.setup(device=device, test_mode="val")
+    try:
+        pipe = cfg.pipeline.setup(device=device, test_mode="val")
+    except TeacherCacheError:
+        dm_cfg.teacher_cache_only = False
+        torch.manual_seed(0)
+        pipe = cfg.pipeline.setup(device=device, test_mode="val")
     pipe.train()
     model, dm = pipe.model, pipe.datamanager
     opt = cfg.optimizers["field"]["optimizer"].setup(list(model.parameters()))  # the preset's Adam (fused)
