@@ -360,6 +360,17 @@ class _Null:
         return False
 
 
+def _complete_cache(cache_dir: Path, ids: Sequence[str], fix: str) -> TeacherCache:
+    """The cache in ``cache_dir``, refused (one line ending with ``fix``) unless complete and covering ``ids``."""
+    cache = TeacherCache(cache_dir)
+    missing = [i for i in ids if i not in cache.instances]
+    if missing or not cache.manifest.get("complete"):
+        raise TeacherCacheError(
+            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); {fix}"
+        )
+    return cache
+
+
 def open_cache(
     cat: Source,
     teacher: Teacher,
@@ -377,13 +388,7 @@ def open_cache(
         build_cache(
             cat, teacher, ids, cache_dir, pca_dim=pca_dim, pca_views=pca_views, quiet=quiet, l2_normalize=l2_normalize
         )
-    cache = TeacherCache(cache_dir)
-    missing = [i for i in ids if i not in cache.instances]
-    if missing or not cache.manifest.get("complete"):
-        raise TeacherCacheError(
-            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); run "
-            "`featurenerf-teacher cache`"
-        )
+    cache = _complete_cache(cache_dir, ids, "run `featurenerf-teacher cache`")
     want = cache_identity(teacher, pca_dim, cache.identity.get("pca_sha256"), l2_normalize)
     if _sha(want)[:16] != cache.key:
         raise TeacherCacheError(
@@ -407,13 +412,9 @@ def open_cache_without_teacher(
     taken from the manifest as recorded where the cache was built."""
     src = image_set(cat)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(src, config.name)
-    cache = TeacherCache(cache_dir)
-    missing = [i for i in ids if i not in cache.instances]
-    if missing or not cache.manifest.get("complete"):
-        raise TeacherCacheError(
-            f"{cache_dir / MANIFEST}: cache incomplete ({len(missing)} instances missing, e.g. {missing[:1]}); build "
-            "it where the teacher's weights are (`featurenerf-teacher cache`) and copy it here"
-        )
+    cache = _complete_cache(
+        cache_dir, ids, "build it where the teacher's weights are (`featurenerf-teacher cache`) and copy it here"
+    )
     want = {k: v for k, v in config.options().items() if k not in ("name", "batch_size")}
     want.update(teacher=config.name, pca_dim=pca_dim, l2_normalize=None)  # l2: recorded only when on (N3F)
     have = {k: cache.identity.get(k) for k in want}
