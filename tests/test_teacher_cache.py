@@ -130,6 +130,11 @@ def test_cache_only_open_checks_settings_and_images_without_building_the_teacher
     with pytest.raises(TeacherCacheError, match="layer: 3 -> 5") as e:
         open_cache_without_teacher(cat, other, ids)
     assert "manifest.json" in str(e.value) and "\n" not in str(e.value)
+    # precision "auto" (above) accepts the precision the cache was built at; an explicit other one is refused
+    other_precision = "float32" if built.identity["precision"] == "bfloat16" else "bfloat16"
+    explicit = make_teacher_config("dinov2-vits14", weights="random", input_size=56, layer=3, precision=other_precision)
+    with pytest.raises(TeacherCacheError, match=f"precision: '{built.identity['precision']}' -> '{other_precision}'"):
+        open_cache_without_teacher(cat, explicit, ids)
     with pytest.raises(TeacherCacheError, match="incomplete"):
         open_cache_without_teacher(cat, cfg, ids + cat.ids("test")[:1])
     with pytest.raises(TeacherCacheError, match="pca_dim: None -> 8"):

@@ -43,18 +43,36 @@ def test_dinov2_random_map_shape_stride_and_masking(dinov2_random):
 def test_batching_does_not_change_features():
     rgb = torch.rand(5, 3, 64, 64)
     a = (
-        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=2)
+        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=2, precision="float32")
         .setup()
         .extract(rgb)
         .features
     )
     b = (
-        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=8)
+        make_teacher_config("dinov2-vits14", weights="random", input_size=56, batch_size=8, precision="float32")
         .setup()
         .extract(rgb)
         .features
     )
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bfloat16_teacher_matches_float32_and_is_recorded():
+    """bfloat16 autocast changes the features by about the bf16 rounding, and the identity (what a cache compares)
+    records the resolved precision, so a float32 cache is never reused for bfloat16 features or the reverse."""
+    torch.manual_seed(0)
+    rgb = torch.rand(3, 3, 64, 64)
+    t32 = make_teacher_config("dinov2-vits14", weights="random", input_size=56, precision="float32").setup()
+    t16 = make_teacher_config("dinov2-vits14", weights="random", input_size=56, precision="bfloat16").setup()
+    a, b = t32.extract(rgb).features, t16.extract(rgb).features
+    assert b.dtype == torch.float32 and a.shape == b.shape
+    cos = torch.nn.functional.cosine_similarity(a.flatten(2), b.flatten(2), dim=1)
+    assert cos.min() > 0.99 and not torch.equal(a, b)
+    assert t32.identity()["precision"] == "float32" and t16.identity()["precision"] == "bfloat16"
+    auto = make_teacher_config("dinov2-vits14", weights="random", input_size=56).setup()
+    assert auto.config.precision == "auto" and auto.identity()["precision"] in ("float32", "bfloat16")
+    with pytest.raises(TeacherError, match="precision 'fp8' unknown"):
+        make_teacher_config("dinov2-vits14", weights="random", precision="fp8").setup()
 
 
 def test_dino_vits8_official_settings_with_random_weights():
@@ -77,7 +95,7 @@ def test_local_checkpoint_with_prefixes_loads_identically(tmp_path):
     net = DinoV2ViT(CONFIGS["dino_vits8"])
     path = tmp_path / "dino_ckpt.pth"
     torch.save({"teacher": {f"backbone.{k}": v for k, v in net.state_dict().items()}}, path)
-    t = make_teacher_config("dino-vits8", weights=str(path), input_size=64).setup()
+    t = make_teacher_config("dino-vits8", weights=str(path), input_size=64, precision="float32").setup()
     x = torch.rand(1, 3, 64, 64)
     ref = net.eval().extract(t.preprocess(x), layer=9, facet="key").permute(0, 3, 1, 2)
     assert torch.allclose(t.extract(x).features, ref, atol=1e-5)

@@ -91,6 +91,9 @@ class TeacherSpec:
     """ImageNet mean/std normalisation (ViTs) instead of [-1, 1] scaling."""
     seed: Optional[int] = None
     """Seed of random-weight networks and of diffusion noise."""
+    precision: Optional[str] = None
+    """Autocast precision of the teacher network: auto (bfloat16 where the hardware has fast bf16) | float32 |
+    bfloat16 | float16; unset: auto."""
     batch_size: int = 8
     pca_dim: Optional[int] = None
     """Cache PCA-k features (fitted on the train split, stored with the cache) instead of the full dimension."""

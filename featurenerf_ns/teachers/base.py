@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featurenerf_ns.utils.images import imagenet_normalize
+from featurenerf_ns.utils.precision import PRECISIONS, autocast_context, resolve_precision
 
 
 class TeacherError(RuntimeError):
@@ -54,6 +55,12 @@ class TeacherConfig:
     """Images per forward pass (bounds peak memory)."""
     seed: int = 0
     """Seed for random-weight networks and for diffusion noise."""
+    precision: str = "auto"
+    """Autocast precision of the frozen network (:mod:`featurenerf_ns.utils.precision`): ``auto`` = bfloat16 on CPUs
+    with bf16 matrix instructions and bf16 GPUs, float32 elsewhere; ``float32`` = the reference numerics. DINOv2
+    ViT-S/14 at 224 px on 2 cores (AMX): 45-56 images/s in bfloat16 vs 17-21 in float32 (2.6-3x), per-cell cosine
+    to the float32 features 0.99993 on average (min 0.9995), relative error 1.1% (the cache's float16 storage: 0.02%)
+    (`docs/bench/teacher_precision.py`). The cache records the resolved precision."""
 
     def setup(self, **kwargs) -> "Teacher":
         return self._target(self, **kwargs)
@@ -93,6 +100,10 @@ class Teacher(nn.Module):
             raise TeacherError(f"teacher {config.name}: input_size must be positive (got {config.input_size})")
         if config.batch_size <= 0:
             raise TeacherError(f"teacher {config.name}: batch_size must be positive (got {config.batch_size})")
+        if config.precision not in PRECISIONS:
+            raise TeacherError(
+                f"teacher {config.name}: precision {config.precision!r} unknown; choose from {', '.join(PRECISIONS)}"
+            )
 
     # ------------------------------------------------------------------ to implement
     def features(self, x: torch.Tensor, category: Optional[str] = None) -> torch.Tensor:
@@ -119,7 +130,12 @@ class Teacher(nn.Module):
             "map_size": list(self.map_size()),
         }
         ident.update({k: v for k, v in self.config.options().items() if k not in ("name", "batch_size")})
+        ident["precision"] = self.resolved_precision()
         return ident
+
+    def resolved_precision(self) -> str:
+        """The precision :meth:`extract` runs at on this teacher's device (``auto`` resolved)."""
+        return resolve_precision(self.config.precision, self.device)
 
     def preprocess(self, rgb: torch.Tensor) -> torch.Tensor:
         s = self.config.input_size
@@ -143,7 +159,9 @@ class Teacher(nn.Module):
         outs = []
         for i in range(0, rgb.shape[0], self.config.batch_size):
             x = self.preprocess(rgb[i : i + self.config.batch_size].to(self.device, torch.float32))
-            f = self.features(x, category).float()
+            with autocast_context(self.device, self.config.precision):
+                f = self.features(x, category)
+            f = f.float()
             if self.config.mask_background and alpha is not None:
                 a = alpha[i : i + self.config.batch_size].to(f.device, torch.float32)
                 f = (

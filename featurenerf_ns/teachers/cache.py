@@ -409,7 +409,8 @@ def open_cache_without_teacher(
     machine that has the cache but not the teacher's weights (an offline GPU machine). Checked: the manifest is
     complete and covers ``ids``, records the same teacher options and PCA size, and every instance's sidecar
     matches its current images, cameras and map shape. Not checkable without the weights: their sha256, which is
-    taken from the manifest as recorded where the cache was built."""
+    taken from the manifest as recorded where the cache was built. ``precision="auto"`` accepts the precision the
+    cache was built at (the teacher does not run here); an explicit precision must match."""
     src = image_set(cat)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(src, config.name)
     cache = _complete_cache(
@@ -417,6 +418,8 @@ def open_cache_without_teacher(
     )
     want = {k: v for k, v in config.options().items() if k not in ("name", "batch_size")}
     want.update(teacher=config.name, pca_dim=pca_dim, l2_normalize=None)  # l2: recorded only when on (N3F)
+    if want.get("precision") == "auto":  # the teacher never runs here: any precision it was cached at is "auto"
+        want.pop("precision")
     have = {k: cache.identity.get(k) for k in want}
     if have != want:
         raise TeacherCacheError(
