@@ -207,7 +207,7 @@ class MainJob:
             f"## Teacher ({self.train_category})",
             "",
             f"{ts['label']}: cache `{ts['cache_dir']}`, {ts['instances']} instances, "
-            f"{ts['mib_per_instance']:.2f} MiB/instance, {ts['images_per_second']} images/s; "
+            f"{ts['mib_per_instance']:.2f} MiB/instance, {ts['images_per_second']} images/s ({ts.get('precision')}); "
             f"PCA picture `{ts['pca_image']}`",
             "",
             "Teacher-only 2D cross-instance keypoint transfer "
@@ -321,7 +321,8 @@ class MainJob:
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
         rate = json.loads((r.cache_dir / "manifest.json").read_text()).get("images_per_second")
         CONSOLE.print(
-            f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s; {size / 2**20:.1f} MiB"
+            f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s "
+            f"({teacher.resolved_precision()}); {size / 2**20:.1f} MiB"
         )
         timings["teacher_cache"] = time.perf_counter() - t
 
@@ -351,6 +352,7 @@ class MainJob:
             "cache_dir": str(r.cache_dir),
             "instances": len(ids),
             "images_per_second": rate,
+            "precision": teacher.resolved_precision(),
             "mib_per_instance": size / len(ids) / 2**20,
             "pck": json.loads(pck_json.read_text()),
             "pca_image": str(self.out / f"{cat.category}_{args.name}.png"),

@@ -3,6 +3,7 @@
 featurenerf-teacher cache --data data/shapenet/chair                      # train split, DINOv2 default
 featurenerf-teacher cache --data data/shapenet/chair --max-instances 10 --teacher.layer 8 --teacher.facet key
 featurenerf-teacher cache --data data/shapenet/chair --teacher.pca-dim 64         # N3F-style PCA-64 cache
+featurenerf-teacher cache --data data/shapenet/chair --teacher.precision float32  # reference numerics (default auto)
 featurenerf-teacher eval-pck --data data/shapenet/chair                   # DINOv2 vs the same net, random weights
 featurenerf-teacher pca-images --data data/shapenet/chair --out outputs/teacher_pca
 featurenerf-teacher info --data data/shapenet/chair
@@ -69,7 +70,7 @@ class Cache(_TeacherOnSplit):
         cat, ids = self.instances()
         t = self.teacher.setup()
         CONSOLE.print(
-            f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]}; "
+            f"teacher: {t.label} -> {t.dim} x {t.map_size()[0]} x {t.map_size()[1]} ({t.resolved_precision()}); "
             f"{len(ids)} {cat.category} instances ({self.split})"
         )
         r = build_cache(cat, t, ids, self.teacher.cache_dir, pca_dim=self.teacher.pca_dim)
@@ -202,7 +203,7 @@ class Info:
             CONSOLE.print(
                 f"{mf.parent}: {m['label']}, {idn.get('pca_dim') or idn['dim']} x {idn['map_size']}, "
                 f"{len(m.get('instances', []))} instances, {size / 2**20:.1f} MiB, {state}, "
-                f"{m.get('images_per_second')} images/s"
+                f"{m.get('images_per_second')} images/s, {idn.get('precision', 'float32')}"
             )
 
 
