@@ -175,6 +175,14 @@ def test_examples_and_determinism(cat, proto):
     e = ex[0]["oracle_parts"]
     assert e["target_pred_labels"].shape == e["target_labels"].shape
     assert e["labels_target_pred"].shape == e["labels_target"].shape
+    assert all(x["kind"] == "cross" and x["source_view"] == x["target_view"] == x["view"] for x in ex)
+    # with cross-view tasks, the first `keep` cross-view pairs follow, each with its own two views
+    _, ex = evaluate(prov, cat, proto, ("part2d_cross", "part2d_xview", "part3d_xview"), 64, keep=2)
+    assert [x["kind"] for x in ex] == ["cross", "cross", "xview", "xview"]
+    for x, (s, t, vs, vt) in zip(ex[2:], proto.cross_view):
+        assert (x["source"], x["target"], x["source_view"], x["target_view"]) == (s, t, vs, vt)
+        e = x["oracle_parts"]
+        assert e["target_pred_labels"].shape == e["target_labels"].shape and "labels_target_pred" in e
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +77,15 @@ def test_main_job_small(tmp_path):
     for row in ("Teacher 2D", "FeatureNeRF (DINOv2)", "NeRF feature (no distill)"):
         assert f"| {row}" in md
     folder = out / "report"
-    for f in ("summary.md", "summary.csv", "miou.md", "metrics.csv", "pck_chair.png", "qualitative_chair_0.png"):
+    for f in (
+        "summary.md",
+        "summary.csv",
+        "miou.md",
+        "metrics.csv",
+        "pck_chair.png",
+        "qualitative_chair_0.png",
+        "qualitative_xview_chair_0.png",
+    ):
         assert (folder / f).stat().st_size > 100, f
     # Re-running resumes on complete data: nothing is regenerated, the teacher cache is reused.
     r2 = _run_main(tmp_path, *SMALL, "--skip-training")
@@ -112,3 +121,14 @@ def test_main_job_default(tmp_path):
     r = _run_main(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     _check_report(tmp_path, ("chair", "car", "airplane", "table", "bottle", "motorbike"), 60)
+
+
+def test_report_cli_takes_eval_files_as_positional_arguments():
+    """`featurenerf-report a.json b.json --out dir` as the README, the module docstring and the main job print it."""
+    import tyro
+
+    from featurenerf_ns.scripts.report import ReportCommand
+
+    cmd = tyro.cli(ReportCommand, args=["a.json", "b.json", "--out", "rep", "--qualitative", "1", "--no-untrained"])
+    assert cmd.evals == (Path("a.json"), Path("b.json")) and cmd.out == Path("rep")
+    assert cmd.qualitative == 1 and not cmd.untrained

@@ -186,7 +186,10 @@ def evaluate(
     """Scores every feature of ``provider`` on the pairs of ``protocol``.
 
     Returns (metrics, examples): metrics keyed ``<feature>/<task>/<metric>`` (``pck@<t>``, ``num_keypoints``,
-    ``miou``, ``num_pairs``); examples = the predictions of the first ``keep`` cross-instance pairs (for figures).
+    ``miou``, ``num_pairs``); examples = the predictions of the first ``keep`` cross-instance pairs, then of the
+    first ``keep`` cross-view pairs when cross-view tasks are asked for (for figures): dicts with ``kind``
+    (``cross`` | ``xview``), ``source``, ``target``, ``source_view``, ``target_view``, ``resolution`` and one dict of
+    predictions per feature.
     """
     _check_tasks(tasks)
     ann = Annotations(cat)
@@ -268,8 +271,18 @@ def evaluate(
             if example is not None:
                 example.setdefault(name, {}).update(ex)
 
+    def new_example(kind: str, src: str, trg: str, vs: int, vt: int) -> dict:
+        return {
+            "kind": kind,
+            "source": src,
+            "target": trg,
+            "source_view": vs,
+            "target_view": vt,
+            "resolution": resolution,
+        }
+
     for k, (src, trg, v) in enumerate(protocol.cross_instance):
-        example = {"source": src, "target": trg, "view": v, "resolution": resolution} if k < keep else None
+        example = dict(new_example("cross", src, trg, v, v), view=v) if k < keep else None
         pair_2d(src, v, v, trg, v, v, "cross", example)
         pair_3d(src, v, trg, v, "cross", example)
         if example is not None:
@@ -282,9 +295,12 @@ def evaluate(
             if progress:
                 progress()
     if do & set(XVIEW_TASKS):
-        for src, trg, vs, vt in protocol.cross_view:
-            pair_2d(src, vs, vs, trg, vt, vt, "xview", None)
-            pair_3d(src, vs, trg, vt, "xview", None)
+        for k, (src, trg, vs, vt) in enumerate(protocol.cross_view):
+            example = new_example("xview", src, trg, vs, vt) if k < keep else None
+            pair_2d(src, vs, vs, trg, vt, vt, "xview", example)
+            pair_3d(src, vs, trg, vt, "xview", example)
+            if example is not None:
+                examples.append(example)
             if progress:
                 progress()
 

@@ -76,13 +76,14 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
     from PIL import Image
 
     base = per_run[0][1][k]
-    s, t, v, res = base["source"], base["target"], base["view"], base["resolution"]
+    s, t, res = base["source"], base["target"], base["resolution"]
+    vs, vt = base.get("source_view", base.get("view")), base.get("target_view", base.get("view"))
 
-    def rgb(inst):
+    def rgb(inst, v):
         a = load_rgba(cat.instance(inst).image_paths[v])[..., :3]
         return np.asarray(Image.fromarray((a * 255).round().astype(np.uint8)).resize((res, res), Image.BILINEAR))
 
-    src_img, tgt_img = rgb(s), rgb(t)
+    src_img, tgt_img = rgb(s, vs), rgb(t, vt)
     rows: List[Tuple[str, Dict[str, Any]]] = []  # (label, example dict of one feature)
     for label, examples in per_run:
         ex = examples[k]
@@ -131,7 +132,13 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
         ]
     ):
         axes[0, j].set_title(title, fontsize=9)
-    fig.suptitle(f"{cat.category}: {s} -> {t}, view {v} (each conditioned on that view)", fontsize=10)
+    title = (
+        f"{cat.category}: {s} -> {t}, view {vs} (each conditioned on that view)"
+        if vs == vt
+        else f"{cat.category}, cross-view: {s} view {vs} -> {t} view {vt} (each conditioned on its own view; "
+        "3D parts shown in the object frame)"
+    )
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_fig(fig, path)
     plt.close(fig)

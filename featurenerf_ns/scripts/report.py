@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, cast
 
 import tyro
 
@@ -59,8 +59,8 @@ def run_config_path(run: dict) -> Optional[Path]:
 
 
 def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]], Optional["CategoryData"]]:
-    """Loads each run and evaluates its first ``num`` cross-instance pairs keeping the predictions.
-    Returns [(method label, [example dict per pair])] and the category data."""
+    """Loads each run and evaluates its first ``num`` cross-instance and first ``num`` cross-view pairs keeping the
+    predictions. Returns [(method label, [example dict per pair])] and the category data."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     out = []
@@ -75,7 +75,14 @@ def collect_examples(evals: List[dict], num: int) -> Tuple[List[Tuple[str, list]
             continue
         _, pipeline, _, _ = eval_setup(cfg, test_mode="test")
         pipeline = cast("FeatureNeRFPipeline", pipeline)  # a featurenerf run
-        pipeline.correspondence_config.tasks = ("kp2d_cross", "part2d_cross", "part3d_cross")
+        pipeline.correspondence_config.tasks = (
+            "kp2d_cross",
+            "part2d_cross",
+            "part3d_cross",
+            "kp2d_xview",
+            "part2d_xview",
+            "part3d_xview",
+        )
         _, examples = pipeline.correspondence_metrics(num, teacher=(k == 0), keep=num, progress=False)
         cat = pipeline.datamanager.cat
         out.append((method_label(d.get("method_name", "")), examples))
@@ -109,11 +116,12 @@ def untrained_rows(evals: List[dict]) -> List[Row]:
 class ReportCommand:
     """Tables (Markdown + CSV), PCK plots and qualitative figures from ns-eval JSON files."""
 
-    evals: Tuple[Path, ...]
+    evals: tyro.conf.Positional[Tuple[Path, ...]]
     """ns-eval output files (one per run); the teacher-2D row comes from the first that has it."""
     out: Path = Path("outputs/report")
     qualitative: int = 3
-    """Cross-instance pairs drawn as figures (0 = none; loads each run's checkpoint)."""
+    """Cross-instance pairs (same view, ``qualitative_<category>_<k>.png``) and as many cross-view pairs
+    (``qualitative_xview_<category>_<k>.png``) drawn as figures (0 = none; loads each run's checkpoint)."""
     untrained: bool = True
     """Also score the first run's network at initialisation (what position alone gives on aligned objects)."""
 
@@ -143,8 +151,15 @@ class ReportCommand:
             per_run, cat_data = collect_examples(evals, self.qualitative)
             if per_run:
                 assert cat_data is not None  # set by every run that produced examples
+                counts: Dict[str, int] = {}
                 for k in range(min(len(e) for _, e in per_run)):
-                    name = f"qualitative_{cat_data.category}_{k}.png"
+                    kind = per_run[0][1][k].get("kind", "cross")
+                    n = counts[kind] = counts.get(kind, -1) + 1
+                    name = (
+                        f"qualitative_{cat_data.category}_{n}.png"
+                        if kind == "cross"
+                        else (f"qualitative_{kind}_{cat_data.category}_{n}.png")
+                    )
                     qualitative_figure(cat_data, per_run, k, self.out / name)
                     written.append(name)
         atomic_write_json(
