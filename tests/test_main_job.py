@@ -76,6 +76,7 @@ def test_main_job_small(tmp_path):
     assert "## Training: featurenerf-tiny (CPU preset)" in md and "## Correspondence" in md
     for row in ("Teacher 2D", "FeatureNeRF (DINOv2)", "NeRF feature (no distill)"):
         assert f"| {row}" in md
+    assert "![qualitative_xview_chair_0](report/qualitative_xview_chair_0.png)" in md
     folder = out / "report"
     for f in (
         "summary.md",

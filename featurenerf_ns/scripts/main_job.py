@@ -242,6 +242,11 @@ class MainJob:
                 "",
                 corr["summary_md"].replace("### ", "### Correspondence, "),
             ]
+            rel = Path(corr["folder"]).name  # report.md sits next to the report folder
+            pictures = [f for f in corr["files"] if f.endswith(".png")]
+            if pictures:
+                lines += ["", "### Pictures (PCK vs threshold, same-view pairs, cross-view pairs)", ""]
+                lines += [f"![{Path(f).stem}]({rel}/{f})" for f in pictures]
 
     # ------------------------------------------------------------------ stages
     def n3f_stage(self, timings: Dict[str, float]) -> dict:
