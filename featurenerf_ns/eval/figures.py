@@ -95,7 +95,8 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
             if key in ex and (key != "teacher2d" or not any(r[0] == "Teacher 2D" for r in rows)):
                 rows.append((name, ex[key]))
     cmap = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(len(rows), 5, figsize=(13, 2.7 * len(rows)), squeeze=False)
+    truth_3d = next((e for _, e in rows if "points_target" in e), None)
+    fig, axes = plt.subplots(len(rows), 6, figsize=(15.5, 2.7 * len(rows)), squeeze=False)
     for i, (name, e) in enumerate(rows):
         ax = axes[i]
         ax[0].imshow(src_img)
@@ -118,6 +119,12 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
             p, lab = e["points_target"], e["labels_target_pred"]
             ax[4].scatter(p[:, 0], p[:, 2], c=part_colors(lab), s=2)
             ax[4].set_aspect("equal")
+        if i == 0 and truth_3d is not None:  # the target's annotated parts, once: what column 5 should show
+            p, lab = truth_3d["points_target"], truth_3d["labels_target"]
+            ax[5].scatter(p[:, 0], p[:, 2], c=part_colors(lab), s=2)
+            ax[5].set_aspect("equal")
+        else:
+            ax[5].axis("off")
         ax[0].set_ylabel(name, fontsize=8)
         for a in ax:
             a.set_xticks([])
@@ -129,6 +136,7 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
             "source parts",
             "transferred parts (2D)",
             "transferred parts (3D, front)",
+            "target parts (3D, annotation)",
         ]
     ):
         axes[0, j].set_title(title, fontsize=9)
