@@ -325,9 +325,10 @@ class MainJob:
         r = build_cache(cat, teacher, ids)
         size = sum((r.cache_dir / f"{i}.npy").stat().st_size for i in ids)
         rate = json.loads((r.cache_dir / "manifest.json").read_text()).get("images_per_second")
+        precision = teacher.resolved_precision()
         CONSOLE.print(
             f"{len(r.built)} instances extracted, {len(r.reused)} reused; {rate} images/s "
-            f"({teacher.resolved_precision()}); {size / 2**20:.1f} MiB"
+            f"({precision}); {size / 2**20:.1f} MiB"
         )
         timings["teacher_cache"] = time.perf_counter() - t
 
@@ -357,7 +358,7 @@ class MainJob:
             "cache_dir": str(r.cache_dir),
             "instances": len(ids),
             "images_per_second": rate,
-            "precision": teacher.resolved_precision(),
+            "precision": precision,
             "mib_per_instance": size / len(ids) / 2**20,
             "pck": json.loads(pck_json.read_text()),
             "pca_image": str(self.out / f"{cat.category}_{args.name}.png"),

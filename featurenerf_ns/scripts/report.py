@@ -155,11 +155,8 @@ class ReportCommand:
                 for k in range(min(len(e) for _, e in per_run)):
                     kind = per_run[0][1][k].get("kind", "cross")
                     n = counts[kind] = counts.get(kind, -1) + 1
-                    name = (
-                        f"qualitative_{cat_data.category}_{n}.png"
-                        if kind == "cross"
-                        else (f"qualitative_{kind}_{cat_data.category}_{n}.png")
-                    )
+                    prefix = "qualitative" if kind == "cross" else f"qualitative_{kind}"
+                    name = f"{prefix}_{cat_data.category}_{n}.png"
                     qualitative_figure(cat_data, per_run, k, self.out / name)
                     written.append(name)
         atomic_write_json(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featurenerf_ns.utils.images import imagenet_normalize
-from featurenerf_ns.utils.precision import PRECISIONS, autocast_context, resolve_precision
+from featurenerf_ns.utils.precision import autocast_context, resolve_precision
 
 
 class TeacherError(RuntimeError):
@@ -100,10 +100,10 @@ class Teacher(nn.Module):
             raise TeacherError(f"teacher {config.name}: input_size must be positive (got {config.input_size})")
         if config.batch_size <= 0:
             raise TeacherError(f"teacher {config.name}: batch_size must be positive (got {config.batch_size})")
-        if config.precision not in PRECISIONS:
-            raise TeacherError(
-                f"teacher {config.name}: precision {config.precision!r} unknown; choose from {', '.join(PRECISIONS)}"
-            )
+        try:
+            resolve_precision(config.precision, device)  # the one check of the precision names
+        except ValueError as e:
+            raise TeacherError(f"teacher {config.name}: {e}") from None
 
     # ------------------------------------------------------------------ to implement
     def features(self, x: torch.Tensor, category: Optional[str] = None) -> torch.Tensor:
