@@ -175,7 +175,7 @@ def test_examples_and_determinism(cat, proto):
     e = ex[0]["oracle_parts"]
     assert e["target_pred_labels"].shape == e["target_labels"].shape
     assert e["labels_target_pred"].shape == e["labels_target"].shape
-    assert all(x["kind"] == "cross" and x["source_view"] == x["target_view"] == x["view"] for x in ex)
+    assert all(x["kind"] == "cross" and x["source_view"] == x["target_view"] for x in ex)
     # with cross-view tasks, the first `keep` cross-view pairs follow, each with its own two views
     _, ex = evaluate(prov, cat, proto, ("part2d_cross", "part2d_xview", "part3d_xview"), 64, keep=2)
     assert [x["kind"] for x in ex] == ["cross", "cross", "xview", "xview"]
@@ -322,3 +322,27 @@ def test_whitening_per_object_equalises_directions():
     # the weak, label-carrying direction now weighs as much as the strong one; a global scale changes nothing
     assert abs(float(w[:, 1].std()) - 1.0) < 0.02
     assert torch.allclose(centre_features({"f": 7.0 * f}, ("f" + WHITENED,))["f" + WHITENED], w, atol=1e-4)
+
+
+def test_model_provider_reuses_encodings_with_identical_features(tiny_run):
+    """Switching back to a recent conditioning reuses its encoder maps (no second encode) and changes no feature."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from featurenerf_ns.eval.providers import ModelProvider
+
+    _, pipe, _, _ = eval_setup(tiny_run[0] / "config.yml", test_mode="test")
+    model, dm = pipe.model, pipe.datamanager
+    a, b = dm.cat.ids("train")[:2]
+    xyz = torch.rand(50, 3) - 0.5
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with model.evaluating():
+            prov = ModelProvider(model, dm, ("nerf_feature",))
+            first = [prov.points(i, v, xyz)["nerf_feature"] for i, v in ((a, 0), (b, 1), (a, 0), (b, 1))]
+            fresh = ModelProvider(model, dm, ("nerf_feature",)).points(b, 1, xyz)["nerf_feature"]
+    finally:
+        hook.remove()
+    assert len(calls) == 3  # a, b, then b again by the fresh provider
+    assert torch.equal(first[0], first[2]) and torch.equal(first[1], first[3]) and torch.equal(first[1], fresh)
+    assert not torch.equal(first[0], first[1])

@@ -282,7 +282,7 @@ def evaluate(
         }
 
     for k, (src, trg, v) in enumerate(protocol.cross_instance):
-        example = dict(new_example("cross", src, trg, v, v), view=v) if k < keep else None
+        example = new_example("cross", src, trg, v, v) if k < keep else None
         pair_2d(src, v, v, trg, v, v, "cross", example)
         pair_3d(src, v, trg, v, "cross", example)
         if example is not None:

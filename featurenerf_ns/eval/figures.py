@@ -77,7 +77,7 @@ def qualitative_figure(cat, per_run: List[Tuple[str, list]], k: int, path: Path)
 
     base = per_run[0][1][k]
     s, t, res = base["source"], base["target"], base["resolution"]
-    vs, vt = base.get("source_view", base.get("view")), base.get("target_view", base.get("view"))
+    vs, vt = base["source_view"], base["target_view"]
 
     def rgb(inst, v):
         a = load_rgba(cat.instance(inst).image_paths[v])[..., :3]

@@ -112,12 +112,13 @@ class FeatureNeRFModel(ViewerRouting, Model):
         self.lpips = local_lpips()
 
     # ------------------------------------------------------------------ conditioning
-    def set_sources(self, sources: SourceViews) -> None:
-        """Condition the field on these source views until the next change (encoded lazily; cached while not
-        training). For a scope that restores the previous conditioning use :meth:`conditioned`; the correspondence
-        providers call this inside :meth:`evaluating`, which restores it on exit."""
+    def set_sources(self, sources: SourceViews, maps: Optional[torch.Tensor] = None) -> None:
+        """Condition the field on these source views until the next change (encoded lazily and cached while not
+        training; ``maps``: their encoding, when already computed for exactly these views with these weights). For a
+        scope that restores the previous conditioning use :meth:`conditioned`; the correspondence providers call
+        this inside :meth:`evaluating`, which restores it on exit."""
         self._sources = sources.to(self.device)
-        self._maps = None
+        self._maps = maps
 
     @contextlib.contextmanager
     def conditioned(self, sources: Optional[SourceViews] = None, maps: Optional[torch.Tensor] = None):
