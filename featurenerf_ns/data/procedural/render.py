@@ -6,8 +6,9 @@ image +y up), principal point at the image centre, pixel (row i, col j) centred 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import numpy as np
 
@@ -81,16 +82,27 @@ def pixel_rays(c2w: np.ndarray, K: Intrinsics, offsets: np.ndarray):
     Directions are NOT normalised: their camera-frame z component is -1, so the ray parameter at a hit is
     the hit's depth along the optical axis. Returns (origins (S*H*W, 3), dirs (S*H*W, 3)) ordered
     offset-major, then row, then column."""
-    jj, ii = np.meshgrid(np.arange(K.width), np.arange(K.height))
-    dirs = []
-    for ox, oy in offsets:
-        x = (jj + ox - K.cx) / K.fx
-        y = -(ii + oy - K.cy) / K.fy
-        d_cam = np.stack([x, y, -np.ones_like(x)], axis=-1).reshape(-1, 3)
-        dirs.append(d_cam @ c2w[:3, :3].T)
-    dirs = np.concatenate(dirs)
+    cam = _camera_dirs(K.width, K.height, K.fx, K.fy, K.cx, K.cy, np.asarray(offsets, float).tobytes())
+    dirs = np.concatenate([d_cam @ c2w[:3, :3].T for d_cam in cam])
     origins = np.broadcast_to(c2w[:3, 3], dirs.shape)
     return origins, dirs
+
+
+@functools.lru_cache(maxsize=8)
+def _camera_dirs(
+    width: int, height: int, fx: float, fy: float, cx: float, cy: float, offsets: bytes
+) -> Tuple[np.ndarray, ...]:
+    """Camera-frame directions (H*W, 3) per sub-pixel offset (``offsets``: the (S, 2) float64 array's bytes); the
+    same for every view of a camera, so computed once (rendering 50 views re-made them per view)."""
+    jj, ii = np.meshgrid(np.arange(width), np.arange(height))
+    out = []
+    for ox, oy in np.frombuffer(offsets).reshape(-1, 2):
+        x = (jj + ox - cx) / fx
+        y = -(ii + oy - cy) / fy
+        d = np.stack([x, y, -np.ones_like(x)], axis=-1).reshape(-1, 3)
+        d.flags.writeable = False
+        out.append(d)
+    return tuple(out)
 
 
 def project(points: np.ndarray, c2w: np.ndarray, K: Intrinsics):
@@ -189,15 +201,20 @@ def render_albedo_view(
     prim, t, bary = caster.first_hit_barycentric(origins, dirs)
     hit = prim >= 0
     colors = np.zeros((len(prim), 3))
+    if s > 1:  # the pixel-centre rays give depth and labels only: shade the sub-pixel rays
+        hit = hit.copy()
+        hit[: H * W] = False
     if hit.any():
-        pts = origins[hit] + dirs[hit] * t[hit, None]
-        unit_dirs = dirs[hit] / np.linalg.norm(dirs[hit], axis=1, keepdims=True)
-        colors[hit] = lambert(albedo(pts, prim[hit], bary[hit]), face_normals[prim[hit]], unit_dirs)
+        idx = np.flatnonzero(hit)
+        d, p = dirs[idx], prim[idx]
+        pts = origins[idx] + d * t[idx, None]
+        unit_dirs = d / np.linalg.norm(d, axis=1, keepdims=True)
+        colors[idx] = lambert(albedo(pts, p, bary[idx]), face_normals[p], unit_dirs)
     n_pix = H * W
     center_prim, center_t = prim[:n_pix], t[:n_pix]
     if s == 1:
         cover, rgb = hit.astype(np.float64), colors
-    else:
+    else:  # (hit of the sub-pixel rays is unchanged by the copy above)
         sub_hit = hit[n_pix:].reshape(s * s, n_pix)
         sub_rgb = colors[n_pix:].reshape(s * s, n_pix, 3)
         cover = sub_hit.mean(axis=0)
