@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from _runs import RANDOM_TEACHER_ARGS, SMALL_DATA_ARGS, SMALL_MODEL_ARGS
 
-from featurenerf_ns.scripts.study import Run, StudyError, latest_checkpoint, train_command
+from featurenerf_ns.scripts.study import Run, Status, StudyError, latest_checkpoint, train_command
 from featurenerf_ns.scripts.study_report import Report
 
 TRAIN_ARGS = " ".join((*SMALL_MODEL_ARGS, *RANDOM_TEACHER_ARGS, "--steps-per-save", "1", *SMALL_DATA_ARGS))
@@ -34,7 +34,7 @@ def _study(root, out, **kw):
     return base
 
 
-def test_study_run_resume_and_report(chair_root, tmp_path):
+def test_study_run_resume_and_report(chair_root, tmp_path, capsys):
     out = tmp_path / "study"
     st = Run(**_study(chair_root, out))
     # a run killed after 2 of its 3 steps: its checkpoint is there, no train_done.json
@@ -86,6 +86,17 @@ def test_study_run_resume_and_report(chair_root, tmp_path):
     # ... and a different budget on the same folder is refused with the fix
     with pytest.raises(StudyError, match="steps=3, not 5.*another --out"):
         Run(**_study(chair_root, out, steps=5)).main()
+
+    # status shows the study's own plan whatever the defaults are, and refuses a folder that is not a study
+    status = Status(out=out)
+    status.main()
+    assert status.plan() == st.plan() and status.steps == st.steps == 3
+    capsys.readouterr()
+    status.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(st.plan()) and all("done" in x and "evaluated" in x for x in lines), lines
+    with pytest.raises(StudyError, match="not a study folder"):
+        Status(out=tmp_path / "typo").main()
 
 
 def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):

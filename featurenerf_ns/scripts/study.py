@@ -71,6 +71,20 @@ class _Study:
     """Extra ns-train arguments for every run, as one string (give it with '='), e.g.
     --train-args="--pipeline.datamanager.foreground-ray-fraction 0.5"."""
 
+    def adopt_stored_settings(self) -> None:
+        """The study's own settings from ``<out>/study.json`` (so ``--out`` alone names a study to report or
+        show)."""
+        path = self.out / "study.json"
+        if not path.is_file():
+            raise StudyError(
+                f"{path}: not a study folder (no study.json); run `featurenerf-study run --out {self.out}` first"
+            )
+        d = json.loads(path.read_text())
+        for k, v in d.get("spec", {}).items():
+            setattr(self, k, v)
+        self.categories, self.methods, self.seeds = tuple(d["categories"]), tuple(d["methods"]), tuple(d["seeds"])
+        self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
+
     # ------------------------------------------------------------------ layout
     def run_dir(self, cat: str, method: str, seed: int) -> Path:
         return self.out / "runs" / cat / method / f"seed{seed}"
@@ -375,9 +389,11 @@ class Run(_Study):
 
 @dataclass
 class Status(_Study):
-    """Print which runs are trained, in progress or waiting, and which evaluations exist."""
+    """Print which runs of the study in ``--out`` (its stored settings) are trained, in progress or waiting, and which
+    evaluations exist."""
 
     def main(self) -> None:
+        self.adopt_stored_settings()
         for cat, method, seed in self.plan():
             run = self.run_dir(cat, method, seed)
             last = latest_checkpoint(run)

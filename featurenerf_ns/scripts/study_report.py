@@ -103,19 +103,6 @@ class Report(_Study):
     figures: str = "results"
     """Sub-folder of the Markdown file's folder for the figures."""
 
-    def adopt_stored_settings(self) -> None:
-        """The study's own settings from ``<out>/study.json`` (so ``--out`` alone names a study to report)."""
-        path = self.out / "study.json"
-        if not path.is_file():
-            raise StudyError(
-                f"{path}: not a study folder (no study.json); run `featurenerf-study run --out {self.out}` first"
-            )
-        d = json.loads(path.read_text())
-        for k, v in d.get("spec", {}).items():
-            setattr(self, k, v)
-        self.categories, self.methods, self.seeds = tuple(d["categories"]), tuple(d["methods"]), tuple(d["seeds"])
-        self.eval_pairs = int(d.get("eval_pairs", self.eval_pairs))
-
     def _psnr_slopes(self, cats, baselines: Dict[str, dict]) -> str:
         """Markdown: per category and method, the PSNR learning curve's gain per doubling of the steps (callback
         points of the last 75% of the run, mean over seeds) and the steps at which the final evaluation's PSNR would
