@@ -139,14 +139,14 @@ class ModelProvider(FeatureProvider):
         self._base = tuple(dict.fromkeys(_base_name(n) for n in self.names))
         self.model, self.dm, self.chunk = model, datamanager, chunk
         self.cat = datamanager.cat
-        self._conditioned: Optional[Tuple[str, int]] = None
         # the last few conditionings with their encoder maps: a pair's source is conditioned again after its
-        # target (2D, then 3D); the main job's 50 + 50 + 50 pairs encoded 450 times, 250 with these (same metrics)
+        # target (2D, then 3D); the main job's 50 + 50 + 50 pairs encoded 450 times, 250 with these (same metrics).
+        # The last entry is the model's current conditioning.
         self._encoded: "OrderedDict[Tuple[str, int], tuple]" = OrderedDict()
 
     def _condition(self, inst: str, input_view: int) -> None:
         key = (inst, input_view)
-        if self._conditioned == key:
+        if self._encoded and next(reversed(self._encoded)) == key:
             return
         if key in self._encoded:
             self.model.set_sources(*self._encoded[key])
@@ -157,7 +157,6 @@ class ModelProvider(FeatureProvider):
             self._encoded[key] = (sources, self.model.encoded_sources())
             while len(self._encoded) > 4:
                 self._encoded.popitem(last=False)
-        self._conditioned = key
 
     @torch.no_grad()
     def pixels(self, inst, input_view, view, xy, resolution):

@@ -200,21 +200,21 @@ def render_albedo_view(
     origins, dirs = pixel_rays(c2w, K, offsets)
     prim, t, bary = caster.first_hit_barycentric(origins, dirs)
     hit = prim >= 0
+    n_pix = H * W
     colors = np.zeros((len(prim), 3))
+    shade = hit.copy()
     if s > 1:  # the pixel-centre rays give depth and labels only: shade the sub-pixel rays
-        hit = hit.copy()
-        hit[: H * W] = False
-    if hit.any():
-        idx = np.flatnonzero(hit)
+        shade[:n_pix] = False
+    if shade.any():
+        idx = np.flatnonzero(shade)
         d, p = dirs[idx], prim[idx]
         pts = origins[idx] + d * t[idx, None]
         unit_dirs = d / np.linalg.norm(d, axis=1, keepdims=True)
         colors[idx] = lambert(albedo(pts, p, bary[idx]), face_normals[p], unit_dirs)
-    n_pix = H * W
     center_prim, center_t = prim[:n_pix], t[:n_pix]
     if s == 1:
         cover, rgb = hit.astype(np.float64), colors
-    else:  # (hit of the sub-pixel rays is unchanged by the copy above)
+    else:
         sub_hit = hit[n_pix:].reshape(s * s, n_pix)
         sub_rgb = colors[n_pix:].reshape(s * s, n_pix, 3)
         cover = sub_hit.mean(axis=0)
