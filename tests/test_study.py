@@ -99,6 +99,21 @@ def test_study_run_resume_and_report(chair_root, tmp_path, capsys):
         Status(out=tmp_path / "typo").main()
 
 
+def test_study_json_keeps_every_category_method_and_seed_run_into_the_folder(tmp_path):
+    """A command that adds a seed or a category to a study extends what status and report show (it used to replace
+    the stored lists, so `--seeds 2` hid seeds 0 and 1 from the report)."""
+    out = tmp_path / "study"
+    Run(**_study(tmp_path, out, categories=("airplane",), seeds=(0, 1))).check_spec()
+    Run(**_study(tmp_path, out, categories=("airplane",), seeds=(2,))).check_spec()
+    Run(**_study(tmp_path, out, categories=("chair",), methods=("featurenerf-tiny",), seeds=(0,))).check_spec()
+    stored = json.loads((out / "study.json").read_text())
+    assert stored["categories"] == ["airplane", "chair"] and stored["seeds"] == [0, 1, 2]
+    assert stored["methods"] == ["featurenerf-tiny", "featurenerf-nodistill-tiny"]
+    status = Status(out=out)
+    status.adopt_stored_settings()
+    assert ("chair", "featurenerf-nodistill-tiny", 2) in status.plan() and len(status.plan()) == 12
+
+
 def test_drop_stale_curve_keeps_points_before_resume_step(tmp_path):
     from featurenerf_ns.data.layout import append_jsonl, read_jsonl
     from featurenerf_ns.scripts.study import drop_stale_curve

@@ -106,12 +106,18 @@ class _Study:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in SPEC_KEYS}
 
     def check_spec(self) -> None:
-        """Writes ``<out>/study.json`` on first use; refuses settings that differ from the stored ones."""
+        """Writes ``<out>/study.json`` on first use; refuses settings that differ from the stored ones. The stored
+        categories, methods and seeds are the union over every run command, so a command that adds one seed or
+        category (``--seeds 2``) extends the study that ``report`` and ``status`` show instead of replacing it."""
 
         path = self.out / "study.json"
         mine = self.spec()
+        lists = {"categories": list(self.categories), "methods": list(self.methods), "seeds": list(self.seeds)}
         if path.is_file():
-            stored = json.loads(path.read_text()).get("spec", {})
+            whole = json.loads(path.read_text())
+            for key, values in lists.items():
+                lists[key] = list(whole.get(key, [])) + [v for v in values if v not in whole.get(key, [])]
+            stored = whole.get("spec", {})
             diff = [k for k in SPEC_KEYS if k in stored and stored[k] != mine[k]]
             if diff:
                 k = diff[0]
@@ -123,9 +129,7 @@ class _Study:
             path,
             {
                 "spec": mine,
-                "categories": list(self.categories),
-                "methods": list(self.methods),
-                "seeds": list(self.seeds),
+                **lists,
                 "data": str(self.data),
                 "eval_pairs": self.eval_pairs,
             },
