@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import typing
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRen
 from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch.nn import Parameter
 
 from featurenerf_ns.data.layout import FAR, NEAR, FeatureNeRFDataError
@@ -105,6 +106,7 @@ class FeatureNeRFModel(ViewerRouting, Model):
         self.renderer_accumulation = AccumulationRenderer()
         self._sources: Optional[SourceViews] = None
         self._maps: Optional[torch.Tensor] = None
+        self._default_conditioning: Optional[Callable[[], Tuple[SourceViews, str]]] = None
         self._precision_local = ThreadPrecision()  # per-thread override: the viewer's "Render precision"
         from torchmetrics.functional import structural_similarity_index_measure
 
@@ -119,6 +121,13 @@ class FeatureNeRFModel(ViewerRouting, Model):
         this inside :meth:`evaluating`, which restores it on exit."""
         self._sources = sources.to(self.device)
         self._maps = maps
+
+    def set_default_conditioning(self, make: Optional[Callable[[], Tuple[SourceViews, str]]]) -> None:
+        """What a render made outside any conditioning uses: nerfstudio's ``ns-render`` calls
+        ``get_outputs_for_camera`` on the bare model. ``make() -> (sources, description)`` runs once, at the first
+        such render (not in a training forward, where a missing conditioning stays an error); the pipeline installs
+        the first evaluated instance's eval source view. ``featurenerf-render`` chooses the instance and views."""
+        self._default_conditioning = make
 
     @contextlib.contextmanager
     def conditioned(self, sources: Optional[SourceViews] = None, maps: Optional[torch.Tensor] = None):
@@ -164,6 +173,13 @@ class FeatureNeRFModel(ViewerRouting, Model):
 
     def get_sources(self) -> SourceViews:
         """The current conditioning (a method, not a property: nerfstudio's viewer reads every attribute)."""
+        if self._sources is None and self._default_conditioning is not None and not self._grad_training():
+            sources, what = self._default_conditioning()
+            self.set_sources(sources)
+            CONSOLE.print(
+                f"[yellow]featurenerf: no conditioning set: rendering {what} (to choose: featurenerf-render "
+                "--instance ID --source-views V)[/yellow]"
+            )
         if self._sources is None:
             raise RuntimeError(
                 "FeatureNeRFModel: no source views set; render inside `with model.conditioned(batch['source'])` "

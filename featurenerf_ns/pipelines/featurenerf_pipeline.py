@@ -25,6 +25,7 @@ from featurenerf_ns.data.datamanager import FeatureNeRFDataManager, FeatureNeRFD
 from featurenerf_ns.eval.correspondence import CorrespondenceConfig, evaluate, num_steps
 from featurenerf_ns.eval.protocols import resolve_protocol
 from featurenerf_ns.eval.providers import FeatureProvider, ModelProvider, PositionPrior, TeacherProvider
+from featurenerf_ns.fields.featurenerf_field import SourceViews
 from featurenerf_ns.models.featurenerf import FeatureNeRFModelConfig
 from featurenerf_ns.pipelines.builder import setup_pipeline
 from featurenerf_ns.pipelines.callbacks import LearningCurve, scheduler_alignment_callback, time_budget_callback
@@ -67,6 +68,16 @@ class FeatureNeRFPipeline(VanillaPipeline):
 
         self.featurenerf = FeatureViewerPanel(self)  # the viewer's controls ("Custom Elements / featurenerf")
         prefer_localhost_for_ns_viewer()
+        self.model.set_default_conditioning(self.default_conditioning)
+
+    def default_conditioning(self) -> Tuple[SourceViews, str]:
+        """(sources, description) of what renders without a conditioning show (``ns-render``): the first evaluated
+        instance seen from the data manager's eval source view."""
+        dm = self.datamanager
+        inst = dm.eval_ids[0]
+        it = dm.instance(inst)
+        view = dm.config.eval_source_view % it.rgba.shape[0]
+        return dm.sources([it], torch.tensor([[view]])), f"instance {inst} from its view {view}"
 
     # ------------------------------------------------------------------ conditioned model calls
     def _ray_losses(self, module, ray_bundle, batch):

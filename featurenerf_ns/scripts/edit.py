@@ -38,6 +38,7 @@ from featurenerf_ns.editing.texture_swap import (
 from featurenerf_ns.eval.providers import view_camera
 from featurenerf_ns.scripts.export import load_featurenerf
 from featurenerf_ns.utils.cli import make_console, progress_bar, run_subcommands
+from featurenerf_ns.utils.images import gif_bytes, to_uint8
 from featurenerf_ns.viewer.inputs import ViewerInputError
 
 CONSOLE = make_console()
@@ -141,10 +142,6 @@ def swap_metrics(out: SwapViews, gt: Dict[str, np.ndarray], label: int) -> Dict[
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
 
 
-def _u8(img: np.ndarray) -> np.ndarray:
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
 def write_strip(path: Path, rows: List[Tuple[str, np.ndarray]], scale: int = 3) -> None:
     """A PNG grid: one row per (name, images (V, R, R, 3)), upscaled by ``scale`` (nearest) and labelled."""
     import io
@@ -158,25 +155,10 @@ def write_strip(path: Path, rows: List[Tuple[str, np.ndarray]], scale: int = 3) 
     for r, (name, imgs) in enumerate(rows):
         draw.text((4, r * (cell + pad) + cell // 2 - 6), name, fill=(0, 0, 0))
         for v in range(V):
-            im = Image.fromarray(_u8(imgs[v])).resize((cell, cell), Image.Resampling.NEAREST)
+            im = Image.fromarray(to_uint8(imgs[v])).resize((cell, cell), Image.Resampling.NEAREST)
             canvas.paste(im, (left + v * (cell + pad), r * (cell + pad)))
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def write_gif(path: Path, frames: np.ndarray, scale: int = 3, ms: int = 120) -> None:
-    """An animated GIF of frames (N, R, R, 3), looping, upscaled by ``scale``."""
-    import io
-
-    from PIL import Image
-
-    ims = [
-        Image.fromarray(_u8(f)).resize((f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.NEAREST)
-        for f in frames
-    ]
-    buf = io.BytesIO()
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=ms, loop=0)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -239,7 +221,7 @@ class TextureSwap:
         self.out.mkdir(parents=True, exist_ok=True)
         write_strip(self.out / "strip.png", strip)
         if self.orbit:
-            write_gif(self.out / "orbit.gif", out.edited[nv:])
+            atomic_write_bytes(self.out / "orbit.gif", gif_bytes(out.edited[nv:]))
         atomic_write_json(self.out / "swap.json", info)
         msg = f"{self.part} of {self.source} onto {self.target}: strip.png" + (", orbit.gif" if self.orbit else "")
         if "metrics" in info:
