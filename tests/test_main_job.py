@@ -54,6 +54,8 @@ SMALL = (
     "2",
     "--qualitative",
     "1",
+    "--orbit-frames",
+    "3",
 )
 
 
@@ -77,6 +79,9 @@ def test_main_job_small(tmp_path):
     for row in ("Teacher 2D", "FeatureNeRF (DINOv2)", "NeRF feature (no distill)"):
         assert f"| {row}" in md
     assert "![qualitative_xview_chair_0](report/qualitative_xview_chair_0.png)" in md
+    for x in tr:  # an orbit GIF of each model, linked from the report
+        assert x["render"]["frames"] == 3 and (out / x["render"]["gif"]).stat().st_size > 1000
+        assert f"![{x['method']}]({x['render']['gif']})" in md
     folder = out / "report"
     for f in (
         "summary.md",

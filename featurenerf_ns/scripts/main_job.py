@@ -105,6 +105,8 @@ class MainJob:
     """Protocol pairs of each kind (cross-instance, novel-view) for the correspondence evaluation."""
     qualitative: int = 2
     """Cross-instance pairs drawn as qualitative figures."""
+    orbit_frames: int = 24
+    """Frames of each trained model's orbit GIF (`featurenerf-render orbit`, a held-out instance; 0: none)."""
     train_max_instances: Optional[int] = None
     image_size: int = 64
     pck_pairs: int = 200
@@ -162,6 +164,8 @@ class MainJob:
             for tr in train_summary:
                 tr.update(floor)
             corr = self.report_stage(timings, train_summary)
+            if self.orbit_frames:
+                self.render_stage(timings, train_summary)
 
         CONSOLE.rule("[bold]report")
         summaries = [dataset_summary(self.data, c) for c in self.categories]
@@ -247,6 +251,19 @@ class MainJob:
             if pictures:
                 lines += ["", "### Pictures (PCK vs threshold, same-view pairs, cross-view pairs)", ""]
                 lines += [f"![{Path(f).stem}]({rel}/{f})" for f in pictures]
+        renders = [tr for tr in train_summary or [] if "render" in tr]
+        if renders:
+            r0 = renders[0]["render"]
+            lines += [
+                "",
+                "## Orbit renders (`featurenerf-render orbit`)",
+                "",
+                f"Held-out instance {r0['instance']} conditioned on its view {r0['source_views'][0]}, "
+                f"{r0['frames']} frames: the source view, then RGB, depth and the PCA colours of the features "
+                "(fitted once on the source view's render, so stable across frames).",
+                "",
+            ]
+            lines += [f"![{tr['method']}]({tr['render']['gif']})" for tr in renders]
 
     # ------------------------------------------------------------------ stages
     def n3f_stage(self, timings: Dict[str, float]) -> dict:
@@ -442,6 +459,22 @@ class MainJob:
             "files": files,
             "summary_md": (folder / "summary.md").read_text().split("\n", 2)[2],
         }
+
+    def render_stage(self, timings: Dict[str, float], trained: List[dict]) -> None:
+        """An orbit GIF of each trained model (``featurenerf-render orbit``) under ``<out>/render/<method>/``; its
+        render.json (plus the GIF's path relative to report.md) goes into the method's training summary."""
+        from featurenerf_ns.scripts.render import Orbit
+
+        t = time.perf_counter()
+        CONSOLE.rule("[bold]featurenerf-render orbit")
+        for tr in trained:
+            out = self.out / "render" / tr["method"]
+            CONSOLE.print(
+                f"$ featurenerf-render orbit --load-config {tr['config']} --frames {self.orbit_frames} --out {out}"
+            )
+            Orbit(load_config=Path(tr["config"]), frames=self.orbit_frames, out=out).main()
+            tr["render"] = dict(json.loads((out / "render.json").read_text()), gif=f"render/{tr['method']}/render.gif")
+        timings["render"] = time.perf_counter() - t
 
     def _eval_images(self) -> int:
 

@@ -59,8 +59,9 @@ class _Render:
     """Its source views (the encoder's input; indices modulo its number of views)."""
     image: Optional[Path] = None
     """An image file used in place of the first source view (posed like that view)."""
-    outputs: Tuple[str, ...] = ("rgb", "depth", "feature_pca", "nerf_feature_pca")
-    """Per-frame outputs: rgb, depth, accumulation, feature_pca (distilled head), nerf_feature_pca (internal)."""
+    outputs: Tuple[str, ...] = ()
+    """Per-frame outputs: rgb, depth, accumulation, feature_pca (distilled head), nerf_feature_pca (internal); none
+    given: all but accumulation that the model has."""
     precision: str = "float32"
     """Render precision: float32 (as ns-eval) or auto (bfloat16 autocast on CPUs with bf16 instructions: faster)."""
     gif_scale: int = 2

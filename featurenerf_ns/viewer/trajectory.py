@@ -77,11 +77,14 @@ def _frame_outputs(out: Dict[str, torch.Tensor], pca, outputs: Sequence[str]) ->
 
 
 def check_outputs(model, outputs: Sequence[str]) -> List[str]:
-    """``outputs`` validated for this model (``feature_pca`` needs a distilled head); one-line error otherwise."""
+    """``outputs`` validated for this model (``feature_pca`` needs a distilled head), or when empty every output it
+    has but accumulation; one-line error otherwise."""
     have = [o for o in OUTPUTS if o != "feature_pca" or "feature" in model.feature_names()]
+    if not outputs:
+        return [o for o in have if o != "accumulation"]
     bad = [o for o in outputs if o not in have]
-    if bad or not outputs:
-        raise FeatureNeRFDataError(f"--outputs {' '.join(bad) or '(none)'}: choose from {', '.join(have)}")
+    if bad:
+        raise FeatureNeRFDataError(f"--outputs {' '.join(bad)}: choose from {', '.join(have)}")
     return list(outputs)
 
 
