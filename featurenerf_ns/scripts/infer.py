@@ -19,7 +19,6 @@ frame) stops with a one-line error naming the file.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,20 +32,13 @@ from featurenerf_ns.eval.providers import view_camera
 from featurenerf_ns.exporters.photo_transfer import transfer_figure, transfer_to_photo
 from featurenerf_ns.scripts.export import load_featurenerf
 from featurenerf_ns.utils.cli import make_console, run_command
+from featurenerf_ns.utils.images import png_bytes
 from featurenerf_ns.utils.palette import part_colors_uint8
 from featurenerf_ns.viewer.inputs import ViewerInputError
 
 CONSOLE = make_console()
 BOX_INSTANCES = 8
 """Instances seen from the reference's camera ``--view`` whose masks give the typical object box (median)."""
-
-
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @dataclass
@@ -96,7 +88,7 @@ class Infer:
         boxes = [cat.view_annotations(i)["parts"][view] > 0 for i in list(dict.fromkeys(same_cameras))[:BOX_INSTANCES]]
         photo = prepare_photo(self.image, R, typical_box(boxes, R), self.foreground)
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.out / "input.png", _png((photo.image * 255).round().astype(np.uint8)))
+        atomic_write_bytes(self.out / "input.png", png_bytes((photo.image * 255).round().astype(np.uint8)))
         conds = ConditioningCache(dm, model)
         try:  # the encoder sees input.png itself, posed as the reference's view ``view``
             pc = conds.get(ref, (view,), self.out / "input.png")
@@ -111,8 +103,8 @@ class Infer:
             )  # fmt: skip
         lab = result.photo_labels
         rgba = np.concatenate([part_colors_uint8(lab), (lab > 0).astype(np.uint8)[..., None] * 255], -1)
-        atomic_write_bytes(self.out / "parts.png", _png(rgba))
-        atomic_write_bytes(self.out / "part_labels.png", _png(lab.astype(np.uint8)))
+        atomic_write_bytes(self.out / "parts.png", png_bytes(rgba))
+        atomic_write_bytes(self.out / "part_labels.png", png_bytes(lab.astype(np.uint8)))
         ref_rgb = rc.sources.images[0, 0].permute(1, 2, 0).float().cpu().numpy()
         labels, counts = np.unique(lab[lab > 0], return_counts=True)
         pn = cat.part_names

@@ -26,7 +26,7 @@ import numpy as np
 from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write_bytes, atomic_write_json
 from featurenerf_ns.scripts.export import load_featurenerf
 from featurenerf_ns.utils.cli import make_console, progress_bar, run_subcommands
-from featurenerf_ns.utils.images import gif_bytes, to_uint8
+from featurenerf_ns.utils.images import gif_bytes, png_bytes, to_uint8
 from featurenerf_ns.viewer.inputs import ViewerInputError
 from featurenerf_ns.viewer.trajectory import (
     check_outputs,
@@ -38,16 +38,6 @@ from featurenerf_ns.viewer.trajectory import (
 )
 
 CONSOLE = make_console()
-
-
-def _png(img: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @dataclass
@@ -96,7 +86,7 @@ class _Render:
         per_frame = (time.perf_counter() - t0) / len(cameras)
         for name, imgs in frames.items():
             for i, img in enumerate(imgs):
-                atomic_write_bytes(self.out / "frames" / name / f"{i:05d}.png", _png(img))
+                atomic_write_bytes(self.out / "frames" / name / f"{i:05d}.png", png_bytes(img))
         src = _letterbox(cond.sources.images[0, 0].permute(1, 2, 0).float().cpu().numpy(), hw)
         panels = [
             side_by_side([("source view", src)] + [(n, frames[n][i]) for n in outputs], self.gif_scale)

@@ -28,6 +28,18 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
+def png_bytes(img: np.ndarray) -> bytes:
+    """A PNG file's bytes of an image (H, W), (H, W, 3) or (H, W, 4): uint8 as it is, float in [0, 1] via
+    :func:`to_uint8`."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img if img.dtype == np.uint8 else to_uint8(img)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def gif_bytes(frames: np.ndarray, scale: int = 3, ms: int = 120) -> bytes:
     """An animated, looping GIF file's bytes from frames (N, H, W, 3) (float in [0, 1] or uint8), upscaled by
     ``scale`` (nearest), ``ms`` per frame."""
