@@ -112,11 +112,16 @@ class _Study:
 
         path = self.out / "study.json"
         mine = self.spec()
-        lists = {"categories": list(self.categories), "methods": list(self.methods), "seeds": list(self.seeds)}
+        lists: Dict[str, list] = {
+            "categories": list(self.categories),
+            "methods": list(self.methods),
+            "seeds": list(self.seeds),
+        }
         if path.is_file():
             whole = json.loads(path.read_text())
-            for key, values in lists.items():
-                lists[key] = list(whole.get(key, [])) + [v for v in values if v not in whole.get(key, [])]
+            for key in lists:
+                before = list(whole.get(key, []))
+                lists[key] = before + [v for v in lists[key] if v not in before]
             stored = whole.get("spec", {})
             diff = [k for k in SPEC_KEYS if k in stored and stored[k] != mine[k]]
             if diff:

@@ -61,13 +61,19 @@ def path_cameras(path: Path) -> Tuple[Cameras, float]:
     return cameras, float(data.get("seconds", len(cameras)))
 
 
-def _frame_outputs(out: Dict[str, torch.Tensor], pca, outputs: Sequence[str]) -> Dict[str, np.ndarray]:
-    """(H, W, *) model outputs -> {name: (H, W, 3) float in [0, 1]} for ``outputs``."""
+def _frame_outputs(
+    out: Dict[str, torch.Tensor], pca, outputs: Sequence[str], depth_range: Tuple[float, float]
+) -> Dict[str, np.ndarray]:
+    """(H, W, *) model outputs -> {name: (H, W, 3) float in [0, 1]} for ``outputs``; depth coloured over the fixed
+    ``depth_range`` (the model's near and far planes), so its colours do not change from frame to frame either."""
     composed = compose_outputs(out, pca, "nerf_feature", None, 0.0, None)
     res: Dict[str, np.ndarray] = {}
     for name in outputs:
         if name == "depth":
-            img = colormaps.apply_depth_colormap(out["depth"], accumulation=out["accumulation"])
+            near, far = depth_range
+            img = colormaps.apply_depth_colormap(
+                out["depth"], accumulation=out["accumulation"], near_plane=near, far_plane=far
+            )
         elif name == "accumulation":
             img = composed["accumulation"].expand(*composed["accumulation"].shape[:-1], 3)
         else:
@@ -110,7 +116,9 @@ def render_trajectory(
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
         pca = fit_pca_colors([render(fit_camera)], model.feature_names())
         for camera in cameras:
-            for name, img in _frame_outputs(render(camera), pca, outputs).items():
+            for name, img in _frame_outputs(
+                render(camera), pca, outputs, (model.config.near, model.config.far)
+            ).items():
                 frames[name].append(img)
             if advance is not None:
                 advance()
