@@ -28,7 +28,6 @@ from featurenerf_ns.eval.metrics import nn_match
 from featurenerf_ns.eval.providers import field_point_features, view_camera
 from featurenerf_ns.exporters.feature_cloud import cloud_figure, feature_cloud, transfer_parts, write_cloud
 from featurenerf_ns.utils.cli import make_console, run_command
-from featurenerf_ns.viewer.inputs import ViewerInputError
 
 CONSOLE = make_console()
 PART_POINTS = 4096
@@ -78,23 +77,18 @@ class Export:
     out: Path = Path("outputs/export")
 
     def main(self) -> None:
-        from featurenerf_ns.viewer.conditionings import ConditioningCache
+        from featurenerf_ns.viewer.conditionings import ConditioningCache, chosen_conditioning
 
         pipeline, step = load_featurenerf(self.load_config)
         dm, model = pipeline.datamanager, pipeline.model
         cat = dm.cat
-        inst = self.instance or dm.eval_ids[0]
-        rec = cat.named_instance(inst, "export: --instance")
+        conds = ConditioningCache(dm, model)
+        cond = chosen_conditioning(conds, self.instance, self.views, self.image, "export")
+        inst, views = cond.instance, cond.views
         names = model.feature_names()
         model.resolve_feature(self.feature, "export")
-        nv = len(rec.poses)
-        views = tuple(v % nv for v in self.views)
+        nv = len(cat.instance(inst).poses)
         res = self.resolution or dm.instance(inst).hw[0]
-        conds = ConditioningCache(dm, model)
-        try:
-            cond = conds.get(inst, views, self.image)
-        except ViewerInputError as e:
-            raise FeatureNeRFDataError(str(e)) from None
         cams = [view_camera(cat, inst, v % nv, res) for v in self.cameras]
         with model.precision_override("float32"):
             cloud = feature_cloud(model, cond.sources, cond.maps, cams, res, names, self.min_accumulation)

@@ -23,18 +23,18 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from featurenerf_ns.cameras import pinhole_camera
 from featurenerf_ns.data.layout import FeatureNeRFDataError, atomic_write_bytes, atomic_write_json
+from featurenerf_ns.eval.providers import view_camera
 from featurenerf_ns.scripts.export import load_featurenerf
 from featurenerf_ns.utils.cli import make_console, progress_bar, run_subcommands
 from featurenerf_ns.utils.images import gif_bytes, png_bytes, to_uint8
-from featurenerf_ns.viewer.inputs import ViewerInputError
 from featurenerf_ns.viewer.trajectory import (
     check_outputs,
     orbit_poses,
     path_cameras,
     render_trajectory,
     side_by_side,
-    source_camera,
 )
 
 CONSOLE = make_console()
@@ -63,22 +63,18 @@ class _Render:
         raise NotImplementedError
 
     def main(self) -> None:
-        from featurenerf_ns.viewer.conditionings import ConditioningCache
+        from featurenerf_ns.viewer.conditionings import ConditioningCache, chosen_conditioning
 
         pipeline, step = load_featurenerf(self.load_config)
         dm, model = pipeline.datamanager, pipeline.model
         outputs = check_outputs(model, self.outputs)
-        inst = self.instance or dm.eval_ids[0]
-        rec = dm.cat.named_instance(inst, "render: --instance")
-        views = tuple(v % len(rec.poses) for v in self.source_views)
-        try:
-            cond = ConditioningCache(dm, model).get(inst, views, self.image)
-        except ViewerInputError as e:
-            raise FeatureNeRFDataError(str(e)) from None
+        cond = chosen_conditioning(ConditioningCache(dm, model), self.instance, self.source_views, self.image, "render")
+        inst, views = cond.instance, cond.views
         cameras, seconds, what = self._cameras(pipeline, cond)
         hw = (int(cameras[0].height), int(cameras[0].width))
         res = dm.instance(inst).hw[0]
-        fit = source_camera(dm.cat, cond, (res, res))  # the PCA's fit: the first source view at training resolution
+        # the PCA's fit: the first source view at training resolution
+        fit = pinhole_camera(*view_camera(dm.cat, inst, views[0], res), (res, res))
         t0 = time.perf_counter()
         with progress_bar(True, f"rendering {len(cameras)} frames", len(cameras)) as advance:
             with model.precision_override(self.precision):
@@ -145,13 +141,11 @@ class Orbit(_Render):
     """Length of one loop of the GIF."""
 
     def _cameras(self, pipeline, cond) -> Tuple[list, float, str]:
-        from featurenerf_ns.cameras import pinhole_camera
-
         dm = pipeline.datamanager
-        rec = dm.cat.instance(cond.instance)
+        poses = dm.cat.instance(cond.instance).poses
         res = self.resolution or dm.instance(cond.instance).hw[0]
-        focal = rec.focal * res / rec.width
-        cams = [pinhole_camera(c2w, focal, (res, res)) for c2w in orbit_poses(rec.poses, self.frames, self.elevation)]
+        focal = view_camera(dm.cat, cond.instance, 0, res)[1]
+        cams = [pinhole_camera(c2w, focal, (res, res)) for c2w in orbit_poses(poses, self.frames, self.elevation)]
         return cams, self.seconds, f"orbit at {self.elevation:g} degrees"
 
 

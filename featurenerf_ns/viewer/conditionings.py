@@ -9,8 +9,9 @@ from typing import Optional, Tuple
 
 import torch
 
+from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.utils.weights_key import weights_key
-from featurenerf_ns.viewer.inputs import Conditioning, load_user_image
+from featurenerf_ns.viewer.inputs import Conditioning, ViewerInputError, load_user_image
 
 
 class ConditioningCache:
@@ -52,3 +53,18 @@ class ConditioningCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
         return cond
+
+
+def chosen_conditioning(
+    conds: ConditioningCache, instance: Optional[str], views: Tuple[int, ...], image: Optional[Path], what: str
+) -> Conditioning:
+    """The conditioning a command-line tool (``what``, e.g. ``export``) was given: ``instance`` (default: the first
+    held-out instance the run evaluates), its source ``views`` (modulo its number of views), ``image`` in place of
+    the first one; a one-line :class:`FeatureNeRFDataError` for an unknown instance or an unusable image."""
+    dm = conds._dm
+    inst = instance or dm.eval_ids[0]
+    rec = dm.cat.named_instance(inst, f"{what}: --instance")
+    try:
+        return conds.get(inst, tuple(v % len(rec.poses) for v in views), image)
+    except ViewerInputError as e:
+        raise FeatureNeRFDataError(str(e)) from None

@@ -18,7 +18,6 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils import colormaps
 
-from featurenerf_ns.cameras import pinhole_camera
 from featurenerf_ns.data.layout import FeatureNeRFDataError
 from featurenerf_ns.viewer.compose import compose_outputs, fit_pca_colors
 from featurenerf_ns.viewer.inputs import Conditioning
@@ -123,13 +122,6 @@ def render_trajectory(
             if advance is not None:
                 advance()
     return {name: np.stack(v) for name, v in frames.items()}
-
-
-def source_camera(cat, cond: Conditioning, hw: Tuple[int, int]) -> Cameras:
-    """The camera of the conditioning's first source view at image size ``hw`` (focal scaled with the width)."""
-    rec = cat.instance(cond.instance)
-    c2w = torch.as_tensor(rec.poses[cond.views[0]], dtype=torch.float32)
-    return pinhole_camera(c2w, rec.focal * hw[1] / rec.width, hw)
 
 
 def side_by_side(panels: Sequence[Tuple[str, np.ndarray]], scale: int = 2) -> np.ndarray:
